@@ -1,0 +1,1 @@
+//! planrun: declarative migration plans for Milvus, compiled into a DAG, previewed, run and resumed.

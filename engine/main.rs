@@ -1,0 +1,2 @@
+//! The `planrun` command line.
+fn main() {}

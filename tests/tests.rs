@@ -1,0 +1,1 @@
+//! All integration tests compile into this one binary.
