@@ -1,1 +1,7 @@
 //! planrun: declarative migration plans for Milvus, compiled into a DAG, previewed, run and resumed.
+
+pub mod dag;
+pub mod milvus;
+pub mod plan;
+pub mod secret;
+pub mod storage;

@@ -1,1 +1,3 @@
 //! All integration tests compile into this one binary.
+
+mod support;

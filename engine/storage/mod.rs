@@ -1,0 +1,1 @@
+//! Object storage behind one small trait, with S3 and local-filesystem implementations.

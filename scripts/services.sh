@@ -1,0 +1,194 @@
+#!/usr/bin/env bash
+# Starts and stops the real servers planrun's tests and demo talk to, all on loopback:
+#   S3 (moto)        127.0.0.1:9000   buckets bucket-a, bucket-b
+#   Milvus A 2.3.5   127.0.0.1:19530  data in bucket-a:files, auth on (root / Milvus), mgmt :9091
+#   Milvus B 2.3.5   127.0.0.1:19540  data in bucket-b:files, auth off, mgmt :9092
+#   Milvus Lite      127.0.0.1:19560
+# Usage: scripts/services.sh up|down|status|install [s3|milvus-a|milvus-b|lite ...]
+# Everything is installed into the git-ignored .venv and runs from .services/ (data and logs).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+venv="$root/.venv"
+dir="${PLANRUN_SERVICES_DIR:-$root/.services}"
+py="$venv/bin/python"
+all=(s3 milvus-a milvus-b lite)
+
+log() { printf '[services] %s\n' "$*" >&2; }
+
+install() {
+  if [ -x "$py" ] && "$py" -c 'import milvus, milvus_lite, pymilvus, moto, boto3' 2>/dev/null \
+     && [ -x "$venv/bin/milvus-server" ]; then
+    return
+  fi
+  log "installing milvus==2.3.5, milvus-lite, pymilvus, moto[server], boto3 into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check \
+    "milvus==2.3.5" "milvus-lite==3.2.2" "pymilvus" "moto[server]" "boto3"
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Starts a command in its own process group and records the group id: the Milvus launcher
+# leaves its server child running when only the launcher is killed.
+spawn() {
+  local name=$1; shift
+  mkdir -p "$dir/logs"
+  setsid "$@" >"$dir/logs/$name.log" 2>&1 < /dev/null &
+  echo $! >"$dir/$name.pgid"
+}
+
+running() {
+  local f="$dir/$1.pgid"
+  [ -f "$f" ] && kill -0 -- "-$(cat "$f")" 2>/dev/null
+}
+
+wait_for() { # name, seconds, check command...
+  local name=$1 secs=$2; shift 2
+  local deadline=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    if ! running "$name"; then
+      log "$name exited during start-up; last lines of $dir/logs/$name.log:"
+      tail -n 30 "$dir/logs/$name.log" >&2 || true
+      return 1
+    fi
+    if [ $SECONDS -ge $deadline ]; then
+      log "$name not healthy after ${secs}s; see $dir/logs/$name.log"
+      return 1
+    fi
+    sleep 1
+  done
+}
+
+milvus_healthy() { # port [user:password]
+  "$py" - "$@" <<'EOF'
+import sys
+from pymilvus import MilvusClient
+kw = {"token": sys.argv[2]} if len(sys.argv) > 2 else {}
+c = MilvusClient(uri=f"http://127.0.0.1:{sys.argv[1]}", timeout=5, **kw)
+c.list_collections()
+EOF
+}
+
+make_buckets() {
+  env -u AWS_CA_BUNDLE "$py" - <<'EOF'
+import boto3
+s3 = boto3.client("s3", endpoint_url="http://127.0.0.1:9000", region_name="us-east-1",
+                  aws_access_key_id="minioadmin", aws_secret_access_key="minioadmin")
+have = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+for b in ("bucket-a", "bucket-b"):
+    if b not in have:
+        s3.create_bucket(Bucket=b)
+EOF
+}
+
+start_s3() {
+  running s3 || { port_open 9000 && { log "port 9000 is taken by another process"; return 1; }; \
+    spawn s3 "$venv/bin/moto_server" -H 127.0.0.1 -p 9000; }
+  wait_for s3 30 port_open 9000
+  make_buckets
+}
+
+milvus_common=(--extra-config common.storageType=minio
+  --extra-config minio.address=127.0.0.1 --extra-config minio.port=9000
+  --extra-config minio.rootPath=files)
+
+start_milvus_a() {
+  running milvus-a && return 0
+  port_open 19530 && { log "port 19530 is taken by another process"; return 1; }
+  mkdir -p "$dir/milvus-a"
+  spawn milvus-a env -u AWS_CA_BUNDLE "$venv/bin/milvus-server" --data "$dir/milvus-a" \
+    "${milvus_common[@]}" --extra-config minio.bucketName=bucket-a \
+    --authorization-enabled true
+}
+
+start_milvus_b() {
+  running milvus-b && return 0
+  port_open 19540 && { log "port 19540 is taken by another process"; return 1; }
+  mkdir -p "$dir/milvus-b/data"
+  # The embedded etcd's peer port is fixed unless it gets a config file of its own.
+  cat >"$dir/milvus-b/etcd.yaml" <<EOF
+name: milvus_b
+listen-peer-urls: http://127.0.0.1:2390
+listen-client-urls: http://127.0.0.1:2389
+advertise-client-urls: http://127.0.0.1:2389
+initial-advertise-peer-urls: http://127.0.0.1:2390
+initial-cluster: milvus_b=http://127.0.0.1:2390
+data-dir: $dir/milvus-b/data/etcd.data
+EOF
+  spawn milvus-b env -u AWS_CA_BUNDLE METRICS_PORT=9092 ETCD_CONFIG_PATH="$dir/milvus-b/etcd.yaml" \
+    "$venv/bin/milvus-server" --data "$dir/milvus-b" \
+    "${milvus_common[@]}" --extra-config minio.bucketName=bucket-b \
+    --proxy-port 19540 --proxy-internal-port 19539 --root-coord-port 53110 \
+    --query-coord-port 19541 --query-node-port 21133 --index-coord-port 22940 \
+    --index-node-port 21131 --data-coord-port 13343 --data-node-port 21134 --etcd-port 2389
+}
+
+start_lite() {
+  running lite && return 0
+  port_open 19560 && { log "port 19560 is taken by another process"; return 1; }
+  mkdir -p "$dir/lite"
+  spawn lite "$venv/bin/milvus-lite" server --data-dir "$dir/lite" --host 127.0.0.1 --port 19560
+}
+
+up() {
+  install
+  mkdir -p "$dir"
+  local want=("$@"); [ ${#want[@]} -gt 0 ] || want=("${all[@]}")
+  local w
+  for w in "${want[@]}"; do
+    case $w in s3|milvus-a|milvus-b|lite) ;; *) log "unknown service '$w' (known: ${all[*]})"; return 2;; esac
+  done
+  # Milvus needs its object store first.
+  if printf '%s\n' "${want[@]}" | grep -q milvus || printf '%s\n' "${want[@]}" | grep -qx s3; then
+    start_s3
+  fi
+  # The launcher takes the first free HTTP port from 9091, so A starts (and binds 9091) before B.
+  if printf '%s\n' "${want[@]}" | grep -qx milvus-a; then
+    start_milvus_a
+    wait_for milvus-a 60 port_open 9091 || true
+  fi
+  if printf '%s\n' "${want[@]}" | grep -qx milvus-b; then start_milvus_b; fi
+  if printf '%s\n' "${want[@]}" | grep -qx lite; then start_lite; fi
+  if printf '%s\n' "${want[@]}" | grep -qx milvus-a; then wait_for milvus-a 180 milvus_healthy 19530 root:Milvus; fi
+  if printf '%s\n' "${want[@]}" | grep -qx milvus-b; then wait_for milvus-b 180 milvus_healthy 19540; fi
+  if printf '%s\n' "${want[@]}" | grep -qx lite; then wait_for lite 60 milvus_healthy 19560; fi
+  status "${want[@]}"
+}
+
+stop_one() {
+  local name=$1 f="$dir/$1.pgid"
+  [ -f "$f" ] || return 0
+  local pg; pg=$(cat "$f")
+  if kill -0 -- "-$pg" 2>/dev/null; then
+    kill -TERM -- "-$pg" 2>/dev/null || true
+    for _ in 1 2 3 4 5; do kill -0 -- "-$pg" 2>/dev/null || break; sleep 1; done
+    kill -KILL -- "-$pg" 2>/dev/null || true
+  fi
+  rm -f "$f"
+  log "stopped $name"
+}
+
+down() {
+  local want=("$@"); [ ${#want[@]} -gt 0 ] || want=(lite milvus-b milvus-a s3)
+  local w; for w in "${want[@]}"; do stop_one "$w"; done
+}
+
+status() {
+  local want=("$@"); [ ${#want[@]} -gt 0 ] || want=("${all[@]}")
+  local w bad=0
+  for w in "${want[@]}"; do
+    if running "$w"; then printf '%-9s running (pgid %s)\n' "$w" "$(cat "$dir/$w.pgid")"
+    else printf '%-9s stopped\n' "$w"; bad=1; fi
+  done
+  return $bad
+}
+
+cmd=${1:-}; shift || true
+case $cmd in
+  up) up "$@" ;;
+  down) down "$@" ;;
+  status) status "$@" ;;
+  install) install ;;
+  *) echo "usage: $0 up|down|status|install [s3|milvus-a|milvus-b|lite ...]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,48 @@
+//! Shared test helpers: the real servers started by `scripts/services.sh`, and how to demand them.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+/// A server the tests talk to: its name in `scripts/services.sh` and its address.
+pub struct Service {
+    pub name: &'static str,
+    pub port: u16,
+}
+
+pub const S3: Service = Service { name: "s3", port: 9000 };
+pub const MILVUS_A: Service = Service { name: "milvus-a", port: 19530 };
+pub const MILVUS_B: Service = Service { name: "milvus-b", port: 19540 };
+pub const LITE: Service = Service { name: "lite", port: 19560 };
+
+impl Service {
+    pub fn uri(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Fails the calling test (never skips it) when the server is not listening.
+    pub fn require(&self) -> &Self {
+        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
+        if TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err() {
+            panic!(
+                "the `{}` test server is not listening on 127.0.0.1:{}; start it with \
+                 `scripts/services.sh up {}` (or run every test with `scripts/test.sh`)",
+                self.name, self.port, self.name
+            );
+        }
+        self
+    }
+}
+
+/// A name unique to this test process and call, for collections, prefixes and directories.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        % 1_000_000_000;
+    format!("{prefix}_{}_{t}_{n}", std::process::id())
+}
