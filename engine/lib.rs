@@ -1,5 +1,6 @@
 //! planrun: declarative migration plans for Milvus, compiled into a DAG, previewed, run and resumed.
 
+pub mod checkpoint;
 pub mod dag;
 pub mod milvus;
 pub mod plan;
