@@ -2,6 +2,7 @@
 
 pub mod checkpoint;
 pub mod dag;
+pub mod exec;
 pub mod milvus;
 pub mod plan;
 pub mod secret;

@@ -1,0 +1,4 @@
+//! Runs a compiled plan: schedules steps along the DAG, checkpoints every task, emits events.
+
+pub mod events;
+pub mod report;

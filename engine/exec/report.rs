@@ -1,0 +1,248 @@
+//! Renders executor events: progress bars on a terminal, plain lines otherwise, or JSON lines.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio::sync::mpsc;
+
+use super::events::{Event, Outcome};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Style {
+    /// Progress bars when stderr is a terminal, plain lines when it is not.
+    Auto,
+    Plain,
+    Json,
+}
+
+/// What a step did, summed from its events: the final summary and the tests read this.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StepTotals {
+    pub planned_objects: u64,
+    pub planned_bytes: u64,
+    pub objects: u64,
+    pub bytes: u64,
+    pub state: String,
+    pub summary: String,
+}
+
+pub struct Report {
+    pub steps: BTreeMap<String, StepTotals>,
+    pub outcome: Option<Outcome>,
+    pub events: Vec<Event>,
+}
+
+/// Consumes events until the channel closes, rendering them to stderr.
+pub async fn render(mut rx: mpsc::UnboundedReceiver<Event>, style: Style) -> Report {
+    let bars = style == Style::Auto && std::io::stderr().is_terminal();
+    let multi = MultiProgress::with_draw_target(if bars {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    });
+    let bar_style = ProgressStyle::with_template(
+        "{prefix:>12.bold} [{bar:30}] {pos}/{len} objects  {msg}  {elapsed_precise} ETA {eta}",
+    )
+    .expect("valid template")
+    .progress_chars("=> ");
+    let mut progress: BTreeMap<String, (ProgressBar, Instant)> = BTreeMap::new();
+    let mut last_line: BTreeMap<String, Instant> = BTreeMap::new();
+    let mut report = Report {
+        steps: BTreeMap::new(),
+        outcome: None,
+        events: Vec::new(),
+    };
+    let line = |text: String| {
+        if bars {
+            let _ = multi.println(text);
+        } else {
+            let _ = writeln!(std::io::stderr(), "{text}");
+        }
+    };
+    while let Some(event) = rx.recv().await {
+        if style == Style::Json {
+            let _ = writeln!(
+                std::io::stderr(),
+                "{}",
+                serde_json::to_string(&event).expect("events serialise")
+            );
+        }
+        match &event {
+            Event::RunStarted {
+                run,
+                resumed,
+                done,
+                total,
+            } => {
+                if style != Style::Json {
+                    if *resumed {
+                        line(format!(
+                            "resuming run {}: {done} of {total} tasks done",
+                            short(run)
+                        ));
+                    } else {
+                        line(format!("starting run {}", short(run)));
+                    }
+                }
+            }
+            Event::StepStarted { step, kind } => {
+                let t = report.steps.entry(step.clone()).or_default();
+                t.state = "running".into();
+                if style != Style::Json {
+                    line(format!("{step}: {kind} started"));
+                }
+                let pb = multi.add(ProgressBar::new(0));
+                pb.set_style(bar_style.clone());
+                pb.set_prefix(step.clone());
+                progress.insert(step.clone(), (pb, Instant::now()));
+            }
+            Event::Planned {
+                step,
+                objects,
+                bytes,
+            } => {
+                let t = report.steps.entry(step.clone()).or_default();
+                t.planned_objects += objects;
+                t.planned_bytes += bytes;
+                if let Some((pb, _)) = progress.get(step) {
+                    pb.set_length(t.planned_objects);
+                }
+            }
+            Event::Progress {
+                step,
+                objects,
+                bytes,
+            } => {
+                let t = report.steps.entry(step.clone()).or_default();
+                t.objects += objects;
+                t.bytes += bytes;
+                if let Some((pb, started)) = progress.get(step) {
+                    pb.set_position(t.objects);
+                    pb.set_message(rate(t.bytes, t.planned_bytes, started.elapsed()));
+                    let due = last_line
+                        .get(step)
+                        .is_none_or(|at| at.elapsed() >= Duration::from_secs(5));
+                    if !bars && style != Style::Json && due {
+                        last_line.insert(step.clone(), Instant::now());
+                        line(format!(
+                            "{step}: {}/{} objects, {}",
+                            t.objects,
+                            t.planned_objects,
+                            rate(t.bytes, t.planned_bytes, started.elapsed())
+                        ));
+                    }
+                }
+            }
+            Event::Info { step, message } if style != Style::Json => {
+                line(format!("{step}: {message}"))
+            }
+            Event::Warning { step, message } if style != Style::Json => {
+                line(format!("{step}: warning: {message}"))
+            }
+            Event::StepFinished { step, summary } => {
+                let t = report.steps.entry(step.clone()).or_default();
+                t.state = "done".into();
+                t.summary = summary.clone();
+                if let Some((pb, _)) = progress.remove(step) {
+                    pb.finish_and_clear();
+                }
+                if style != Style::Json {
+                    line(format!("{step}: done: {summary}"));
+                }
+            }
+            Event::StepFailed { step, error } => {
+                let t = report.steps.entry(step.clone()).or_default();
+                t.state = "failed".into();
+                t.summary = error.clone();
+                if let Some((pb, _)) = progress.remove(step) {
+                    pb.abandon();
+                }
+                if style != Style::Json {
+                    line(format!("{step}: FAILED: {error}"));
+                }
+            }
+            Event::StepSkipped { step, reason } => {
+                let t = report.steps.entry(step.clone()).or_default();
+                t.state = "skipped".into();
+                t.summary = reason.clone();
+                if style != Style::Json {
+                    line(format!("{step}: not run: {reason}"));
+                }
+            }
+            Event::RunFinished { outcome, .. } => report.outcome = Some(*outcome),
+            _ => {}
+        }
+        report.events.push(event);
+    }
+    for (_, (pb, _)) in progress {
+        pb.abandon();
+    }
+    report
+}
+
+fn rate(bytes: u64, planned: u64, elapsed: Duration) -> String {
+    let secs = elapsed.as_secs_f64().max(0.001);
+    format!(
+        "{} / {} ({}/s)",
+        human_bytes(bytes),
+        human_bytes(planned),
+        human_bytes((bytes as f64 / secs) as u64)
+    )
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// The first 8 characters of a run id, as printed to people.
+pub fn short(run: &str) -> &str {
+    &run[..run.len().min(8)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::events::Events;
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
+    }
+
+    #[tokio::test]
+    async fn totals_add_up_from_events() {
+        let (events, rx) = Events::channel();
+        let reporter = tokio::spawn(render(rx, Style::Plain));
+        events.send(Event::StepStarted {
+            step: "copy".into(),
+            kind: "copy".into(),
+        });
+        events.planned("copy", 3, 300);
+        events.progress("copy", 2, 200);
+        events.progress("copy", 1, 100);
+        events.send(Event::StepFinished {
+            step: "copy".into(),
+            summary: "3 objects".into(),
+        });
+        drop(events);
+        let report = reporter.await.unwrap();
+        let t = &report.steps["copy"];
+        assert_eq!((t.planned_objects, t.objects, t.bytes), (3, 3, 300));
+        assert_eq!(t.state, "done");
+    }
+}
