@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""Test and demo data for planrun, through pymilvus (the client users already have).
+
+  seed     create a collection with partitions, several segments, a dynamic field, JSON and
+           a varchar- or int64-keyed primary key; delete some rows at the end (left unflushed)
+  dump     print every row of a collection (PK order) as JSON lines, with partition names
+  compare  compare two collections row by row, partitions and indexes; exit 1 on any difference
+  drop     drop collections
+
+Addresses are URIs; a token is `user:password` (or empty).
+"""
+import argparse
+import json
+import random
+import logging
+import sys
+
+from pymilvus import DataType, MilvusClient
+
+logging.getLogger("pymilvus").setLevel(logging.ERROR)
+
+
+def client(uri, token):
+    return MilvusClient(uri=uri, token=token or "", timeout=60)
+
+
+def seed(a):
+    c = client(a.uri, a.token)
+    if c.has_collection(a.collection):
+        c.drop_collection(a.collection)
+    varchar = a.pk == "varchar"
+    schema = c.create_schema(auto_id=False, enable_dynamic_field=True)
+    if varchar:
+        schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=64)
+    else:
+        schema.add_field("pk", DataType.INT64, is_primary=True)
+    schema.add_field("vec", DataType.FLOAT_VECTOR, dim=a.dim)
+    schema.add_field("title", DataType.VARCHAR, max_length=128)
+    schema.add_field("score", DataType.DOUBLE)
+    schema.add_field("rank", DataType.INT32)
+    schema.add_field("flag", DataType.BOOL)
+    schema.add_field("meta", DataType.JSON)
+    index = c.prepare_index_params()
+    index.add_index("vec", index_type="IVF_FLAT", metric_type="L2", params={"nlist": 16})
+    c.create_collection(a.collection, schema=schema, index_params=index,
+                        consistency_level="Strong", shards_num=a.shards)
+    parts = ["_default"] + [f"part_{i}" for i in range(1, a.partitions)]
+    for p in parts[1:]:
+        c.create_partition(a.collection, p)
+    rnd = random.Random(a.seed)
+    per_batch = max(1, a.rows // (len(parts) * a.segments))
+    n = 0
+    keys = []
+    for s in range(a.segments):
+        for p in parts:
+            rows = []
+            for _ in range(per_batch):
+                key = f"k{n:08d}" if varchar else n
+                keys.append(key)
+                row = {
+                    "pk": key,
+                    "vec": [rnd.random() for _ in range(a.dim)],
+                    "title": f"title {n} in {p}",
+                    "score": rnd.random() * 100,
+                    "rank": rnd.randint(-1000, 1000),
+                    "flag": n % 2 == 0,
+                    "meta": {"n": n, "tags": ["a", "b"][: n % 3], "nested": {"p": p}},
+                }
+                if n % 5 == 0:  # dynamic fields on some rows only
+                    row["extra"] = f"dyn-{n}"
+                rows.append(row)
+                n += 1
+            c.insert(a.collection, rows, partition_name=p)
+        c.flush(a.collection)  # one sealed segment per partition per round
+    c.load_collection(a.collection)
+    deleted = keys[:: a.delete_every] if a.delete_every else []
+    if deleted:
+        c.delete(a.collection, ids=deleted)
+    print(json.dumps({"collection": a.collection, "inserted": n, "deleted": len(deleted),
+                      "rows": n - len(deleted), "partitions": parts}))
+
+
+def rows_of(c, coll):
+    """Every row of `coll`, keyed by PK, each with its partition, read partition by partition."""
+    out = {}
+    desc = c.describe_collection(coll)
+    pk = next(f["name"] for f in desc["fields"] if f.get("is_primary"))
+    for part in c.list_partitions(coll):
+        it = c.query_iterator(coll, batch_size=1000, output_fields=["*"], partition_names=[part])
+        while True:
+            page = it.next()
+            if not page:
+                it.close()
+                break
+            for row in page:
+                row = dict(row)
+                key = row[pk]
+                row["$partition"] = part
+                if key in out:
+                    raise SystemExit(f"duplicate primary key {key!r} in {coll}")
+                out[key] = row
+    return out
+
+
+def norm(v):
+    if isinstance(v, float):
+        return round(v, 5)
+    if isinstance(v, list):
+        return [norm(x) for x in v]
+    if isinstance(v, dict):
+        return {k: norm(x) for k, x in v.items()}
+    return v
+
+
+def dump(a):
+    c = client(a.uri, a.token)
+    rows = rows_of(c, a.collection)
+    for k in sorted(rows):
+        print(json.dumps(norm(rows[k]), sort_keys=True))
+
+
+def compare(a):
+    src, dst = client(a.uri, a.token), client(a.target_uri, a.target_token)
+    s, t = rows_of(src, a.collection), rows_of(dst, a.target_collection)
+    missing = sorted(k for k in s if k not in t)
+    extra = sorted(k for k in t if k not in s)
+    differ = sorted(k for k in s if k in t and norm(s[k]) != norm(t[k]))
+    sp = sorted(src.list_partitions(a.collection))
+    tp = sorted(dst.list_partitions(a.target_collection))
+    si = sorted(src.list_indexes(a.collection))
+    ti = sorted(dst.list_indexes(a.target_collection))
+    report = {"source_rows": len(s), "target_rows": len(t), "missing": missing[:10],
+              "extra": extra[:10], "different": differ[:10], "source_partitions": sp,
+              "target_partitions": tp, "source_indexes": si, "target_indexes": ti}
+    print(json.dumps(report, default=str))
+    equal = not (missing or extra or differ) and sp == tp and si == ti
+    sys.exit(0 if equal else 1)
+
+
+def drop(a):
+    c = client(a.uri, a.token)
+    for name in a.collections:
+        c.drop_collection(name)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def common(sp):
+        sp.add_argument("--uri", default="http://127.0.0.1:19530")
+        sp.add_argument("--token", default="root:Milvus")
+
+    sp = sub.add_parser("seed"); common(sp)
+    sp.add_argument("--collection", default="coll")
+    sp.add_argument("--rows", type=int, default=3000)
+    sp.add_argument("--partitions", type=int, default=3)
+    sp.add_argument("--segments", type=int, default=2, help="flush rounds (segments per partition)")
+    sp.add_argument("--shards", type=int, default=1)
+    sp.add_argument("--dim", type=int, default=8)
+    sp.add_argument("--pk", choices=["int64", "varchar"], default="int64")
+    sp.add_argument("--delete-every", type=int, default=7, help="delete every Nth row at the end (0: none)")
+    sp.add_argument("--seed", type=int, default=1)
+    sp = sub.add_parser("dump"); common(sp)
+    sp.add_argument("--collection", default="coll_bak")
+    sp = sub.add_parser("compare"); common(sp)
+    sp.add_argument("--collection", default="coll")
+    sp.add_argument("--target-uri", default="http://127.0.0.1:19540")
+    sp.add_argument("--target-token", default="")
+    sp.add_argument("--target-collection", default="coll_bak")
+    sp = sub.add_parser("drop"); common(sp)
+    sp.add_argument("collections", nargs="+")
+    a = p.parse_args()
+    {"seed": seed, "dump": dump, "compare": compare, "drop": drop}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    main()
