@@ -1,0 +1,432 @@
+//! The backup's metadata, in milvus-backup's layout and JSON so backups move between the two tools.
+//!
+//! Layout under a backup location: `meta/{backup,collection,partition,segment,full}_meta.json` and
+//! `binlogs/insert_log/<coll>/<part>/<group>/<seg>/<field>/<log>`,
+//! `binlogs/delta_log/<coll>/<part>/<group>/<seg>/<log>`, where the group is the segment id. The
+//! JSON mirrors Go's encoding/json of milvus-backup's structs (snake_case keys, enums as numbers);
+//! planrun adds `md5` to every binlog and a `planrun` object, which Go's decoder ignores.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::milvus::pb;
+
+pub const META_DIR: &str = "meta";
+pub const BACKUP_META: &str = "meta/backup_meta.json";
+pub const COLLECTION_META: &str = "meta/collection_meta.json";
+pub const PARTITION_META: &str = "meta/partition_meta.json";
+pub const SEGMENT_META: &str = "meta/segment_meta.json";
+pub const FULL_META: &str = "meta/full_meta.json";
+/// Every metadata file a backup holds besides its binlogs.
+pub const META_FILES: [&str; 5] = [BACKUP_META, COLLECTION_META, PARTITION_META, SEGMENT_META, FULL_META];
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BackupInfo {
+    pub id: String,
+    pub state_code: i32,
+    pub name: String,
+    pub backup_timestamp: u64,
+    pub collection_backups: Vec<CollectionBackupInfo>,
+    pub size: i64,
+    pub milvus_version: String,
+    /// `""` is the binlog format; planrun's rows mode writes `"planrun-rows"`.
+    pub format: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub planrun: Option<PlanrunInfo>,
+}
+
+/// What planrun adds: how the backup was made, for checks on restore.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PlanrunInfo {
+    pub version: String,
+    pub run: String,
+    pub files: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CollectionBackupInfo {
+    pub id: String,
+    pub collection_id: i64,
+    pub db_name: String,
+    pub collection_name: String,
+    pub schema: CollectionSchema,
+    pub shards_num: i32,
+    pub consistency_level: i32,
+    pub partition_backups: Vec<PartitionBackupInfo>,
+    pub backup_timestamp: u64,
+    pub size: i64,
+    pub has_index: bool,
+    pub index_infos: Vec<IndexInfo>,
+    pub load_state: String,
+    pub properties: Vec<KeyValue>,
+    pub aliases: Vec<String>,
+    /// Exact live rows at backup time (count(*) after flush), when the server could count.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub planrun_row_count: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CollectionSchema {
+    pub name: String,
+    pub description: String,
+    #[serde(rename = "autoID")]
+    pub auto_id: bool,
+    pub fields: Vec<FieldSchema>,
+    pub enable_dynamic_field: bool,
+    pub properties: Vec<KeyValue>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FieldSchema {
+    #[serde(rename = "fieldID")]
+    pub field_id: i64,
+    pub name: String,
+    pub is_primary_key: bool,
+    pub description: String,
+    pub data_type: i32,
+    pub type_params: Vec<KeyValue>,
+    pub index_params: Vec<KeyValue>,
+    #[serde(rename = "autoID")]
+    pub auto_id: bool,
+    pub element_type: i32,
+    pub is_dynamic: bool,
+    pub is_partition_key: bool,
+    pub nullable: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct IndexInfo {
+    pub field_name: String,
+    pub index_name: String,
+    pub index_type: String,
+    pub params: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PartitionBackupInfo {
+    pub partition_id: i64,
+    pub partition_name: String,
+    pub collection_id: i64,
+    pub segment_backups: Vec<SegmentBackupInfo>,
+    pub size: i64,
+    pub load_state: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SegmentBackupInfo {
+    pub segment_id: i64,
+    pub collection_id: i64,
+    pub partition_id: i64,
+    pub num_of_rows: i64,
+    pub binlogs: Vec<FieldBinlog>,
+    pub deltalogs: Vec<FieldBinlog>,
+    pub size: i64,
+    pub group_id: i64,
+    pub is_l0: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FieldBinlog {
+    #[serde(rename = "fieldID")]
+    pub field_id: i64,
+    pub binlogs: Vec<Binlog>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Binlog {
+    /// The source key in the Milvus bucket, as milvus-backup records it.
+    pub log_path: String,
+    pub log_size: i64,
+    pub log_id: i64,
+    /// Hex MD5 of the content (planrun's addition).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub md5: Option<String>,
+}
+
+impl SegmentBackupInfo {
+    /// The group directory holding this segment's insert logs, relative to the backup location.
+    pub fn insert_dir(&self) -> String {
+        format!(
+            "binlogs/insert_log/{}/{}/{}/{}",
+            self.collection_id, self.partition_id, self.group_id, self.segment_id
+        )
+    }
+
+    pub fn delta_dir(&self) -> String {
+        format!(
+            "binlogs/delta_log/{}/{}/{}/{}",
+            self.collection_id, self.partition_id, self.group_id, self.segment_id
+        )
+    }
+
+    /// The group directories Milvus's binlog import takes (a directory of segment directories).
+    pub fn insert_group_dir(&self) -> String {
+        format!(
+            "binlogs/insert_log/{}/{}/{}",
+            self.collection_id, self.partition_id, self.group_id
+        )
+    }
+
+    pub fn delta_group_dir(&self) -> String {
+        format!(
+            "binlogs/delta_log/{}/{}/{}",
+            self.collection_id, self.partition_id, self.group_id
+        )
+    }
+
+    /// Every file of the segment: (key relative to the backup location, size, md5).
+    pub fn files(&self) -> Vec<(String, i64, Option<String>)> {
+        let mut out = Vec::new();
+        for fb in &self.binlogs {
+            for b in &fb.binlogs {
+                out.push((
+                    format!("{}/{}/{}", self.insert_dir(), fb.field_id, b.log_id),
+                    b.log_size,
+                    b.md5.clone(),
+                ));
+            }
+        }
+        for fb in &self.deltalogs {
+            for b in &fb.binlogs {
+                out.push((
+                    format!("{}/{}", self.delta_dir(), b.log_id),
+                    b.log_size,
+                    b.md5.clone(),
+                ));
+            }
+        }
+        out
+    }
+}
+
+impl BackupInfo {
+    /// The four per-level files milvus-backup also writes, derived from the full meta.
+    pub fn split(&self) -> (BackupInfo, Vec<CollectionBackupInfo>, Vec<PartitionBackupInfo>, Vec<SegmentBackupInfo>) {
+        let mut backup = self.clone();
+        let mut colls = Vec::new();
+        let mut parts = Vec::new();
+        let mut segs = Vec::new();
+        for c in &mut backup.collection_backups {
+            for p in &mut c.partition_backups {
+                segs.append(&mut p.segment_backups);
+                parts.push(p.clone());
+            }
+            c.partition_backups.clear();
+            colls.push(c.clone());
+        }
+        backup.collection_backups.clear();
+        (backup, colls, parts, segs)
+    }
+}
+
+pub fn kv_from_pb(kvs: &[pb::common::KeyValuePair]) -> Vec<KeyValue> {
+    kvs.iter()
+        .map(|kv| KeyValue {
+            key: kv.key.clone(),
+            value: kv.value.clone(),
+        })
+        .collect()
+}
+
+pub fn kv_to_pb(kvs: &[KeyValue]) -> Vec<pb::common::KeyValuePair> {
+    kvs.iter()
+        .map(|kv| pb::common::KeyValuePair {
+            key: kv.key.clone(),
+            value: kv.value.clone(),
+        })
+        .collect()
+}
+
+impl From<&pb::schema::CollectionSchema> for CollectionSchema {
+    fn from(s: &pb::schema::CollectionSchema) -> Self {
+        CollectionSchema {
+            name: s.name.clone(),
+            description: s.description.clone(),
+            auto_id: s.auto_id,
+            fields: s
+                .fields
+                .iter()
+                .map(|f| FieldSchema {
+                    field_id: f.field_id,
+                    name: f.name.clone(),
+                    is_primary_key: f.is_primary_key,
+                    description: f.description.clone(),
+                    data_type: f.data_type,
+                    type_params: kv_from_pb(&f.type_params),
+                    index_params: kv_from_pb(&f.index_params),
+                    auto_id: f.auto_id,
+                    element_type: f.element_type,
+                    is_dynamic: f.is_dynamic,
+                    is_partition_key: f.is_partition_key,
+                    nullable: f.nullable,
+                })
+                .collect(),
+            enable_dynamic_field: s.enable_dynamic_field,
+            properties: kv_from_pb(&s.properties),
+        }
+    }
+}
+
+impl CollectionSchema {
+    /// The schema to create a copy named `name`: system fields (ids < 100) and the dynamic
+    /// `$meta` field are left out, as Milvus adds those itself; field order is kept so that
+    /// Milvus assigns the same field ids, which binlog import relies on.
+    pub fn to_pb(&self, name: &str) -> pb::schema::CollectionSchema {
+        pb::schema::CollectionSchema {
+            name: name.to_string(),
+            description: self.description.clone(),
+            auto_id: self.auto_id,
+            fields: self
+                .fields
+                .iter()
+                .filter(|f| !f.is_dynamic && (f.field_id >= 100 || f.field_id == 0))
+                .map(|f| pb::schema::FieldSchema {
+                    field_id: 0,
+                    name: f.name.clone(),
+                    is_primary_key: f.is_primary_key,
+                    description: f.description.clone(),
+                    data_type: f.data_type,
+                    type_params: kv_to_pb(&f.type_params),
+                    index_params: kv_to_pb(&f.index_params),
+                    auto_id: f.auto_id,
+                    element_type: f.element_type,
+                    is_partition_key: f.is_partition_key,
+                    nullable: f.nullable,
+                    ..Default::default()
+                })
+                .collect(),
+            enable_dynamic_field: self.enable_dynamic_field,
+            properties: kv_to_pb(&self.properties),
+        }
+    }
+
+    /// The user-visible shape of a schema, to compare a target with its source: names, types,
+    /// params and flags in order, without server-assigned ids.
+    pub fn shape(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .fields
+            .iter()
+            .filter(|f| !f.is_dynamic && (f.field_id >= 100 || f.field_id == 0))
+            .map(|f| {
+                let mut params: Vec<String> = f
+                    .type_params
+                    .iter()
+                    .map(|kv| format!("{}={}", kv.key, kv.value))
+                    .collect();
+                params.sort();
+                format!(
+                    "{}:{}:{}:{}:{}:{}:{}",
+                    f.name,
+                    f.data_type,
+                    f.element_type,
+                    params.join(","),
+                    f.is_primary_key,
+                    f.auto_id,
+                    f.is_partition_key
+                )
+            })
+            .collect();
+        out.push(format!("dynamic={}", self.enable_dynamic_field));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segment() -> SegmentBackupInfo {
+        SegmentBackupInfo {
+            segment_id: 7,
+            collection_id: 1,
+            partition_id: 2,
+            num_of_rows: 10,
+            group_id: 7,
+            binlogs: vec![FieldBinlog {
+                field_id: 100,
+                binlogs: vec![Binlog {
+                    log_path: "files/insert_log/1/2/7/100/55".into(),
+                    log_size: 12,
+                    log_id: 55,
+                    md5: Some("ab".into()),
+                }],
+            }],
+            deltalogs: vec![FieldBinlog {
+                field_id: 0,
+                binlogs: vec![Binlog {
+                    log_path: "files/delta_log/1/2/7/56".into(),
+                    log_size: 3,
+                    log_id: 56,
+                    md5: None,
+                }],
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn segment_files_follow_milvus_backup_layout() {
+        let files: Vec<String> = segment().files().into_iter().map(|f| f.0).collect();
+        assert_eq!(
+            files,
+            [
+                "binlogs/insert_log/1/2/7/7/100/55",
+                "binlogs/delta_log/1/2/7/7/56"
+            ]
+        );
+    }
+
+    #[test]
+    fn json_uses_milvus_backup_keys_and_reads_without_planrun_extras() {
+        let json = serde_json::to_value(segment()).unwrap();
+        assert_eq!(json["binlogs"][0]["fieldID"], 100);
+        assert_eq!(json["binlogs"][0]["binlogs"][0]["log_path"], "files/insert_log/1/2/7/100/55");
+        // A milvus-backup file has no md5 and omits zero values.
+        let theirs: SegmentBackupInfo = serde_json::from_str(
+            r#"{"segment_id":7,"binlogs":[{"fieldID":100,"binlogs":[{"log_path":"x","log_size":1}]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(theirs.binlogs[0].binlogs[0].md5, None);
+        assert_eq!(theirs.partition_id, 0);
+    }
+
+    #[test]
+    fn split_moves_children_into_their_own_files() {
+        let full = BackupInfo {
+            name: "b".into(),
+            collection_backups: vec![CollectionBackupInfo {
+                collection_name: "c".into(),
+                partition_backups: vec![PartitionBackupInfo {
+                    partition_name: "p".into(),
+                    segment_backups: vec![segment()],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let (b, c, p, s) = full.split();
+        assert!(b.collection_backups.is_empty());
+        assert!(c[0].partition_backups.is_empty());
+        assert!(p[0].segment_backups.is_empty());
+        assert_eq!(s.len(), 1);
+    }
+}

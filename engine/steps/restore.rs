@@ -1,0 +1,483 @@
+//! The `restore` step in binlog mode: create the collection, import each segment, index, load, check.
+//!
+//! Creating a collection and starting an import are not idempotent: each records its intent
+//! first, and a resumed run reconciles an intent without a result against the server (does the
+//! collection exist with this schema? is there an import task for this segment?) instead of
+//! repeating it. A collection with imports in flight is never dropped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+
+use super::meta::{self, BackupInfo, CollectionBackupInfo, SegmentBackupInfo};
+use super::select::Pattern;
+use super::{Result, StepCtx, StepError, fail, join, join_key, to_json};
+use crate::checkpoint::TaskState;
+use crate::milvus::{ImportState, MilvusClient};
+use crate::plan::{Location, Naming, OnConflict, RestoreStep};
+use crate::storage::{self, Storage};
+
+const IMPORT_TIMEOUT: Duration = Duration::from_secs(3600);
+const LOAD_TIMEOUT: Duration = Duration::from_secs(1800);
+
+/// Reads a backup's full meta (or, for milvus-backup's older layout, stitches it together).
+pub async fn read_meta(store: &Arc<dyn Storage>, at: &Location) -> Result<Option<BackupInfo>> {
+    async fn get(store: &Arc<dyn Storage>, key: &str) -> Result<Option<Vec<u8>>> {
+        match store.get(key).await {
+            Ok(stream) => {
+                let chunks: Vec<bytes::Bytes> = stream.try_collect().await?;
+                Ok(Some(chunks.concat()))
+            }
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+    if get(store, &join(at, meta::BACKUP_META)).await?.is_none() {
+        return Ok(None);
+    }
+    let Some(full) = get(store, &join(at, meta::FULL_META)).await? else {
+        return fail(format!(
+            "the backup at `{at}` has no `{}`; backups written by milvus-backup before 0.4 are not supported",
+            meta::FULL_META
+        ));
+    };
+    serde_json::from_slice(&full).map(Some).map_err(|e| {
+        StepError::Failed(format!(
+            "the backup meta `{at}/{}` is not valid: {e}",
+            meta::FULL_META
+        ))
+    })
+}
+
+pub fn target_name(naming: &Naming, name: &str) -> String {
+    match naming {
+        Naming::Keep => name.to_string(),
+        Naming::Suffix(s) => format!("{name}{s}"),
+        Naming::Rename(map) => map.get(name).cloned().unwrap_or_else(|| name.to_string()),
+    }
+}
+
+/// The collections of a backup the step restores, with their target names.
+pub fn selected<'a>(
+    step: &RestoreStep,
+    backup: &'a BackupInfo,
+) -> Vec<(&'a CollectionBackupInfo, String)> {
+    let patterns: Option<Vec<Pattern>> = step
+        .collections
+        .as_ref()
+        .map(|ps| ps.iter().map(|p| Pattern::parse(p)).collect());
+    backup
+        .collection_backups
+        .iter()
+        .filter(|c| {
+            patterns.as_ref().is_none_or(|ps| {
+                let db = if c.db_name.is_empty() { "default" } else { &c.db_name };
+                ps.iter().any(|p| p.matches(db, &c.collection_name))
+            })
+        })
+        .map(|c| (c, target_name(&step.naming, &c.collection_name)))
+        .collect()
+}
+
+pub async fn run(ctx: &StepCtx, step: &RestoreStep) -> Result<String> {
+    let plan = &ctx.res.plan;
+    let inst = &plan.instances[&step.instance];
+    let from_store = ctx.res.storage(&step.from.bucket).await?;
+    let Some(backup) = read_meta(&from_store, &step.from).await? else {
+        return fail(format!(
+            "no backup at `{}` (`{}` not found); check `from` in step `{}`",
+            step.from,
+            meta::BACKUP_META,
+            ctx.step
+        ));
+    };
+    if !backup.format.is_empty() {
+        return fail(format!(
+            "the backup at `{}` has format `{}`, which this version of planrun cannot restore",
+            step.from, backup.format
+        ));
+    }
+    let Some(data) = inst.data.clone() else {
+        return fail(format!(
+            "instance `{}` has no `data` (bucket and root path of its binlogs); a binlog restore \
+             imports from that bucket",
+            step.instance
+        ));
+    };
+    let client = ctx.res.milvus(&step.instance).await?;
+    let colls = selected(step, &backup);
+    if colls.is_empty() {
+        return fail(format!(
+            "the backup at `{}` holds none of the collections {:?}",
+            step.from, step.collections
+        ));
+    }
+
+    // Milvus imports only from its own bucket: stage the backup there when it lives elsewhere.
+    let staged = !ctx.res.same_bucket(&step.from.bucket, &data.bucket);
+    let import_root = if staged {
+        Location {
+            bucket: data.bucket.clone(),
+            path: join_key(&data.path, &format!("planrun-staging/{}/{}", ctx.run, ctx.step)),
+        }
+    } else {
+        step.from.clone()
+    };
+    let data_store = ctx.res.storage(&data.bucket).await?;
+
+    let mut lines = Vec::new();
+    for (info, target) in &colls {
+        ctx.check_cancel()?;
+        let db = step
+            .database
+            .clone()
+            .unwrap_or_else(|| non_empty(&info.db_name, "default"));
+        let line = restore_collection(
+            ctx,
+            step,
+            &client.with_database(&db),
+            &db,
+            info,
+            target,
+            staged.then_some((&from_store, &data_store)),
+            &import_root,
+        )
+        .await?;
+        lines.push(line);
+    }
+    if staged {
+        ctx.once("unstage", || async {
+            let keys: Vec<String> = data_store
+                .list(&format!("{}/", import_root.path))
+                .map_ok(|o| o.key)
+                .try_collect()
+                .await?;
+            data_store.delete(&keys).await?;
+            Ok(true)
+        })
+        .await?;
+    }
+    Ok(lines.join("; "))
+}
+
+fn non_empty(s: &str, default: &str) -> String {
+    if s.is_empty() { default.to_string() } else { s.to_string() }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Started {
+    tasks: Vec<i64>,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn restore_collection(
+    ctx: &StepCtx,
+    step: &RestoreStep,
+    client: &MilvusClient,
+    db: &str,
+    info: &CollectionBackupInfo,
+    target: &str,
+    stage: Option<(&Arc<dyn Storage>, &Arc<dyn Storage>)>,
+    import_root: &Location,
+) -> Result<String> {
+    let key = format!("coll/{db}.{target}");
+    if let Some(line) = ctx.done::<String>(&key)? {
+        return Ok(line);
+    }
+    let segments: Vec<&SegmentBackupInfo> = info
+        .partition_backups
+        .iter()
+        .flat_map(|p| &p.segment_backups)
+        .collect();
+    let files: Vec<(String, i64, Option<String>)> =
+        segments.iter().flat_map(|s| s.files()).collect();
+    ctx.events.planned(
+        &ctx.step,
+        segments.len() as u64,
+        files.iter().map(|f| f.1 as u64).sum(),
+    );
+
+    if db != "default" {
+        ctx.once(&format!("db/{db}"), || async {
+            if !client.list_databases().await?.iter().any(|d| d == db) {
+                client.create_database(db).await?;
+            }
+            Ok(true)
+        })
+        .await?;
+    }
+
+    // Create the collection: intent first, reconciled against the server on resume.
+    let create_key = format!("{key}/create");
+    match ctx.state(&create_key)? {
+        Some(TaskState::Done(_)) => {}
+        intent => {
+            let exists = client.has_collection(target).await?;
+            if exists {
+                let ours = matches!(intent, Some(TaskState::Intent(_)))
+                    && same_shape(client, target, info).await?;
+                if !ours {
+                    match step.on_conflict {
+                        OnConflict::Fail => {
+                            return fail(format!(
+                                "collection `{target}` already exists on `{}` (database `{db}`); \
+                                 set on_conflict = \"skip\" or \"drop\" in step `{}`, or drop it",
+                                step.instance, ctx.step
+                            ));
+                        }
+                        OnConflict::Skip => {
+                            let line = format!("`{target}` exists, skipped (on_conflict = \"skip\")");
+                            ctx.events.info(&ctx.step, &line);
+                            ctx.set(&key, TaskState::Done(to_json(&line))).await?;
+                            return Ok(line);
+                        }
+                        OnConflict::Drop => {
+                            let pending = client
+                                .list_import_tasks(target)
+                                .await?
+                                .into_iter()
+                                .filter(|t| t.state.is_pending())
+                                .count();
+                            if pending > 0 {
+                                return fail(format!(
+                                    "collection `{target}` on `{}` has {pending} import(s) in \
+                                     flight; it is not dropped while they run (that wedges \
+                                     Milvus 2.3's import queue). Wait and apply again",
+                                    step.instance
+                                ));
+                            }
+                            ctx.events.warn(
+                                &ctx.step,
+                                format!("dropping existing `{target}` (on_conflict = \"drop\")"),
+                            );
+                            client.drop_collection(target).await?;
+                        }
+                    }
+                }
+            }
+            if !client.has_collection(target).await? {
+                ctx.set(&create_key, TaskState::Intent(to_json(&target)))
+                    .await?;
+                client
+                    .create_collection(
+                        target,
+                        &info.schema.to_pb(target),
+                        info.shards_num,
+                        info.consistency_level,
+                        &meta::kv_to_pb(&info.properties),
+                    )
+                    .await?;
+            }
+            ctx.set(&create_key, TaskState::Done(to_json(&true))).await?;
+        }
+    }
+
+    ctx.once(&format!("{key}/partitions"), || async {
+        for p in &info.partition_backups {
+            if !client.has_partition(target, &p.partition_name).await? {
+                client.create_partition(target, &p.partition_name).await?;
+            }
+        }
+        Ok(true)
+    })
+    .await?;
+
+    // Stage (copy into the instance's bucket) the files of every segment, then import each.
+    let rows: Vec<i64> = futures::stream::iter(info.partition_backups.iter().flat_map(|p| {
+        p.segment_backups
+            .iter()
+            .map(move |s| (p.partition_name.as_str(), s))
+    }))
+    .map(|(partition, seg)| async move {
+        if let Some((from, data)) = stage {
+            for (rel, _, _) in seg.files() {
+                ctx.once_lazy(&format!("{key}/stage/{rel}"), || async {
+                    storage::copy_object(
+                        from.as_ref(),
+                        &join(&step.from, &rel),
+                        data.as_ref(),
+                        &join(import_root, &rel),
+                        &|_| {},
+                    )
+                    .await?;
+                    Ok(true)
+                })
+                .await?;
+            }
+        }
+        let n = import_segment(ctx, client, &key, target, partition, seg, import_root).await?;
+        let bytes: i64 = seg.size;
+        ctx.events.progress(&ctx.step, 1, bytes as u64);
+        Ok::<_, StepError>(n)
+    })
+    .buffer_unordered(ctx.concurrency())
+    .try_collect()
+    .await?;
+    ctx.tasks.sync().await?;
+    let imported: i64 = rows.iter().sum();
+
+    if step.indexes {
+        ctx.once(&format!("{key}/indexes"), || async {
+            let have = client.describe_index(target).await?;
+            for idx in &info.index_infos {
+                if !have.iter().any(|h| h.index_name == idx.index_name) {
+                    client
+                        .create_index(target, &idx.field_name, &idx.index_name, &idx.params)
+                        .await?;
+                }
+            }
+            Ok(true)
+        })
+        .await?;
+    }
+    let mut counted = String::new();
+    if step.load {
+        ctx.once(&format!("{key}/load"), || async {
+            client.load_collection(target).await?;
+            client.wait_loaded(target, LOAD_TIMEOUT).await?;
+            Ok(true)
+        })
+        .await?;
+        if let Some(expected) = info.planrun_row_count {
+            let got = client.query_count(target, &[], "").await?;
+            if got != expected {
+                return fail(format!(
+                    "`{target}` on `{}` holds {got} rows after the restore, the backup of `{}` \
+                     had {expected}; the collection was kept for inspection",
+                    step.instance, info.collection_name
+                ));
+            }
+            counted = format!(", {got} rows verified by count");
+        }
+    }
+    let line = format!(
+        "`{}` → `{target}`: {} partitions, {} segments, {imported} rows imported{counted}",
+        info.collection_name,
+        info.partition_backups.len(),
+        segments.len()
+    );
+    ctx.set(&key, TaskState::Done(to_json(&line))).await?;
+    Ok(line)
+}
+
+/// Does the existing `target` look like what this restore creates? Used to adopt a collection
+/// that a crashed run created after recording its intent.
+async fn same_shape(client: &MilvusClient, target: &str, info: &CollectionBackupInfo) -> Result<bool> {
+    let desc = client.describe_collection(target).await?;
+    let theirs = meta::CollectionSchema::from(&desc.schema);
+    Ok(theirs.shape() == info.schema.shape())
+}
+
+/// The paths Milvus's binlog import takes for one segment: its group directories.
+fn import_files(root: &Location, seg: &SegmentBackupInfo) -> Vec<String> {
+    let delta = if seg.deltalogs.iter().any(|d| !d.binlogs.is_empty()) {
+        format!("{}/", join(root, &seg.delta_group_dir()))
+    } else {
+        String::new()
+    };
+    vec![format!("{}/", join(root, &seg.insert_group_dir())), delta]
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn import_segment(
+    ctx: &StepCtx,
+    client: &MilvusClient,
+    key: &str,
+    target: &str,
+    partition: &str,
+    seg: &SegmentBackupInfo,
+    root: &Location,
+) -> Result<i64> {
+    let task = format!("{key}/import/{}", seg.segment_id);
+    let files = import_files(root, seg);
+    let tasks: Vec<i64> = match ctx.state(&task)? {
+        Some(TaskState::Done(v)) => return Ok(serde_json::from_value(v).unwrap_or(0)),
+        Some(TaskState::Started(v)) => {
+            serde_json::from_value::<Started>(v)
+                .map_err(|e| StepError::Failed(format!("checkpoint of {task}: {e}")))?
+                .tasks
+        }
+        state => {
+            // An intent without a task id: the import may have started before the crash.
+            let adopted = if matches!(state, Some(TaskState::Intent(_))) {
+                client
+                    .list_import_tasks(target)
+                    .await?
+                    .into_iter()
+                    .filter(|t| !t.state.is_failed() && t.files.first() == files.first())
+                    .map(|t| t.id)
+                    .collect::<Vec<_>>()
+            } else {
+                Vec::new()
+            };
+            if adopted.is_empty() {
+                ctx.check_cancel()?;
+                ctx.set(&task, TaskState::Intent(to_json(&files))).await?;
+                let ids = client
+                    .import(
+                        target,
+                        partition,
+                        files.clone(),
+                        vec![("backup".to_string(), "true".to_string())],
+                    )
+                    .await?;
+                ctx.set(&task, TaskState::Started(to_json(&Started { tasks: ids.clone() })))
+                    .await?;
+                ids
+            } else {
+                ctx.set(&task, TaskState::Started(to_json(&Started { tasks: adopted.clone() })))
+                    .await?;
+                adopted
+            }
+        }
+    };
+    let mut rows = 0;
+    for id in tasks {
+        rows += wait_import(ctx, client, target, seg, id).await?;
+    }
+    ctx.set(&task, TaskState::Done(to_json(&rows))).await?;
+    Ok(rows)
+}
+
+async fn wait_import(
+    ctx: &StepCtx,
+    client: &MilvusClient,
+    target: &str,
+    seg: &SegmentBackupInfo,
+    id: i64,
+) -> Result<i64> {
+    let deadline = tokio::time::Instant::now() + IMPORT_TIMEOUT;
+    let mut delay = Duration::from_millis(500);
+    loop {
+        let st = ctx
+            .retry("import state", || async { Ok(client.get_import_state(id).await?) })
+            .await?;
+        match st.state {
+            ImportState::Completed => return Ok(st.row_count),
+            s if s.is_failed() => {
+                return fail(format!(
+                    "import of segment {} into `{target}` on `{}` failed: {}",
+                    seg.segment_id,
+                    client.name(),
+                    st.reason
+                ));
+            }
+            _ => {}
+        }
+        if tokio::time::Instant::now() > deadline {
+            return fail(format!(
+                "import task {id} (segment {} into `{target}`) did not finish within {:?}; \
+                 apply again to keep waiting for it",
+                seg.segment_id, IMPORT_TIMEOUT
+            ));
+        }
+        // Interrupted while waiting: the task id is recorded, a resumed run waits for it.
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = ctx.cancel.cancelled() => return Err(StepError::Interrupted),
+        }
+        delay = (delay * 2).min(Duration::from_secs(3));
+    }
+}
