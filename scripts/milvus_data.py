@@ -6,6 +6,8 @@
   dump     print every row of a collection (PK order) as JSON lines, with partition names
   compare  compare two collections row by row, partitions and indexes; exit 1 on any difference
   drop     drop collections
+  dump-names  list the collections (with their partitions) of every database
+  s3-list  list every object of a bucket with its size and ETag
   s3-clean delete every object under a prefix of a bucket on the local S3 server
 
 Addresses are URIs; a token is `user:password` (or empty).
@@ -144,17 +146,33 @@ def drop(a):
         c.drop_collection(name)
 
 
-def s3_clean(a):
+def dump_names(a):
+    c = client(a.uri, a.token)
+    for name in sorted(c.list_collections()):
+        print(name, sorted(c.list_partitions(name)))
+
+
+def s3(a):
     import os
     os.environ.pop("AWS_CA_BUNDLE", None)
     import boto3
-    s3 = boto3.client("s3", endpoint_url=a.endpoint, region_name="us-east-1",
-                      aws_access_key_id="minioadmin", aws_secret_access_key="minioadmin")
+    return boto3.client("s3", endpoint_url=a.endpoint, region_name="us-east-1",
+                        aws_access_key_id="minioadmin", aws_secret_access_key="minioadmin")
+
+
+def s3_list(a):
+    for page in s3(a).get_paginator("list_objects_v2").paginate(Bucket=a.bucket):
+        for o in page.get("Contents", []):
+            print(a.bucket, o["Key"], o["Size"], o["ETag"])
+
+
+def s3_clean(a):
+    cl = s3(a)
     n = 0
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=a.bucket, Prefix=a.prefix):
+    for page in cl.get_paginator("list_objects_v2").paginate(Bucket=a.bucket, Prefix=a.prefix):
         keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
         if keys:
-            s3.delete_objects(Bucket=a.bucket, Delete={"Objects": keys})
+            cl.delete_objects(Bucket=a.bucket, Delete={"Objects": keys})
             n += len(keys)
     print(json.dumps({"bucket": a.bucket, "prefix": a.prefix, "deleted": n}))
 
@@ -186,12 +204,17 @@ def main():
     sp.add_argument("--target-collection", default="coll_bak")
     sp = sub.add_parser("drop"); common(sp)
     sp.add_argument("collections", nargs="+")
+    sp = sub.add_parser("dump-names"); common(sp)
+    sp = sub.add_parser("s3-list")
+    sp.add_argument("--endpoint", default="http://127.0.0.1:9000")
+    sp.add_argument("--bucket", required=True)
     sp = sub.add_parser("s3-clean")
     sp.add_argument("--endpoint", default="http://127.0.0.1:9000")
     sp.add_argument("--bucket", required=True)
     sp.add_argument("--prefix", required=True)
     a = p.parse_args()
-    {"seed": seed, "dump": dump, "compare": compare, "drop": drop, "s3-clean": s3_clean}[a.cmd](a)
+    {"seed": seed, "dump": dump, "compare": compare, "drop": drop, "dump-names": dump_names,
+     "s3-list": s3_list, "s3-clean": s3_clean}[a.cmd](a)
 
 
 if __name__ == "__main__":
