@@ -221,6 +221,7 @@ impl Tasks {
     pub async fn set(&self, key: &str, state: &TaskState) -> Result<()> {
         self.tree.insert(key.as_bytes(), encode(state))?;
         self.tree.flush_async().await?;
+        crate::fault::point("checkpoint");
         Ok(())
     }
 

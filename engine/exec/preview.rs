@@ -78,7 +78,7 @@ pub async fn preview(compiled: &Compiled) -> Result<Preview, crate::checkpoint::
     let res = Resources::new(plan.clone());
     let snapshot = Store::open_snapshot(&plan.settings.state_dir)?;
     let (run, tasks): (Option<RunRecord>, Option<Tasks>) = match &snapshot {
-        Some((store, _)) => match store.unfinished_run(&plan.path)? {
+        Some((store, _)) => match store.unfinished_run(&crate::exec::run::plan_file(&plan.path))? {
             Some(r) if r.fingerprint == plan.fingerprint() => {
                 let t = store.tasks(&r.id)?;
                 (Some(r), Some(t))

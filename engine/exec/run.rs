@@ -60,7 +60,7 @@ pub async fn apply(
     let description = plan.describe_json();
 
     let mut resumed = false;
-    let run = match store.unfinished_run(&plan.path)? {
+    let run = match store.unfinished_run(&plan_file(&plan.path))? {
         Some(r) if r.fingerprint == fingerprint => {
             resumed = true;
             r
@@ -78,7 +78,7 @@ pub async fn apply(
                 old.error = Some("abandoned by `apply --restart`".into());
                 store.put_run(&old).await?;
             }
-            if let Some(done) = store.last_done_run(&plan.path, &fingerprint)? {
+            if let Some(done) = store.last_done_run(&plan_file(&plan.path), &fingerprint)? {
                 if !opts.restart {
                     events.send(Event::RunFinished {
                         run: done.id.clone(),
@@ -96,7 +96,7 @@ pub async fn apply(
             RunRecord {
                 id: new_run_id(&fingerprint),
                 plan_name: plan.name.clone(),
-                plan_path: plan.path.clone(),
+                plan_path: plan_file(&plan.path),
                 fingerprint: fingerprint.clone(),
                 plan: description,
                 started_at: now,
@@ -302,6 +302,11 @@ pub async fn apply(
         nothing_to_do: false,
         resumed,
     })
+}
+
+/// The plan file as runs record it: absolute, so a run is found from any working directory.
+pub fn plan_file(path: &std::path::Path) -> std::path::PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 fn new_run_id(fingerprint: &str) -> String {

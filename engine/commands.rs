@@ -1,0 +1,300 @@
+//! The commands that talk to servers and the state dir: `plan`, `apply`, `resume`, `runs`, `status`.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use planrun::checkpoint::{self, RunRecord, RunStatus, Store};
+use planrun::exec::events::{Events, Outcome};
+use planrun::exec::preview::{self, Preview};
+use planrun::exec::report::{self, Style, short};
+use planrun::exec::run::{self, ApplyOptions};
+use planrun::plan::{self, Compiled};
+use tokio_util::sync::CancellationToken;
+
+use crate::Failure;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime starts")
+}
+
+fn fail(msg: impl std::fmt::Display) -> Failure {
+    Failure {
+        report: miette::miette!("{msg}"),
+        code: 1,
+    }
+}
+
+/// `planrun plan`: exit 0 with nothing to do, 2 with changes under --detailed-exitcode, 1 on error.
+pub fn plan(path: &Path, json: bool, detailed: bool) -> Result<ExitCode, Failure> {
+    // Under --detailed-exitcode, 2 means "changes": an invalid plan is an error (1) there.
+    let compiled = plan::load(path).map_err(|e| {
+        let mut f = Failure::from(e);
+        if detailed {
+            f.code = 1;
+        }
+        f
+    })?;
+    let p = runtime().block_on(preview::preview(&compiled)).map_err(fail)?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &p).map_err(fail)?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{}", preview::render(&p))?;
+    }
+    if p.summary.conflicts > 0 && detailed {
+        return Ok(ExitCode::from(1));
+    }
+    Ok(if detailed && p.summary.steps_to_run > 0 {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+pub struct ApplyArgs {
+    pub yes: bool,
+    pub restart: bool,
+    pub style: Style,
+}
+
+pub fn apply(path: &Path, args: &ApplyArgs) -> Result<ExitCode, Failure> {
+    let compiled = plan::load(path)?;
+    apply_compiled(&compiled, args)
+}
+
+fn apply_compiled(compiled: &Compiled, args: &ApplyArgs) -> Result<ExitCode, Failure> {
+    let rt = runtime();
+    let started = Instant::now();
+    let p: Preview = rt.block_on(preview::preview(compiled)).map_err(fail)?;
+    let mut err = std::io::stderr().lock();
+    if p.summary.steps_to_run == 0 && p.resumes.is_none() {
+        // Fall through: apply itself recognises a finished plan and says so.
+    } else {
+        write!(err, "{}", preview::render(&p))?;
+    }
+    let blocking: Vec<String> = p
+        .steps
+        .iter()
+        .filter(|s| s.action != "done")
+        .flat_map(|s| s.conflicts.iter().map(move |c| format!("  {}: {c}", s.id)))
+        .collect();
+    if !blocking.is_empty() && !args.restart {
+        return Err(fail(format!(
+            "not applying: {} conflict(s) would stop the run half way:\n{}\n\
+             fix them (or set on_conflict in the restore step) and apply again",
+            blocking.len(),
+            blocking.join("\n")
+        )));
+    }
+    if !args.yes && std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+        write!(err, "\nApply this plan? Only `yes` is accepted: ")?;
+        err.flush()?;
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if answer.trim() != "yes" {
+            writeln!(err, "Not applied.")?;
+            return Ok(ExitCode::from(1));
+        }
+    }
+    drop(err);
+
+    let cancel = CancellationToken::new();
+    let (events, rx) = Events::channel();
+    let style = args.style;
+    let result = rt.block_on(async {
+        let reporter = tokio::spawn(report::render(rx, style));
+        let c = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!(
+                    "\ninterrupted: finishing the tasks in flight and recording progress \
+                     (press Ctrl-C again to stop at once)"
+                );
+                c.cancel();
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(130);
+                }
+            }
+        });
+        let opts = ApplyOptions {
+            restart: args.restart,
+        };
+        let r = run::apply(compiled, &opts, events, cancel.clone()).await;
+        let report = reporter.await.expect("reporter task");
+        (r, report)
+    });
+    let (applied, report) = result;
+    let applied = applied.map_err(fail)?;
+    let path = compiled.plan.path.display();
+    let mut err = std::io::stderr().lock();
+    if applied.nothing_to_do {
+        writeln!(
+            err,
+            "nothing to do: run {} already applied this plan completely",
+            short(&applied.run)
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let done = report.steps.values().filter(|s| s.state == "done").count();
+    let total = compiled.plan.steps.len();
+    let secs = started.elapsed().as_secs_f64();
+    match applied.outcome {
+        Outcome::Done => {
+            writeln!(
+                err,
+                "\nApply complete: {done} of {total} steps done in {secs:.1}s (run {}).",
+                short(&applied.run)
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Outcome::Interrupted => {
+            writeln!(
+                err,
+                "\nInterrupted: {done} of {total} steps done; progress is recorded.\n\
+                 Resume with: planrun apply {path}   (or: planrun resume {} --plan {path})",
+                short(&applied.run)
+            )?;
+            Ok(ExitCode::from(130))
+        }
+        Outcome::Failed => {
+            writeln!(
+                err,
+                "\nApply failed: {done} of {total} steps done (run {}). Finished work is \
+                 recorded; fix the cause and run `planrun apply {path}` to resume.",
+                short(&applied.run)
+            )?;
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// Where runs are recorded: `--state-dir`, else the plan's `settings.state_dir`, else `./.planrun`.
+pub fn state_dir(plan_path: Option<&Path>, dir: Option<PathBuf>) -> Result<PathBuf, Failure> {
+    if let Some(d) = dir {
+        return Ok(d);
+    }
+    if let Some(p) = plan_path {
+        return Ok(plan::load(p)?.plan.settings.state_dir);
+    }
+    let here = PathBuf::from(".planrun");
+    if here.exists() {
+        return Ok(here);
+    }
+    Err(fail(
+        "which runs? no `.planrun` here: pass --plan PLAN (its settings.state_dir) or --state-dir DIR",
+    ))
+}
+
+fn open_read(dir: &Path) -> Result<Option<(Store, tempfile::TempDir)>, Failure> {
+    Store::open_snapshot(dir).map_err(fail)
+}
+
+pub fn runs(dir: &Path) -> Result<ExitCode, Failure> {
+    let mut out = std::io::stdout().lock();
+    let Some((store, _tmp)) = open_read(dir)? else {
+        writeln!(out, "no runs recorded in `{}`", dir.display())?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    let runs = store.runs().map_err(fail)?;
+    writeln!(
+        out,
+        "{:<10} {:<12} {:<24} {:>11}  plan",
+        "run", "status", "started", "tasks done"
+    )?;
+    for r in runs {
+        let (done, _) = store.tasks(&r.id).and_then(|t| t.count("")).map_err(fail)?;
+        writeln!(
+            out,
+            "{:<10} {:<12} {:<24} {:>11}  {} ({})",
+            short(&r.id),
+            status_name(r.status),
+            checkpoint::format_time(r.started_at),
+            done,
+            r.plan_name,
+            r.plan_path.display()
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status_name(s: RunStatus) -> &'static str {
+    match s {
+        RunStatus::Running => "running",
+        RunStatus::Interrupted => "interrupted",
+        RunStatus::Failed => "failed",
+        RunStatus::Done => "done",
+    }
+}
+
+pub fn status(dir: &Path, run: Option<&str>) -> Result<ExitCode, Failure> {
+    let mut out = std::io::stdout().lock();
+    let Some((store, _tmp)) = open_read(dir)? else {
+        writeln!(out, "no runs recorded in `{}`", dir.display())?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    let r: RunRecord = match run {
+        Some(id) => store.run(id).map_err(fail)?,
+        None => match store.runs().map_err(fail)?.pop() {
+            Some(r) => r,
+            None => {
+                writeln!(out, "no runs recorded in `{}`", dir.display())?;
+                return Ok(ExitCode::SUCCESS);
+            }
+        },
+    };
+    let tasks = store.tasks(&r.id).map_err(fail)?;
+    writeln!(out, "run {} of plan `{}` ({})", r.id, r.plan_name, r.plan_path.display())?;
+    writeln!(
+        out,
+        "status {}, started {}, last update {}",
+        status_name(r.status),
+        checkpoint::format_time(r.started_at),
+        checkpoint::format_time(r.updated_at)
+    )?;
+    if let Some(e) = &r.error {
+        writeln!(out, "error: {e}")?;
+    }
+    if let Some(steps) = r.plan.get("steps").and_then(|s| s.as_object()) {
+        for id in steps.keys() {
+            let summary: Option<String> = tasks.done(&format!("{id}/@done")).map_err(fail)?;
+            let (done, all) = tasks.count(&format!("{id}/")).map_err(fail)?;
+            let line = match summary {
+                Some(s) => format!("done: {s}"),
+                None if all > 0 => format!("in progress: {done} of {all} recorded tasks done"),
+                None => "not started".to_string(),
+            };
+            writeln!(out, "  {id}: {line}")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `planrun resume RUN`: apply the plan that run belongs to, which must be unchanged.
+pub fn resume(dir: &Path, run: &str, args: &ApplyArgs) -> Result<ExitCode, Failure> {
+    let r = {
+        let Some((store, _tmp)) = open_read(dir)? else {
+            return Err(fail(format!("no runs recorded in `{}`", dir.display())));
+        };
+        store.run(run).map_err(fail)?
+    };
+    if r.status == RunStatus::Done {
+        eprintln!("run {} is already done; nothing to resume", short(&r.id));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let compiled = plan::load(&r.plan_path)?;
+    if compiled.plan.fingerprint() != r.fingerprint {
+        return Err(fail(format!(
+            "the plan `{}` changed since run {} started:\n{}\napply it with --restart to start anew",
+            r.plan_path.display(),
+            short(&r.id),
+            run::json_diff(&r.plan, &compiled.plan.describe_json())
+        )));
+    }
+    apply_compiled(&compiled, args)
+}

@@ -1,0 +1,261 @@
+//! End-to-end migrations through the `planrun` binary, on two real Milvus 2.3.5 instances and S3.
+//!
+//! Each test works on its own collections, backup paths and state dir, made from the example
+//! plans by changing only their `[vars]` and adding `settings.state_dir`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use assert_cmd::cargo::cargo_bin;
+use serde_json::Value;
+
+use crate::support::{self, MILVUS_A, MILVUS_B, S3};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `scripts/milvus_data.py` through the project's virtualenv (pymilvus, the users' own client).
+fn data(args: &[&str]) -> Output {
+    let py = root().join(".venv/bin/python");
+    assert!(
+        py.exists(),
+        "{} is missing: run `scripts/services.sh up` (it installs the test servers and clients)",
+        py.display()
+    );
+    Command::new(py)
+        .arg(root().join("scripts/milvus_data.py"))
+        .args(args)
+        .output()
+        .expect("run scripts/milvus_data.py")
+}
+
+fn ok(out: Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "command failed ({}):\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn planrun(args: &[&str]) -> Output {
+    Command::new(cargo_bin("planrun"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env_remove("PLANRUN_CRASH")
+        .output()
+        .expect("run planrun")
+}
+
+pub struct Scenario {
+    _dir: tempfile::TempDir,
+    pub plan: PathBuf,
+    pub state: PathBuf,
+    pub coll: String,
+    pub backup: String,
+}
+
+impl Scenario {
+    /// An example plan with unique names; `collections` gets a second, varchar-keyed collection.
+    pub fn new(example: &str) -> Scenario {
+        for s in [&S3, &MILVUS_A, &MILVUS_B] {
+            s.require();
+        }
+        let coll = support::unique("e2e");
+        let backup = support::unique("bk");
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let text = std::fs::read_to_string(root().join("plans").join(example)).unwrap();
+        let text = text
+            .replace("collection = \"coll\"", &format!("collection = \"{coll}\""))
+            .replace("backup = \"my_backup\"", &format!("backup = \"{backup}\""))
+            .replace(
+                "collections = [\"{{ vars.collection }}\"]",
+                "collections = [\"{{ vars.collection }}\", \"{{ vars.collection }}_str\"]",
+            );
+        assert!(text.contains(&coll) && text.contains(&backup), "example plan changed shape");
+        let text = format!("{text}\n[settings]\nstate_dir = \"{}\"\n", state.display());
+        let plan = dir.path().join(example);
+        std::fs::write(&plan, text).unwrap();
+        let s = Scenario {
+            _dir: dir,
+            plan,
+            state,
+            coll,
+            backup,
+        };
+        s.seed();
+        s
+    }
+
+    fn seed(&self) {
+        let int = ok(data(&["seed", "--collection", &self.coll, "--rows", "2400"]));
+        let str_coll = format!("{}_str", self.coll);
+        let s = ok(data(&[
+            "seed", "--collection", &str_coll, "--pk", "varchar", "--rows", "900",
+            "--partitions", "2", "--segments", "3", "--delete-every", "5",
+        ]));
+        for out in [int, s] {
+            let v: Value = serde_json::from_str(out.trim()).unwrap();
+            assert!(v["deleted"].as_u64().unwrap() > 0, "seed deletes rows: {v}");
+        }
+    }
+
+    pub fn plan_path(&self) -> &str {
+        self.plan.to_str().unwrap()
+    }
+
+    /// Row-by-row comparison of both source collections with their restored copies on B.
+    pub fn assert_restored(&self) {
+        for c in [self.coll.clone(), format!("{}_str", self.coll)] {
+            let out = data(&[
+                "compare",
+                "--collection",
+                &c,
+                "--target-collection",
+                &format!("{c}_bak"),
+            ]);
+            let report = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(
+                out.status.success(),
+                "`{c}_bak` on Milvus B differs from `{c}`: {report}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let v: Value = serde_json::from_str(report.trim()).unwrap();
+            assert!(v["source_rows"].as_u64().unwrap() > 0, "{v}");
+            assert_eq!(v["source_rows"], v["target_rows"], "{v}");
+            assert_eq!(v["source_partitions"], v["target_partitions"], "{v}");
+            assert_eq!(v["source_indexes"], v["target_indexes"], "{v}");
+        }
+    }
+
+    pub fn cleanup(&self) {
+        for c in [self.coll.clone(), format!("{}_str", self.coll)] {
+            data(&["drop", &c]);
+            data(&["drop", "--uri", &MILVUS_B.uri(), "--token", "", &format!("{c}_bak")]);
+        }
+        for b in ["bucket-a", "bucket-b"] {
+            data(&["s3-clean", "--bucket", b, "--prefix", &format!("backup/{}/", self.backup)]);
+        }
+    }
+}
+
+#[test]
+fn migrate_backup_copy_restore_end_to_end() {
+    let s = Scenario::new("migrate.toml");
+    let out = ok(planrun(&["apply", "--yes", s.plan_path()]));
+    assert!(out.contains("3 of 3 steps done") || out.contains("done"), "{out}");
+    s.assert_restored();
+
+    // A second apply of the finished plan does nothing and says so.
+    let again = planrun(&["apply", "--yes", s.plan_path()]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&again.stdout),
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert!(again.status.success(), "{text}");
+    assert!(text.contains("nothing to do"), "{text}");
+    s.cleanup();
+}
+
+#[test]
+fn migrate_direct_into_bucket_b() {
+    let s = Scenario::new("migrate-direct.toml");
+    ok(planrun(&["apply", "--yes", s.plan_path()]));
+    s.assert_restored();
+    s.cleanup();
+}
+
+/// Everything `planrun plan` could touch, as text: bucket listings, collections, the state dir.
+fn world(s: &Scenario) -> String {
+    let mut w = String::new();
+    for (uri, token) in [(MILVUS_A.uri(), "root:Milvus"), (MILVUS_B.uri(), "")] {
+        let out = data(&["dump-names", "--uri", &uri, "--token", token]);
+        w += &String::from_utf8_lossy(&out.stdout);
+    }
+    for b in ["bucket-a", "bucket-b"] {
+        w += &ok(data(&["s3-list", "--bucket", b]));
+    }
+    if s.state.exists() {
+        for e in walk(&s.state) {
+            let meta = std::fs::metadata(&e).unwrap();
+            w += &format!("{} {} {:?}\n", e.display(), meta.len(), meta.modified().unwrap());
+        }
+    }
+    w
+}
+
+fn walk(p: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(p).unwrap() {
+        let e = e.unwrap().path();
+        if e.is_dir() {
+            out.extend(walk(&e));
+        } else {
+            out.push(e);
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn dry_run_changes_nothing_and_reports_counts() {
+    let s = Scenario::new("migrate.toml");
+    let before = world(&s);
+    let out = planrun(&["plan", "--json", "--detailed-exitcode", s.plan_path()]);
+    assert_eq!(out.status.code(), Some(2), "changes pending: {out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["format_version"], 1);
+    let backup = &v["steps"][0];
+    assert_eq!(backup["id"], "backup");
+    assert_eq!(backup["counts"]["collections"], 2);
+    assert!(backup["counts"]["segments"].as_u64().unwrap() >= 6, "{backup}");
+    assert!(backup["counts"]["objects"].as_u64().unwrap() > 0, "{backup}");
+    assert_eq!(v["summary"]["conflicts"], 0, "{v}");
+    let human = ok(planrun(&["plan", s.plan_path()]));
+    assert!(human.contains(&format!("{}_bak", s.coll)), "{human}");
+    assert_eq!(before, world(&s), "planrun plan changed something");
+    s.cleanup();
+}
+
+#[test]
+fn resume_after_kill_at_many_points_loses_nothing_and_duplicates_nothing() {
+    let s = Scenario::new("migrate.toml");
+    // Kill after the n-th checkpoint write, for growing n, until a run completes; then once more
+    // right after Milvus accepted an import but before planrun recorded it.
+    let mut kills = 0;
+    let mut finished = false;
+    for (point, n) in [
+        ("checkpoint", 3),
+        ("import-started", 1),
+        ("checkpoint", 12),
+        ("object-copied", 40),
+        ("checkpoint", 25),
+        ("import-started", 3),
+        ("checkpoint", 40),
+    ] {
+        let out = Command::new(cargo_bin("planrun"))
+            .args(["apply", "--yes", s.plan_path()])
+            .env("PLANRUN_CRASH", format!("{point}:{n}"))
+            .output()
+            .unwrap();
+        if out.status.success() {
+            finished = true;
+            break;
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("PLANRUN_CRASH"), "died for another reason: {err}");
+        kills += 1;
+    }
+    if !finished {
+        ok(planrun(&["apply", "--yes", s.plan_path()]));
+    }
+    assert!(kills >= 3, "the kill schedule hit only {kills} times");
+    s.assert_restored();
+    s.cleanup();
+}
