@@ -53,7 +53,7 @@ impl PlanError {
 /// Every error found in one plan file.
 #[derive(Debug, Error, Diagnostic)]
 #[error("plan `{}` is invalid: {} error{}", path.display(), errors.len(), if errors.len() == 1 { "" } else { "s" })]
-#[diagnostic(code(planrun::plan::invalid))]
+#[diagnostic()]
 pub struct InvalidPlan {
     pub path: PathBuf,
     #[source_code]
@@ -95,11 +95,6 @@ impl Diag {
 
     pub fn help(mut self, help: impl Into<String>) -> Diag {
         self.help = Some(help.into());
-        self
-    }
-
-    pub fn help_opt(mut self, help: Option<String>) -> Diag {
-        self.help = help;
         self
     }
 }

@@ -59,6 +59,13 @@ pub(crate) struct RawPlan {
     pub step_ids: Vec<(String, Range<usize>)>,
 }
 
+impl RawPlan {
+    /// True when nothing was parsed (a syntax error or an empty file).
+    pub fn is_empty(&self) -> bool {
+        self.version.is_none() && self.name.is_none() && self.step_ids.is_empty()
+    }
+}
+
 const TOP_KEYS: &[&str] = &[
     "version",
     "name",
@@ -73,7 +80,11 @@ const TOP_KEYS: &[&str] = &[
 pub(crate) fn parse(text: &str, diags: &mut Vec<Diag>) -> RawPlan {
     let (root, errors) = DeTable::parse_recoverable(text);
     if !errors.is_empty() {
-        for e in errors {
+        // Only the first: the parser's recovery makes later ones echoes of it.
+        let first = errors
+            .into_iter()
+            .min_by_key(|e| e.span().map_or(usize::MAX, |s| s.start));
+        for e in first {
             let span = e.span().unwrap_or(0..0);
             diags.push(
                 Diag::new(
@@ -182,12 +193,26 @@ fn de<'i, T: Deserialize<'i>>(v: Spanned<DeValue<'i>>, diags: &mut Vec<Diag>) ->
         Ok(t) => Some(t),
         Err(e) => {
             let span = e.span().unwrap_or(whole);
-            let msg = e.message().trim().to_string();
-            let help = enum_help(&msg);
-            diags.push(Diag::new(span, msg, "wrong value").help_opt(help));
+            let msg = humane(e.message().trim());
+            let help = enum_help(&msg).unwrap_or_else(|| {
+                "see docs/plan-reference.md for the type each key takes".to_string()
+            });
+            diags.push(Diag::new(span, msg, "wrong value").help(help));
             None
         }
     }
+}
+
+/// serde's type names in the words of a plan author.
+fn humane(msg: &str) -> String {
+    msg.replace("expected u64", "expected a whole number (0 or more)")
+        .replace("expected i64", "expected a whole number")
+        .replace(
+            "expected a sequence",
+            "expected a list like `[\"a\", \"b\"]`",
+        )
+        .replace("expected a boolean", "expected `true` or `false`")
+        .replace("expected a map", "expected a table like `{ a = \"b\" }`")
 }
 
 /// serde's "unknown variant `x`, expected `a` or `b`" becomes "did you mean".

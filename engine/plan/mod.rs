@@ -48,6 +48,14 @@ pub fn load_str(
 ) -> Result<Compiled, PlanError> {
     let mut diags = Vec::new();
     let raw = load::parse(text, &mut diags);
+    if !diags.is_empty() && raw.is_empty() {
+        // A syntax error: nothing else can be checked.
+        return Err(PlanError::Invalid(diag::invalid(
+            path.to_path_buf(),
+            text,
+            diags,
+        )));
+    }
     let (plan, spans) = validate::resolve(raw, path, env, &mut diags);
     let fail = |diags| PlanError::Invalid(diag::invalid(path.to_path_buf(), text, diags));
     let Some(plan) = plan.filter(|_| diags.is_empty()) else {

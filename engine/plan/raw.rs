@@ -57,7 +57,7 @@ pub struct PlanSchema {
     vars: BTreeMap<String, serde_json::Value>,
     /// Run settings.
     #[serde(default)]
-    settings: Option<RawSettings>,
+    settings: RawSettings,
     /// Milvus servers, by id.
     #[serde(default)]
     instances: BTreeMap<String, InstanceSchema>,
@@ -71,6 +71,7 @@ pub struct PlanSchema {
 
 /// Schema-only view of `[instances.<id>]`: the `type` key selects the fields.
 #[derive(JsonSchema)]
+#[schemars(rename = "Instance")]
 #[serde(tag = "type", rename_all = "lowercase")]
 #[allow(dead_code)]
 enum InstanceSchema {
@@ -80,6 +81,7 @@ enum InstanceSchema {
 
 /// Schema-only view of `[buckets.<id>]`.
 #[derive(JsonSchema)]
+#[schemars(rename = "Bucket")]
 #[serde(tag = "type", rename_all = "lowercase")]
 #[allow(dead_code)]
 enum BucketSchema {
@@ -91,6 +93,7 @@ enum BucketSchema {
 
 /// Schema-only view of `[steps.<id>]`.
 #[derive(JsonSchema)]
+#[schemars(rename = "Step")]
 #[serde(tag = "type", rename_all = "lowercase")]
 #[allow(dead_code)]
 enum StepSchema {
@@ -103,7 +106,8 @@ enum StepSchema {
 }
 
 /// `[settings]`
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(rename = "Settings")]
 #[serde(deny_unknown_fields)]
 pub struct RawSettings {
     /// How many steps may run at once. Default 4.
@@ -174,6 +178,7 @@ pub struct RawLocal {
 
 /// `mode` of a backup step.
 #[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[schemars(rename = "Mode")]
 #[serde(rename_all = "lowercase")]
 pub enum RawMode {
     /// Copy binlog files from the instance's `data` bucket.
@@ -184,6 +189,7 @@ pub enum RawMode {
 
 /// `on_conflict` of a restore step.
 #[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[schemars(rename = "OnConflict")]
 #[serde(rename_all = "lowercase")]
 pub enum RawOnConflict {
     /// Stop with an error (default).
@@ -295,8 +301,48 @@ pub fn keys(kind: &str) -> &'static Keys {
 
 /// The JSON Schema of the plan format, as written to `schemas/plan.schema.json`.
 pub fn schema_json() -> String {
-    let schema = schemars::schema_for!(PlanSchema);
+    let mut schema = schemars::schema_for!(PlanSchema).to_value();
+    drop_null(&mut schema);
     let mut text = serde_json::to_string_pretty(&schema).expect("schemas always serialise");
     text.push('\n');
     text
+}
+
+/// TOML has no null (optional keys are simply absent): remove the `null` alternatives schemars
+/// adds for `Option` fields so editors do not suggest it.
+fn drop_null(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    let is_null = |s: &Value| s.get("type").and_then(Value::as_str) == Some("null");
+    if let Value::Object(o) = v {
+        if let Some(Value::Array(types)) = o.get_mut("type") {
+            types.retain(|t| t.as_str() != Some("null"));
+            if types.len() == 1 {
+                let only = types.remove(0);
+                o.insert("type".into(), only);
+            }
+        }
+        if let Some(Value::Array(alts)) = o.get("anyOf")
+            && alts.len() == 2
+            && alts.iter().any(is_null)
+        {
+            let keep = alts
+                .iter()
+                .find(|a| !is_null(a))
+                .cloned()
+                .unwrap_or_default();
+            o.remove("anyOf");
+            if let Value::Object(k) = keep {
+                for (key, val) in k {
+                    o.entry(key).or_insert(val);
+                }
+            }
+        }
+        for child in o.values_mut() {
+            drop_null(child);
+        }
+    } else if let Value::Array(a) = v {
+        for child in a {
+            drop_null(child);
+        }
+    }
 }

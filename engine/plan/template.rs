@@ -63,8 +63,45 @@ impl Renderer {
             vars => Value::from_serialize(&self.vars),
             env => self.process_env.clone(),
         };
-        let value = tmpl.render(ctx).map_err(describe)?;
+        let value = tmpl.render(ctx).map_err(|e| {
+            if e.kind() == minijinja::ErrorKind::UndefinedError
+                && let Some(m) = self.missing(&used)
+            {
+                return m;
+            }
+            describe(e)
+        })?;
         Ok(Rendered { value, tainted })
+    }
+
+    /// Names the first undefined `vars.x` / `env.X` a template uses, with a suggestion.
+    fn missing(&self, used: &std::collections::HashSet<String>) -> Option<String> {
+        let mut used: Vec<&String> = used.iter().collect();
+        used.sort();
+        for u in used {
+            if let Some(name) = u.strip_prefix("vars.") {
+                let name = name.split('.').next().unwrap_or(name);
+                if !self.vars.contains_key(name) {
+                    let hint =
+                        super::diag::did_you_mean(name, self.vars.keys().map(String::as_str))
+                            .map(|d| format!("; {d}"))
+                            .unwrap_or_default();
+                    return Some(format!("`vars.{name}` is not defined{hint}"));
+                }
+            } else if let Some(name) = u.strip_prefix("env.") {
+                let name = name.split('.').next().unwrap_or(name);
+                if self
+                    .process_env
+                    .get_attr(name)
+                    .map_or(true, |v| v.is_undefined())
+                {
+                    return Some(format!(
+                        "environment variable `{name}` is not set (add `| default('...')` for a fallback)"
+                    ));
+                }
+            }
+        }
+        None
     }
 
     /// Renders a var definition: vars may use `env` but not other vars.
