@@ -84,7 +84,7 @@ pub(crate) fn parse(text: &str, diags: &mut Vec<Diag>) -> RawPlan {
         let first = errors
             .into_iter()
             .min_by_key(|e| e.span().map_or(usize::MAX, |s| s.start));
-        for e in first {
+        if let Some(e) = first {
             let span = e.span().unwrap_or(0..0);
             diags.push(
                 Diag::new(

@@ -10,7 +10,9 @@ use sha2::{Digest, Sha256};
 use crate::secret::Secret;
 
 /// A checked plan. Build it with [`crate::plan::load`] or [`crate::plan::load_str`].
-#[derive(Debug, Clone)]
+///
+/// `Debug` prints the masked [`Plan::describe_json`], never env-derived values.
+#[derive(Clone)]
 pub struct Plan {
     pub name: String,
     /// The plan file as given on the command line.
@@ -277,6 +279,16 @@ impl OnConflict {
             OnConflict::Skip => "skip",
             OnConflict::Drop => "drop",
         }
+    }
+}
+
+impl fmt::Debug for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Plan")
+            .field("path", &self.path)
+            .field("state_dir", &self.settings.state_dir)
+            .field("plan", &self.describe_json())
+            .finish()
     }
 }
 
