@@ -30,7 +30,7 @@ pub(crate) enum RawInstance {
 
 #[derive(Debug)]
 pub(crate) enum RawBucket {
-    S3(RawS3),
+    S3(Box<RawS3>),
     Local(RawLocal),
 }
 
@@ -146,7 +146,7 @@ pub(crate) fn parse(text: &str, diags: &mut Vec<Diag>) -> RawPlan {
                     let parsed =
                         typed(v, &place, &id_span, &["s3", "local"], diags).and_then(|(ty, v)| {
                             match ty.as_str() {
-                                "s3" => de(v, diags).map(RawBucket::S3),
+                                "s3" => de(v, diags).map(|b| RawBucket::S3(Box::new(b))),
                                 "local" => de(v, diags).map(RawBucket::Local),
                                 _ => None,
                             }

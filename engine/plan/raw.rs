@@ -83,7 +83,7 @@ enum InstanceSchema {
 #[derive(JsonSchema)]
 #[schemars(rename = "Bucket")]
 #[serde(tag = "type", rename_all = "lowercase")]
-#[allow(dead_code)]
+#[allow(dead_code, clippy::large_enum_variant)]
 enum BucketSchema {
     /// An S3-compatible bucket (AWS S3, MinIO, ...).
     S3(RawS3),
