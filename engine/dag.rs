@@ -328,3 +328,74 @@ fn dot_escape(s: &str) -> String {
 fn mermaid_escape(s: &str) -> String {
     s.replace('"', "#quot;")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    fn compile(steps: &str) -> Result<crate::plan::Compiled, crate::plan::PlanError> {
+        let text = format!(
+            "version = 1\nname = \"t\"\n[buckets.b]\ntype = \"local\"\npath = \"x\"\n{steps}"
+        );
+        crate::plan::load_str(Path::new("t.toml"), &text, &BTreeMap::new())
+    }
+
+    fn copy(id: &str, from: &str, to: &str, needs: &str) -> String {
+        format!(
+            "[steps.{id}]\ntype = \"copy\"\nfrom = \"b:{from}\"\nto = \"b:{to}\"\nneeds = [{needs}]\n"
+        )
+    }
+
+    #[test]
+    fn ties_follow_file_order() {
+        let c = compile(
+            &(copy("c", "1", "2", "") + &copy("a", "3", "4", "") + &copy("b", "5", "6", "\"c\"")),
+        )
+        .unwrap();
+        assert_eq!(c.dag.order(), ["c", "a", "b"]);
+        assert_eq!(c.dag.edge("c", "b").unwrap().reason(), "needs");
+    }
+
+    #[test]
+    fn reads_depend_on_writes_around_and_inside() {
+        // `wide` writes b:out, `narrow` reads b:out/sub (inside); `outer` reads b (around).
+        let c = compile(
+            &(copy("wide", "in", "out", "")
+                + &copy("narrow", "out/sub", "other/a", "")
+                + &copy("late", "in2", "other", "")),
+        );
+        let err = c.unwrap_err();
+        assert!(
+            err.errors()[0].message.contains("both write"),
+            "other and other/a overlap: {err:?}"
+        );
+        let c = compile(&(copy("wide", "in", "out", "") + &copy("narrow", "out/sub", "o2", "")))
+            .unwrap();
+        assert_eq!(c.dag.dependencies("narrow"), ["wide"]);
+        let e = c.dag.edge("wide", "narrow").unwrap();
+        assert_eq!(e.locations[0].0.to_string(), "b:out");
+        assert_eq!(e.locations[0].1.to_string(), "b:out/sub");
+        assert!(
+            c.dag
+                .to_dot()
+                .contains("\"wide\" -> \"narrow\" [label=\"b:out/sub\"]")
+        );
+    }
+
+    #[test]
+    fn two_cycles_are_both_reported() {
+        let err = compile(
+            &(copy("a", "1", "2", "\"b\"")
+                + &copy("b", "3", "4", "\"a\"")
+                + &copy("c", "5", "6", "\"d\"")
+                + &copy("d", "7", "8", "\"c\"")),
+        )
+        .unwrap_err();
+        let msgs: Vec<&str> = err.errors().iter().map(|e| e.message.as_str()).collect();
+        assert_eq!(
+            msgs,
+            ["dependency cycle: a → b → a", "dependency cycle: c → d → c"]
+        );
+    }
+}

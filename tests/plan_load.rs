@@ -327,3 +327,24 @@ fn example_plans_point_at_the_schema() {
         );
     }
 }
+
+#[test]
+fn every_toml_example_in_the_reference_is_valid_toml_and_the_first_is_a_valid_plan() {
+    let doc = std::fs::read_to_string(root().join("docs/plan-reference.md")).unwrap();
+    let blocks: Vec<&str> = doc
+        .split("```toml\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap())
+        .collect();
+    assert!(
+        blocks.len() >= 8,
+        "the reference has examples for each section"
+    );
+    for b in &blocks {
+        b.parse::<toml::Table>()
+            .unwrap_or_else(|e| panic!("example is not TOML: {e}\n{b}"));
+    }
+    let env = BTreeMap::from([("MILVUS_A_PASSWORD".to_string(), "x".to_string())]);
+    let c = load_text(blocks[0], &env).expect("the 'Writing a plan' example is valid");
+    assert_eq!(c.dag.order(), ["backup", "restore"]);
+}
