@@ -92,7 +92,11 @@ pub(crate) fn parse(text: &str, diags: &mut Vec<Diag>) -> RawPlan {
                     format!("TOML syntax error: {}", e.message().trim()),
                     "here",
                 )
-                .help("fix the TOML syntax; see docs/plan-reference.md"),
+                .help(if e.message().contains("duplicate key") {
+                    "each key, and each `[section.id]` table, may appear only once"
+                } else {
+                    "fix the TOML syntax; see docs/plan-reference.md"
+                }),
             );
         }
         return RawPlan::default();
@@ -103,12 +107,12 @@ pub(crate) fn parse(text: &str, diags: &mut Vec<Diag>) -> RawPlan {
     for (key, value) in entries {
         let kspan = key.span();
         match &**key.get_ref() {
-            "version" => plan.version = de(value, diags),
-            "name" => plan.name = de(value, diags),
+            "version" => plan.version = de(value, text, diags),
+            "name" => plan.name = de(value, text, diags),
             "vars" => {
                 for (k, v) in table_entries(value, "vars", diags) {
                     let span = k.span();
-                    if let Some(v) = de::<Sp<toml::Value>>(v, diags) {
+                    if let Some(v) = de::<Sp<toml::Value>>(v, text, diags) {
                         plan.vars.push((k.into_inner().into_owned(), span, v));
                     }
                 }
@@ -118,7 +122,7 @@ pub(crate) fn parse(text: &str, diags: &mut Vec<Diag>) -> RawPlan {
                 if let Some(t) = as_table(value, "settings", diags)
                     && let Some(t) = check_keys(t, "settings", "`settings`", &kspan, diags)
                 {
-                    plan.settings = de(Spanned::new(span, DeValue::Table(t)), diags);
+                    plan.settings = de(Spanned::new(span, DeValue::Table(t)), text, diags);
                 }
             }
             "instances" => {
@@ -130,7 +134,7 @@ pub(crate) fn parse(text: &str, diags: &mut Vec<Diag>) -> RawPlan {
                         typed(v, &place, &id_span, &["milvus"], diags).and_then(|(ty, v)| match ty
                             .as_str()
                         {
-                            "milvus" => de(v, diags).map(RawInstance::Milvus),
+                            "milvus" => de(v, text, diags).map(RawInstance::Milvus),
                             _ => None,
                         });
                     if let Some(raw) = parsed {
@@ -146,8 +150,8 @@ pub(crate) fn parse(text: &str, diags: &mut Vec<Diag>) -> RawPlan {
                     let parsed =
                         typed(v, &place, &id_span, &["s3", "local"], diags).and_then(|(ty, v)| {
                             match ty.as_str() {
-                                "s3" => de(v, diags).map(|b| RawBucket::S3(Box::new(b))),
-                                "local" => de(v, diags).map(RawBucket::Local),
+                                "s3" => de(v, text, diags).map(|b| RawBucket::S3(Box::new(b))),
+                                "local" => de(v, text, diags).map(RawBucket::Local),
                                 _ => None,
                             }
                         });
@@ -163,9 +167,9 @@ pub(crate) fn parse(text: &str, diags: &mut Vec<Diag>) -> RawPlan {
                     let place = format!("`steps.{id}`");
                     let parsed = typed(v, &place, &id_span, &["backup", "copy", "restore"], diags)
                         .and_then(|(ty, v)| match ty.as_str() {
-                            "backup" => de(v, diags).map(RawStep::Backup),
-                            "copy" => de(v, diags).map(RawStep::Copy),
-                            "restore" => de(v, diags).map(RawStep::Restore),
+                            "backup" => de(v, text, diags).map(RawStep::Backup),
+                            "copy" => de(v, text, diags).map(RawStep::Copy),
+                            "restore" => de(v, text, diags).map(RawStep::Restore),
                             _ => None,
                         });
                     if let Some(raw) = parsed {
@@ -187,13 +191,25 @@ pub(crate) fn parse(text: &str, diags: &mut Vec<Diag>) -> RawPlan {
 }
 
 /// Deserialises one value; a type error becomes a located diagnostic.
-fn de<'i, T: Deserialize<'i>>(v: Spanned<DeValue<'i>>, diags: &mut Vec<Diag>) -> Option<T> {
+fn de<'i, T: Deserialize<'i>>(
+    v: Spanned<DeValue<'i>>,
+    text: &str,
+    diags: &mut Vec<Diag>,
+) -> Option<T> {
     let whole = v.span();
     match T::deserialize(ValueDeserializer::from(v)) {
         Ok(t) => Some(t),
         Err(e) => {
             let span = e.span().unwrap_or(whole);
-            let msg = humane(e.message().trim());
+            let mut msg = humane(e.message().trim());
+            if let Some(rest) = msg.strip_prefix("invalid type: ")
+                && let Some((found, expected)) = rest.split_once(", expected ")
+            {
+                msg = match key_before(text, span.start) {
+                    Some(key) => format!("`{key}` expects {expected}, found {found}"),
+                    None => format!("expected {expected}, found {found}"),
+                };
+            }
             let help = enum_help(&msg).unwrap_or_else(|| {
                 "see docs/plan-reference.md for the type each key takes".to_string()
             });
@@ -201,6 +217,14 @@ fn de<'i, T: Deserialize<'i>>(v: Spanned<DeValue<'i>>, diags: &mut Vec<Diag>) ->
             None
         }
     }
+}
+
+/// The key of `key = value` when `at` is inside the value on the same line.
+fn key_before(text: &str, at: usize) -> Option<&str> {
+    let line_start = text.get(..at)?.rfind('\n').map_or(0, |i| i + 1);
+    let (key, _) = text[line_start..at].split_once('=')?;
+    let key = key.trim().trim_matches('"');
+    (!key.is_empty() && !key.contains([' ', '[', '{', ','])).then_some(key)
 }
 
 /// serde's type names in the words of a plan author.

@@ -56,7 +56,7 @@ pub fn load_str(
             diags,
         )));
     }
-    let (plan, spans) = validate::resolve(raw, path, env, &mut diags);
+    let (plan, spans) = validate::resolve(raw, text, path, env, &mut diags);
     let fail = |diags| PlanError::Invalid(diag::invalid(path.to_path_buf(), text, diags));
     let Some(plan) = plan.filter(|_| diags.is_empty()) else {
         return Err(fail(diags));

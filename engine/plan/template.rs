@@ -13,6 +13,30 @@ pub(crate) struct Renderer {
     tainted_vars: BTreeSet<String>,
 }
 
+/// Why a string could not be rendered, and where inside it (byte range of the template).
+#[derive(Debug)]
+pub(crate) struct TemplateError {
+    pub message: String,
+    pub at: Option<std::ops::Range<usize>>,
+}
+
+impl TemplateError {
+    /// A short label for the marked part of the string.
+    pub fn label(&self) -> &'static str {
+        if self.message.ends_with("is not set") || self.message.contains("is not defined") {
+            "undefined"
+        } else {
+            "here"
+        }
+    }
+}
+
+impl std::fmt::Display for TemplateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// A rendered string and whether it came (partly) from `env`.
 pub(crate) struct Rendered {
     pub value: String,
@@ -41,8 +65,8 @@ impl Renderer {
         }
     }
 
-    /// Renders one string. `Err` is a one-line message for the user.
-    pub fn render(&self, src: &str) -> Result<Rendered, String> {
+    /// Renders one string.
+    pub fn render(&self, src: &str) -> Result<Rendered, TemplateError> {
         // Fast path: most strings in large plans are plain.
         if !src.contains("{{") && !src.contains("{%") && !src.contains("{#") {
             return Ok(Rendered {
@@ -50,7 +74,10 @@ impl Renderer {
                 tainted: false,
             });
         }
-        let tmpl = self.env.template_from_str(src).map_err(describe)?;
+        let tmpl = self.env.template_from_str(src).map_err(|e| TemplateError {
+            at: e.range(),
+            message: describe(e),
+        })?;
         let used = tmpl.undeclared_variables(true);
         let tainted = used.iter().any(|u| {
             u == "env"
@@ -65,17 +92,21 @@ impl Renderer {
         };
         let value = tmpl.render(ctx).map_err(|e| {
             if e.kind() == minijinja::ErrorKind::UndefinedError
-                && let Some(m) = self.missing(&used)
+                && let Some((message, name)) = self.missing(&used)
             {
-                return m;
+                let at = src.find(&name).map(|i| i..i + name.len());
+                return TemplateError { message, at };
             }
-            describe(e)
+            TemplateError {
+                at: e.range(),
+                message: describe(e),
+            }
         })?;
         Ok(Rendered { value, tainted })
     }
 
     /// Names the first undefined `vars.x` / `env.X` a template uses, with a suggestion.
-    fn missing(&self, used: &std::collections::HashSet<String>) -> Option<String> {
+    fn missing(&self, used: &std::collections::HashSet<String>) -> Option<(String, String)> {
         let mut used: Vec<&String> = used.iter().collect();
         used.sort();
         for u in used {
@@ -86,7 +117,10 @@ impl Renderer {
                         super::diag::did_you_mean(name, self.vars.keys().map(String::as_str))
                             .map(|d| format!("; {d}"))
                             .unwrap_or_default();
-                    return Some(format!("`vars.{name}` is not defined{hint}"));
+                    return Some((
+                        format!("`vars.{name}` is not defined{hint}"),
+                        format!("vars.{name}"),
+                    ));
                 }
             } else if let Some(name) = u.strip_prefix("env.") {
                 let name = name.split('.').next().unwrap_or(name);
@@ -95,8 +129,9 @@ impl Renderer {
                     .get_attr(name)
                     .map_or(true, |v| v.is_undefined())
                 {
-                    return Some(format!(
-                        "environment variable `{name}` is not set (add `| default('...')` for a fallback)"
+                    return Some((
+                        format!("environment variable `{name}` is not set"),
+                        format!("env.{name}"),
                     ));
                 }
             }
@@ -105,7 +140,7 @@ impl Renderer {
     }
 
     /// Renders a var definition: vars may use `env` but not other vars.
-    pub fn render_var(&self, src: &str) -> Result<Rendered, String> {
+    pub fn render_var(&self, src: &str) -> Result<Rendered, TemplateError> {
         let tmp = Renderer {
             env: self.env.clone(),
             vars: BTreeMap::new(),

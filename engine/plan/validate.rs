@@ -10,7 +10,7 @@ use super::diag::{Diag, suggest};
 use super::load::{RawBucket, RawInstance, RawPlan, RawStep};
 use super::model::*;
 use super::raw::{RawMode, RawOnConflict, Sp};
-use super::template::Renderer;
+use super::template::{Renderer, TemplateError};
 use crate::secret::Secret;
 
 /// Where each resolved value came from, for errors found after resolution (cycles, overlaps).
@@ -23,6 +23,7 @@ pub(crate) struct Spans {
 
 struct Ctx<'a> {
     r: Renderer,
+    text: &'a str,
     diags: &'a mut Vec<Diag>,
     tainted: BTreeSet<String>,
     dir: PathBuf,
@@ -39,14 +40,31 @@ impl Ctx<'_> {
                 Some(r.value)
             }
             Err(e) => {
+                let span = self.inner_span(sp, &e);
                 self.diags.push(
-                    Diag::new(sp.span(), format!("template error: {e}"), "in this string").help(
+                    Diag::new(span, format!("template error: {e}"), e.label()).help(
                         "templates can use `vars.NAME` and `env.NAME`; give a fallback with \
                          `| default('value')`",
                     ),
                 );
                 None
             }
+        }
+    }
+
+    /// The part of the string the error is about, when the string is written without escapes
+    /// (so template offsets equal file offsets); else the whole string.
+    fn inner_span(&self, sp: &Sp<String>, e: &TemplateError) -> Range<usize> {
+        let span = sp.span();
+        let written = self.text.get(span.clone()).unwrap_or("");
+        let plain = written.len() == sp.get().len() + 2
+            && (written.starts_with('"') || written.starts_with('\''))
+            && &written[1..written.len() - 1] == sp.get();
+        match (&e.at, plain) {
+            (Some(at), true) if at.end <= sp.get().len() => {
+                span.start + 1 + at.start..span.start + 1 + at.end.max(at.start + 1)
+            }
+            _ => span,
         }
     }
 
@@ -60,8 +78,9 @@ impl Ctx<'_> {
         match self.r.render(sp.get()) {
             Ok(r) => Some(Secret::new(r.value)),
             Err(e) => {
+                let span = self.inner_span(sp, &e);
                 self.diags.push(
-                    Diag::new(sp.span(), format!("template error: {e}"), "in this string")
+                    Diag::new(span, format!("template error: {e}"), e.label())
                         .help("give a fallback with `| default('value')` or set the variable"),
                 );
                 None
@@ -173,6 +192,7 @@ fn uri_host(uri: &str) -> Result<String, String> {
 
 pub(crate) fn resolve(
     raw: RawPlan,
+    text: &str,
     path: &Path,
     process_env: &BTreeMap<String, String>,
     diags: &mut Vec<Diag>,
@@ -189,6 +209,7 @@ pub(crate) fn resolve(
     let errors_before = diags.len();
     let mut cx = Ctx {
         r: Renderer::new(process_env),
+        text,
         diags,
         tainted: BTreeSet::new(),
         dir,
