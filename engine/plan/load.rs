@@ -190,33 +190,64 @@ pub(crate) fn parse(text: &str, diags: &mut Vec<Diag>) -> RawPlan {
     plan
 }
 
-/// Deserialises one value; a type error becomes a located diagnostic.
+/// Deserialises one value; a type error becomes a located diagnostic. For a table, the key
+/// at fault is dropped and the rest tried again, so every wrong key of an entry is reported.
 fn de<'i, T: Deserialize<'i>>(
     v: Spanned<DeValue<'i>>,
     text: &str,
     diags: &mut Vec<Diag>,
 ) -> Option<T> {
     let whole = v.span();
-    match T::deserialize(ValueDeserializer::from(v)) {
-        Ok(t) => Some(t),
-        Err(e) => {
-            let span = e.span().unwrap_or(whole);
-            let mut msg = humane(e.message().trim());
-            if let Some(rest) = msg.strip_prefix("invalid type: ")
-                && let Some((found, expected)) = rest.split_once(", expected ")
-            {
-                msg = match key_before(text, span.start) {
-                    Some(key) => format!("`{key}` expects {expected}, found {found}"),
-                    None => format!("expected {expected}, found {found}"),
+    let mut v = v;
+    // Bounded by the number of keys: each round removes one.
+    loop {
+        let retry = v.clone();
+        match T::deserialize(ValueDeserializer::from(v)) {
+            Ok(t) => return Some(t),
+            Err(e) => {
+                let span = e.span().unwrap_or(whole.clone());
+                diags.extend(type_diag(&e, span.clone(), text));
+                let (vspan, DeValue::Table(mut t)) = (retry.span(), retry.into_inner()) else {
+                    return None;
                 };
+                let culprit = t
+                    .iter()
+                    .find(|(k, val)| {
+                        let vs = val.span();
+                        vs.start <= span.start && span.end <= vs.end && !vs.is_empty()
+                            || k.span() == span
+                    })
+                    .map(|(k, _)| k.get_ref().to_string());
+                let Some(key) = culprit else { return None };
+                t.remove(key.as_str());
+                v = Spanned::new(vspan, DeValue::Table(t));
             }
-            let help = enum_help(&msg).unwrap_or_else(|| {
-                "see docs/plan-reference.md for the type each key takes".to_string()
-            });
-            diags.push(Diag::new(span, msg, "wrong value").help(help));
-            None
         }
     }
+}
+
+fn type_diag(e: &toml::de::Error, span: Range<usize>, text: &str) -> Option<Diag> {
+    let mut msg = humane(e.message().trim());
+    if let Some(rest) = msg.strip_prefix("invalid type: ")
+        && let Some((found, expected)) = rest.split_once(", expected ")
+    {
+        msg = match key_before(text, span.start) {
+            Some(key) => format!("`{key}` expects {expected}, found {found}"),
+            None => format!("expected {expected}, found {found}"),
+        };
+    }
+    let help = enum_help(&msg)
+        .unwrap_or_else(|| "see docs/plan-reference.md for the type each key takes".to_string());
+    if let Some(rest) = msg.strip_prefix("unknown variant ")
+        && let Some(key) = key_before(text, span.start)
+    {
+        msg = format!("`{key}`: unknown value {rest}");
+    }
+    if msg.starts_with("missing field") {
+        // A required key whose value was wrong (and already reported).
+        return None;
+    }
+    Some(Diag::new(span, msg, "wrong value").help(help))
 }
 
 /// The key of `key = value` when `at` is inside the value on the same line.
