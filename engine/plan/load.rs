@@ -218,7 +218,7 @@ fn de<'i, T: Deserialize<'i>>(
                             || k.span() == span
                     })
                     .map(|(k, _)| k.get_ref().to_string());
-                let Some(key) = culprit else { return None };
+                let key = culprit?;
                 t.remove(key.as_str());
                 v = Spanned::new(vspan, DeValue::Table(t));
             }
