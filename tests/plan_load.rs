@@ -348,3 +348,38 @@ fn every_toml_example_in_the_reference_is_valid_toml_and_the_first_is_a_valid_pl
     let c = load_text(blocks[0], &env).expect("the 'Writing a plan' example is valid");
     assert_eq!(c.dag.order(), ["backup", "restore"]);
 }
+
+#[test]
+fn error_messages_never_carry_env_values() {
+    let text = r#"
+version = 1
+name = "t"
+[instances.m]
+type = "milvus"
+uri = "http://localhost:19530"
+[buckets.b]
+type = "local"
+path = "store"
+[steps.restore]
+type = "restore"
+instance = "m"
+from = "b:backup/{{ env.RUN_ID }}"
+rename = { coll = "{{ env.NEW_NAME }}" }
+"#;
+    let env = BTreeMap::from([
+        ("RUN_ID".to_string(), "run-77431".to_string()),
+        ("NEW_NAME".to_string(), "not valid!".to_string()),
+    ]);
+    let err = load_text(text, &env).unwrap_err();
+    let rendered = err.render_plain(100);
+    assert!(
+        rendered.contains("bad new name `***` for `coll`"),
+        "{rendered}"
+    );
+    assert!(!rendered.contains("not valid!"), "{rendered}");
+    let ok = text.replace("{{ env.NEW_NAME }}", "coll_new");
+    let c = load_text(&ok, &env).unwrap();
+    let notes = c.dag.notes().join("\n");
+    assert_eq!(notes, "step `restore` reads existing backup at b:***");
+    assert_eq!(c.plan.redact("id run-77431 here"), "id *** here");
+}

@@ -24,6 +24,8 @@ pub struct Plan {
     pub steps: Vec<Step>,
     /// Rendered strings that used `env` (directly or through a var): never shown to the user.
     pub(crate) tainted: BTreeSet<String>,
+    /// Values of env vars used by non-secret strings: masked wherever they appear.
+    pub(crate) env_values: BTreeSet<String>,
 }
 
 /// `[settings]`, defaults applied.
@@ -298,12 +300,13 @@ impl Plan {
         self.steps.iter().find(|s| s.id == id)
     }
 
-    /// `value`, or `***` when it came from `env` (env values are treated as secrets).
-    pub fn show<'a>(&self, value: &'a str) -> &'a str {
+    /// `value` for display: `***` when it came from `env`, and any env value inside it masked
+    /// (env values are treated as secrets).
+    pub fn show(&self, value: &str) -> String {
         if self.tainted.contains(value) {
-            "***"
+            "***".to_string()
         } else {
-            value
+            self.redact(value)
         }
     }
 
@@ -313,8 +316,13 @@ impl Plan {
         if self.tainted.contains(&full) || self.tainted.contains(&loc.path) {
             format!("{}:***", loc.bucket)
         } else {
-            full
+            self.redact(&full)
         }
+    }
+
+    /// Any text (an error message, a log line) with every env-derived value masked as `***`.
+    pub fn redact(&self, text: &str) -> String {
+        super::validate::redact(&self.env_values, text)
     }
 
     /// One line saying what a step does, secrets masked.

@@ -10,6 +10,7 @@ pub(crate) struct Renderer {
     env: Environment<'static>,
     vars: BTreeMap<String, Value>,
     process_env: Value,
+    env_map: BTreeMap<String, String>,
     tainted_vars: BTreeSet<String>,
 }
 
@@ -41,6 +42,8 @@ impl std::fmt::Display for TemplateError {
 pub(crate) struct Rendered {
     pub value: String,
     pub tainted: bool,
+    /// The values of the `env.NAME`s it used, to be masked wherever they appear.
+    pub env_values: Vec<String>,
 }
 
 impl Renderer {
@@ -53,6 +56,7 @@ impl Renderer {
             env,
             vars: BTreeMap::new(),
             process_env: Value::from_serialize(process_env),
+            env_map: process_env.clone(),
             tainted_vars: BTreeSet::new(),
         }
     }
@@ -72,6 +76,7 @@ impl Renderer {
             return Ok(Rendered {
                 value: src.to_string(),
                 tainted: false,
+                env_values: vec![],
             });
         }
         let tmpl = self.env.template_from_str(src).map_err(|e| TemplateError {
@@ -102,7 +107,18 @@ impl Renderer {
                 message: describe(e),
             }
         })?;
-        Ok(Rendered { value, tainted })
+        let env_values = used
+            .iter()
+            .filter_map(|u| u.strip_prefix("env."))
+            .filter_map(|name| self.env_map.get(name.split('.').next().unwrap_or(name)))
+            .filter(|v| !v.is_empty())
+            .cloned()
+            .collect();
+        Ok(Rendered {
+            value,
+            tainted,
+            env_values,
+        })
     }
 
     /// Names the first undefined `vars.x` / `env.X` a template uses, with a suggestion.
@@ -145,6 +161,7 @@ impl Renderer {
             env: self.env.clone(),
             vars: BTreeMap::new(),
             process_env: self.process_env.clone(),
+            env_map: self.env_map.clone(),
             tainted_vars: BTreeSet::new(),
         };
         tmp.render(src)
@@ -182,6 +199,7 @@ mod tests {
         assert_eq!((a.value.as_str(), a.tainted), ("x/coll", false));
         let b = r.render("{{ env.PW }}").unwrap();
         assert_eq!((b.value.as_str(), b.tainted), ("hunter2", true));
+        assert_eq!(b.env_values, ["hunter2"]);
         let c = r.render("{{ vars.secret }}").unwrap();
         assert!(c.tainted);
         let d = r.render("{{ env.NOPE | default('dflt') }}").unwrap();

@@ -26,6 +26,8 @@ struct Ctx<'a> {
     text: &'a str,
     diags: &'a mut Vec<Diag>,
     tainted: BTreeSet<String>,
+    /// Values of env vars used by non-secret strings: masked in every message.
+    env_values: BTreeSet<String>,
     dir: PathBuf,
     bucket_ids: Vec<String>,
 }
@@ -37,6 +39,7 @@ impl Ctx<'_> {
                 if r.tainted {
                     self.tainted.insert(r.value.clone());
                 }
+                self.env_values.extend(r.env_values);
                 Some(r.value)
             }
             Err(e) => {
@@ -212,6 +215,7 @@ pub(crate) fn resolve(
         text,
         diags,
         tainted: BTreeSet::new(),
+        env_values: BTreeSet::new(),
         dir,
         bucket_ids: raw.bucket_ids.clone(),
     };
@@ -258,6 +262,7 @@ pub(crate) fn resolve(
             match cx.r.render_var(s) {
                 Ok(r) => {
                     tainted |= r.tainted;
+                    cx.env_values.extend(r.env_values);
                     toml::Value::String(r.value)
                 }
                 Err(e) => {
@@ -868,7 +873,14 @@ pub(crate) fn resolve(
     }
 
     let ok = cx.diags.len() == errors_before;
+    // Safety net: no message may carry a value that came from the environment.
+    for d in cx.diags[errors_before..].iter_mut() {
+        d.message = redact(&cx.env_values, &d.message);
+        d.label = redact(&cx.env_values, &d.label);
+        d.help = d.help.as_ref().map(|h| redact(&cx.env_values, h));
+    }
     let tainted = cx.tainted;
+    let env_values = cx.env_values;
     let plan = ok.then(|| Plan {
         name: name.unwrap_or_default(),
         path: path.to_path_buf(),
@@ -877,8 +889,23 @@ pub(crate) fn resolve(
         buckets,
         steps,
         tainted,
+        env_values,
     });
     (plan, spans)
+}
+
+/// `text` with every occurrence of the given values replaced by `***`.
+pub(crate) fn redact(values: &BTreeSet<String>, text: &str) -> String {
+    let mut out = text.to_string();
+    // Longest first, so a value containing another is masked whole.
+    let mut v: Vec<&String> = values.iter().collect();
+    v.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    for value in v {
+        if out.contains(value.as_str()) {
+            out = out.replace(value.as_str(), "***");
+        }
+    }
+    out
 }
 
 fn cx_show(tainted: &BTreeSet<String>, loc: &Location) -> String {
