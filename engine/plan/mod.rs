@@ -62,7 +62,15 @@ pub fn load_str(
         return Err(fail(diags));
     };
     match Dag::build(&plan) {
-        Ok(dag) => Ok(Compiled { plan, dag }),
+        Ok(dag) => {
+            tracing::info!(
+                plan = %path.display(),
+                steps = plan.steps.len(),
+                edges = dag.edges().len(),
+                "plan is valid"
+            );
+            Ok(Compiled { plan, dag })
+        }
         Err(cycles) => {
             for c in cycles {
                 let first = &c.path[0];
