@@ -1,3 +1,5 @@
 //! All integration tests compile into this one binary.
 
+mod cli;
+mod plan_load;
 mod support;

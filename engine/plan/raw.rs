@@ -1,0 +1,348 @@
+//! The plan file as written: serde types that keep spans, and the source of the JSON Schema.
+//!
+//! Doc comments on these fields are the user reference shown by editors (via the schema).
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+
+/// A value with its byte range in the plan file. Transparent for serde and schemars.
+#[derive(Debug, Clone)]
+pub struct Sp<T>(pub Spanned<T>);
+
+impl<T> Sp<T> {
+    pub fn get(&self) -> &T {
+        self.0.get_ref()
+    }
+    pub fn span(&self) -> std::ops::Range<usize> {
+        self.0.span()
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Sp<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Spanned::<T>::deserialize(d).map(Sp)
+    }
+}
+
+impl<T: JsonSchema> JsonSchema for Sp<T> {
+    fn schema_name() -> Cow<'static, str> {
+        T::schema_name()
+    }
+    fn schema_id() -> Cow<'static, str> {
+        T::schema_id()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        T::json_schema(generator)
+    }
+    fn inline_schema() -> bool {
+        T::inline_schema()
+    }
+}
+
+/// A planrun migration plan (format version 1).
+#[derive(JsonSchema)]
+#[schemars(title = "planrun plan", extend("additionalProperties" = false))]
+#[allow(dead_code)]
+pub struct PlanSchema {
+    /// Format version; must be `1`.
+    version: u32,
+    /// The plan's name, shown in output and used to name its runs.
+    name: String,
+    /// Values for templates: `{{ vars.NAME }}`. Strings, numbers, booleans or lists.
+    #[serde(default)]
+    vars: BTreeMap<String, serde_json::Value>,
+    /// Run settings.
+    #[serde(default)]
+    settings: RawSettings,
+    /// Milvus servers, by id.
+    #[serde(default)]
+    instances: BTreeMap<String, InstanceSchema>,
+    /// Places that hold backups and Milvus data, by id.
+    #[serde(default)]
+    buckets: BTreeMap<String, BucketSchema>,
+    /// The steps, by id. Order of execution comes from `needs` and from locations.
+    #[serde(default)]
+    steps: BTreeMap<String, StepSchema>,
+}
+
+/// Schema-only view of `[instances.<id>]`: the `type` key selects the fields.
+#[derive(JsonSchema)]
+#[schemars(rename = "Instance")]
+#[serde(tag = "type", rename_all = "lowercase")]
+#[allow(dead_code)]
+enum InstanceSchema {
+    /// A Milvus server (2.3 or later).
+    Milvus(RawMilvus),
+}
+
+/// Schema-only view of `[buckets.<id>]`.
+#[derive(JsonSchema)]
+#[schemars(rename = "Bucket")]
+#[serde(tag = "type", rename_all = "lowercase")]
+#[allow(dead_code, clippy::large_enum_variant)]
+enum BucketSchema {
+    /// An S3-compatible bucket (AWS S3, MinIO, ...).
+    S3(RawS3),
+    /// A local directory.
+    Local(RawLocal),
+}
+
+/// Schema-only view of `[steps.<id>]`.
+#[derive(JsonSchema)]
+#[schemars(rename = "Step")]
+#[serde(tag = "type", rename_all = "lowercase")]
+#[allow(dead_code)]
+enum StepSchema {
+    /// Back up collections of an instance into a location.
+    Backup(RawBackup),
+    /// Copy every object under one location to another.
+    Copy(RawCopy),
+    /// Restore a backup from a location into an instance.
+    Restore(RawRestore),
+}
+
+/// `[settings]`
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(rename = "Settings")]
+#[serde(deny_unknown_fields)]
+pub struct RawSettings {
+    /// How many steps may run at once. Default 4.
+    pub concurrency: Option<Sp<u64>>,
+    /// How many times an operation that may succeed later is retried. Default 5.
+    pub retries: Option<Sp<u64>>,
+    /// Where run state is kept, relative to the plan file. Default `.planrun`.
+    pub state_dir: Option<Sp<String>>,
+}
+
+/// `[instances.<id>]` with `type = "milvus"`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawMilvus {
+    /// `http://host:port` or `https://host:port` (gRPC port, usually 19530).
+    pub uri: Sp<String>,
+    /// User name (with `password`) when authentication is on.
+    pub user: Option<Sp<String>>,
+    /// Password of `user`. Use `{{ env.NAME }}` to keep it out of the file.
+    pub password: Option<Sp<String>>,
+    /// API token (`user:password` or a Zilliz Cloud key), instead of `user`/`password`.
+    pub token: Option<Sp<String>>,
+    /// Default database for this instance.
+    pub database: Option<Sp<String>>,
+    /// CA certificate (PEM) to trust, relative to the plan file.
+    pub ca_cert: Option<Sp<String>>,
+    /// Client certificate (PEM) for mutual TLS, relative to the plan file.
+    pub client_cert: Option<Sp<String>>,
+    /// Client key (PEM) for mutual TLS, relative to the plan file.
+    pub client_key: Option<Sp<String>>,
+    /// Name to verify the server certificate against, when it differs from the uri's host.
+    pub server_name: Option<Sp<String>>,
+    /// Where this instance keeps its binlogs: `"<bucket id>:<minio.rootPath>"`. Enables binlog mode.
+    pub data: Option<Sp<String>>,
+    /// Management HTTP address (to pause garbage collection). Default `http://<uri host>:9091`.
+    pub management: Option<Sp<String>>,
+    /// Per-request timeout in seconds.
+    pub timeout: Option<Sp<u64>>,
+}
+
+/// `[buckets.<id>]` with `type = "s3"`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawS3 {
+    /// Endpoint URL for S3-compatible stores (MinIO). Omit for AWS.
+    pub endpoint: Option<Sp<String>>,
+    /// Bucket name.
+    pub bucket: Sp<String>,
+    /// Region, e.g. `us-east-1`.
+    pub region: Option<Sp<String>>,
+    /// Access key id. Omit all keys to use the standard AWS credential chain.
+    pub access_key_id: Option<Sp<String>>,
+    /// Secret access key.
+    pub secret_access_key: Option<Sp<String>>,
+    /// Session token for temporary credentials.
+    pub session_token: Option<Sp<String>>,
+    /// Path-style addressing. Default true when `endpoint` is set, else false.
+    pub path_style: Option<Sp<bool>>,
+}
+
+/// `[buckets.<id>]` with `type = "local"`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawLocal {
+    /// A directory, relative to the plan file.
+    pub path: Sp<String>,
+}
+
+/// `mode` of a backup step.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[schemars(rename = "Mode")]
+#[serde(rename_all = "lowercase")]
+pub enum RawMode {
+    /// Copy binlog files from the instance's `data` bucket.
+    Binlog,
+    /// Read rows through the query API.
+    Rows,
+}
+
+/// `on_conflict` of a restore step.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[schemars(rename = "OnConflict")]
+#[serde(rename_all = "lowercase")]
+pub enum RawOnConflict {
+    /// Stop with an error (default).
+    Fail,
+    /// Leave the existing collection alone and go on.
+    Skip,
+    /// Drop the existing collection and restore.
+    Drop,
+}
+
+/// `[steps.<id>]` with `type = "backup"`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackup {
+    /// Ids of steps that must finish first (added to those inferred from locations).
+    pub needs: Option<Vec<Sp<String>>>,
+    /// Id of the instance to back up.
+    pub instance: Sp<String>,
+    /// Collections: `name`, `db.name`, or globs like `db.*`, `logs_*`.
+    pub collections: Vec<Sp<String>>,
+    /// Location to write the backup to: `"<bucket id>:<path>"`.
+    pub to: Sp<String>,
+    /// `binlog` (default when the instance has `data`) or `rows`.
+    pub mode: Option<Sp<RawMode>>,
+}
+
+/// `[steps.<id>]` with `type = "copy"`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawCopy {
+    /// Ids of steps that must finish first.
+    pub needs: Option<Vec<Sp<String>>>,
+    /// Location to copy from.
+    pub from: Sp<String>,
+    /// Location to copy to.
+    pub to: Sp<String>,
+}
+
+/// `[steps.<id>]` with `type = "restore"`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRestore {
+    /// Ids of steps that must finish first.
+    pub needs: Option<Vec<Sp<String>>>,
+    /// Id of the instance to restore into.
+    pub instance: Sp<String>,
+    /// Location of the backup.
+    pub from: Sp<String>,
+    /// Restore only these collections of the backup (default: all).
+    pub collections: Option<Vec<Sp<String>>>,
+    /// Append this to every restored collection's name, e.g. `_bak`.
+    pub suffix: Option<Sp<String>>,
+    /// New names: `{ old = "new" }`. Collections not listed keep their name.
+    pub rename: Option<BTreeMap<String, Sp<String>>>,
+    /// Restore into this database (default: the collection's own).
+    pub database: Option<Sp<String>>,
+    /// When the target collection exists: `fail` (default), `skip` or `drop`.
+    pub on_conflict: Option<Sp<RawOnConflict>>,
+    /// Recreate indexes. Default true.
+    pub indexes: Option<Sp<bool>>,
+    /// Load the collection after restoring. Default true.
+    pub load: Option<Sp<bool>>,
+}
+
+/// The keys a table of this type accepts, and which are required, from its schema.
+#[derive(Debug)]
+pub struct Keys {
+    pub all: Vec<String>,
+    pub required: Vec<String>,
+}
+
+impl Keys {
+    fn of<T: JsonSchema>() -> Keys {
+        let schema = schemars::schema_for!(T);
+        let all = schema
+            .get("properties")
+            .and_then(|p| p.as_object())
+            .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default();
+        let required = schema
+            .get("required")
+            .and_then(|r| r.as_array())
+            .map(|r| {
+                r.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Keys { all, required }
+    }
+}
+
+/// Accepted keys per table kind, computed once from the schema so they never drift.
+pub fn keys(kind: &str) -> &'static Keys {
+    use std::sync::LazyLock;
+    static ALL: LazyLock<BTreeMap<&'static str, Keys>> = LazyLock::new(|| {
+        BTreeMap::from([
+            ("settings", Keys::of::<RawSettings>()),
+            ("milvus", Keys::of::<RawMilvus>()),
+            ("s3", Keys::of::<RawS3>()),
+            ("local", Keys::of::<RawLocal>()),
+            ("backup", Keys::of::<RawBackup>()),
+            ("copy", Keys::of::<RawCopy>()),
+            ("restore", Keys::of::<RawRestore>()),
+        ])
+    });
+    &ALL[kind]
+}
+
+/// The JSON Schema of the plan format, as written to `schemas/plan.schema.json`.
+pub fn schema_json() -> String {
+    let mut schema = schemars::schema_for!(PlanSchema).to_value();
+    drop_null(&mut schema);
+    let mut text = serde_json::to_string_pretty(&schema).expect("schemas always serialise");
+    text.push('\n');
+    text
+}
+
+/// TOML has no null (optional keys are simply absent): remove the `null` alternatives schemars
+/// adds for `Option` fields so editors do not suggest it.
+fn drop_null(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    let is_null = |s: &Value| s.get("type").and_then(Value::as_str) == Some("null");
+    if let Value::Object(o) = v {
+        if let Some(Value::Array(types)) = o.get_mut("type") {
+            types.retain(|t| t.as_str() != Some("null"));
+            if types.len() == 1 {
+                let only = types.remove(0);
+                o.insert("type".into(), only);
+            }
+        }
+        if let Some(Value::Array(alts)) = o.get("anyOf")
+            && alts.len() == 2
+            && alts.iter().any(is_null)
+        {
+            let keep = alts
+                .iter()
+                .find(|a| !is_null(a))
+                .cloned()
+                .unwrap_or_default();
+            o.remove("anyOf");
+            if let Value::Object(k) = keep {
+                for (key, val) in k {
+                    o.entry(key).or_insert(val);
+                }
+            }
+        }
+        for child in o.values_mut() {
+            drop_null(child);
+        }
+    } else if let Value::Array(a) = v {
+        for child in a {
+            drop_null(child);
+        }
+    }
+}
