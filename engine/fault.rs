@@ -33,7 +33,10 @@ fn config() -> Option<&'static Crash> {
 pub fn point(name: &str) {
     if let Some(c) = config() {
         if c.point == name && c.seen.fetch_add(1, Ordering::Relaxed) + 1 == c.at {
-            eprintln!("planrun: PLANRUN_CRASH={name}:{}: killing the process", c.at);
+            eprintln!(
+                "planrun: PLANRUN_CRASH={name}:{}: killing the process",
+                c.at
+            );
             // SIGKILL ourselves: the closest thing to a power cut that a test can arrange.
             let _ = std::process::Command::new("kill")
                 .args(["-9", &std::process::id().to_string()])

@@ -3,6 +3,7 @@
 pub mod checkpoint;
 pub mod dag;
 pub mod exec;
+pub mod fault;
 pub mod milvus;
 pub mod plan;
 pub mod secret;
