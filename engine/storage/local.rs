@@ -152,12 +152,9 @@ impl LocalStorage {
         tokio::fs::create_dir_all(dir)
             .await
             .map_err(|e| self.io("create the directory for", key, e))?;
-        let file_name = path
-            .file_name()
-            .expect("a key path has a file name")
-            .to_string_lossy();
+        // Not derived from the key's file name, which may already be at the length limit.
         let tmp = dir.join(format!(
-            "{TMP_PREFIX}{}.{}.{file_name}",
+            "{TMP_PREFIX}{}.{}",
             std::process::id(),
             TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
         ));

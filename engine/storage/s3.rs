@@ -7,6 +7,7 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+    StalledStreamProtectionConfig,
 };
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
@@ -133,14 +134,18 @@ impl S3Storage {
             ));
         }
 
-        let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(
-            // Connecting is quick or not happening; whole transfers may take long, so no
-            // operation timeout, but a stalled read fails instead of hanging.
-            TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(10))
-                .read_timeout(Duration::from_secs(120))
-                .build(),
-        );
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            // A streamed copy stops reading its download while it uploads a part, which stalled
+            // stream protection mistakes for a dead connection; the read timeout below covers those.
+            .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
+            .timeout_config(
+                // Connecting is quick or not happening; whole transfers may take long, so no
+                // operation timeout, but a stalled read fails instead of hanging.
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(10))
+                    .read_timeout(Duration::from_secs(120))
+                    .build(),
+            );
         match (&config.region, &endpoint) {
             (Some(r), _) => loader = loader.region(Region::new(r.clone())),
             // With a custom endpoint the region only feeds the signature; skip the default
