@@ -682,3 +682,31 @@ async fn unreachable_endpoint_names_the_bucket_and_the_address() {
     // Secrets never reach messages or Debug output.
     assert!(!format!("{err:?} {store:?}").contains("minioadmin"));
 }
+
+#[tokio::test]
+async fn missing_credentials_say_what_to_set() {
+    support::S3.require();
+    let mut config = s3_config("bucket_a", "bucket-a", &support::S3.uri());
+    config.access_key_id = None;
+    config.secret_access_key = None;
+    // An empty environment: the default chain finds no keys (and no instance role here).
+    let store = S3Storage::connect(&config).await.unwrap();
+    for err in [
+        store.check().await.unwrap_err(),
+        store.get("k").await.err().unwrap(),
+    ] {
+        assert!(matches!(err, StorageError::Credentials { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("no usable credentials for bucket `bucket_a` (s3 bucket `bucket-a` at")
+                && msg.contains(
+                    "set `buckets.bucket_a.access_key_id` and `buckets.bucket_a.secret_access_key`"
+                ),
+            "{msg}"
+        );
+        assert!(
+            !msg.contains("DispatchFailure"),
+            "no Debug dumps in messages: {msg}"
+        );
+    }
+}

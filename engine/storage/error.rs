@@ -116,6 +116,14 @@ pub enum StorageError {
         detail: String,
     },
 
+    #[error(
+        "no usable credentials for {place}: {reason}; set `buckets.{id}.access_key_id` and \
+         `buckets.{id}.secret_access_key`, or give the default AWS chain some (AWS_ACCESS_KEY_ID and \
+         AWS_SECRET_ACCESS_KEY, a profile, or an instance role)",
+        id = .place.id
+    )]
+    Credentials { place: Arc<Place>, reason: String },
+
     #[error("{place} is misconfigured: {reason}")]
     Config { place: Arc<Place>, reason: String },
 }
@@ -153,6 +161,7 @@ impl StorageError {
             | StorageError::NotFound { .. }
             | StorageError::AccessDenied { .. }
             | StorageError::InvalidKey { .. }
+            | StorageError::Credentials { .. }
             | StorageError::Config { .. } => false,
         }
     }

@@ -9,7 +9,7 @@ use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
     StalledStreamProtectionConfig,
 };
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
 use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
@@ -354,7 +354,21 @@ impl S3Storage {
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         let place = self.place.clone();
+        let chain = chain_text(&err);
         match &err {
+            // The SDK resolves credentials while dispatching; its error type is not public, so
+            // recognise the failure by its message.
+            SdkError::DispatchFailure(_) if chain.contains("loading credentials") => {
+                let marker = "loading credentials: ";
+                let reason = match chain.find(marker) {
+                    Some(i) => &chain[i + marker.len()..],
+                    None => &chain,
+                };
+                StorageError::Credentials {
+                    place,
+                    reason: reason.trim_end_matches('.').to_string(),
+                }
+            }
             SdkError::ServiceError(ctx) => {
                 let status = ctx.raw().status().as_u16();
                 self.error_for_code(
@@ -393,7 +407,7 @@ impl S3Storage {
                 place,
                 op,
                 key: key.to_string(),
-                reason: DisplayErrorContext(&err).to_string(),
+                reason: chain.clone(),
                 transient: false,
             },
             // A malformed or cut-off answer: usually a proxy or a dropped connection.
@@ -401,7 +415,7 @@ impl S3Storage {
                 place,
                 op,
                 key: key.to_string(),
-                reason: DisplayErrorContext(&err).to_string(),
+                reason: chain.clone(),
                 transient: true,
             },
             // Includes "no credentials found" from the default chain.
@@ -409,7 +423,7 @@ impl S3Storage {
                 place,
                 op,
                 key: key.to_string(),
-                reason: DisplayErrorContext(&err).to_string(),
+                reason: chain.clone(),
                 transient: false,
             },
         }
@@ -782,6 +796,21 @@ fn describe_io(io: &std::io::Error) -> String {
     }
 }
 
+/// Every message of an error chain joined with `: ` (the SDK's Display shows one level, and
+/// `aws_sdk_s3::error::DisplayErrorContext` appends a Debug dump that is no use to a person).
+fn chain_text(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        let text = e.to_string();
+        if !text.is_empty() && parts.last() != Some(&text) {
+            parts.push(text);
+        }
+        cur = e.source();
+    }
+    parts.join(": ")
+}
+
 /// The innermost message of an error chain: the SDK's outer layers say little ("dispatch failure").
 fn innermost(err: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = err;
@@ -949,7 +978,7 @@ impl Storage for S3Storage {
                         place,
                         op: "read",
                         key,
-                        reason: DisplayErrorContext(&e).to_string(),
+                        reason: chain_text(&e),
                         transient: true,
                     }),
                 }
