@@ -316,6 +316,13 @@ async fn s3_server_side_copy_object_across_buckets() {
     assert_eq!(progress.bytes.load(Ordering::Relaxed), body.len() as u64);
     assert_eq!(read_all(&b, &dst_key).await, body);
 
+    // Onto itself (S3 would refuse the request): a no-op that reports the object.
+    let again = copy_object(&b, &dst_key, &b, &dst_key, &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(again.dst.md5.as_deref(), Some(md5_of(&body).as_str()));
+    assert_eq!(read_all(&b, &dst_key).await, body);
+
     cleanup(&a, &prefix).await;
     cleanup(&b, &prefix).await;
 }

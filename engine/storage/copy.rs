@@ -51,6 +51,15 @@ pub async fn copy_object(
     if let (Some(s3_src), Some(s3_dst)) = (src.as_s3(), dst.as_s3())
         && s3_dst.same_endpoint(s3_src)
     {
+        // S3 refuses to copy an object onto itself; it is already where it should be.
+        if s3_src.bucket() == s3_dst.bucket() && src_key == dst_key {
+            on_bytes(meta.size);
+            return Ok(CopyReport {
+                dst: meta,
+                server_side: true,
+                bytes_transferred: 0,
+            });
+        }
         match s3_dst.copy_from(s3_src, &meta, dst_key).await {
             Ok(copied) => {
                 let fail = |detail: String| Failure {
