@@ -717,3 +717,62 @@ async fn missing_credentials_say_what_to_set() {
         );
     }
 }
+
+#[tokio::test]
+async fn s3_on_different_endpoints_streams_in_small_parts() {
+    support::S3.require();
+    let a = s3("bucket_a", "bucket-a").await;
+    // The same server under another name counts as another endpoint: no server-side copy.
+    let other = s3_config(
+        "bucket_b",
+        "bucket-b",
+        &support::S3.uri().replace("127.0.0.1", "localhost"),
+    );
+    let limits = TransferLimits {
+        part_size: 5 * MIB as u64,
+        ..TransferLimits::default()
+    };
+    let b = S3Storage::connect(&other)
+        .await
+        .unwrap()
+        .with_limits(limits)
+        .unwrap();
+    assert!(!b.same_endpoint(&a));
+    let prefix = format!("{}/", support::unique("endpoints"));
+    let body = data(24 * MIB + 7, 60);
+    a.put_bytes(&format!("{prefix}obj"), body.clone())
+        .await
+        .unwrap();
+
+    let progress = Progress::default();
+    let report = copy_object(
+        &a,
+        &format!("{prefix}obj"),
+        &b,
+        &format!("{prefix}obj"),
+        &progress.callback(),
+    )
+    .await
+    .unwrap();
+    assert!(!report.server_side);
+    assert_eq!(report.bytes_transferred, body.len() as u64);
+    assert_eq!(progress.bytes.load(Ordering::Relaxed), body.len() as u64);
+    assert_eq!(report.dst.md5.as_deref(), Some(md5_of(&body).as_str()));
+    // 24 MiB in 5 MiB parts.
+    assert!(
+        report
+            .dst
+            .etag
+            .as_deref()
+            .is_some_and(|e| e.ends_with("-5")),
+        "{:?}",
+        report.dst
+    );
+    assert_eq!(
+        md5_of(&read_all(&b, &format!("{prefix}obj")).await),
+        md5_of(&body)
+    );
+
+    cleanup(&a, &prefix).await;
+    cleanup(&b, &prefix).await;
+}
