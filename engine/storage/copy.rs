@@ -296,3 +296,169 @@ mod tests {
         assert!(!b.path().join("nope").exists());
     }
 }
+
+#[cfg(test)]
+mod bounded_memory {
+    //! A 64 MiB copy from a generated source into a slow sink: the bytes read but not yet
+    //! written stay within the channel's few chunks, whatever the object's size.
+    use super::*;
+    use crate::storage::{ByteStream, Place};
+    use bytes::Bytes;
+    use futures::stream::{self, BoxStream};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    const CHUNK: usize = 64 * 1024;
+    const SIZE: u64 = 64 * 1024 * 1024;
+
+    fn place(id: &str) -> Place {
+        Place {
+            id: id.into(),
+            location: "test".into(),
+            setting: "path",
+            endpoint_setting: None,
+        }
+    }
+
+    fn refuse(place: &Place) -> StorageError {
+        StorageError::Config {
+            place: Arc::new(place.clone()),
+            reason: "this test store only does what the copy needs".into(),
+        }
+    }
+
+    /// A source that makes its bytes up as they are read, counting them.
+    #[derive(Debug)]
+    struct Generated {
+        place: Place,
+        produced: Arc<AtomicU64>,
+    }
+
+    /// A destination that consumes slowly and records how far reading ran ahead of it.
+    #[derive(Debug)]
+    struct SlowSink {
+        place: Place,
+        produced: Arc<AtomicU64>,
+        max_ahead: AtomicU64,
+    }
+
+    #[async_trait::async_trait]
+    impl Storage for Generated {
+        fn name(&self) -> &str {
+            &self.place.id
+        }
+        fn place(&self) -> &Place {
+            &self.place
+        }
+        fn list(&self, _: &str) -> BoxStream<'_, Result<ObjectMeta, StorageError>> {
+            stream::empty().boxed()
+        }
+        async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StorageError> {
+            Ok(Some(ObjectMeta {
+                key: key.into(),
+                size: SIZE,
+                etag: None,
+                md5: None,
+            }))
+        }
+        async fn get(&self, _: &str) -> Result<ByteStream, StorageError> {
+            let chunk = Bytes::from(vec![0x5a; CHUNK]);
+            let produced = self.produced.clone();
+            Ok(stream::iter(0..SIZE / CHUNK as u64)
+                .map(move |_| {
+                    produced.fetch_add(CHUNK as u64, Ordering::SeqCst);
+                    Ok(chunk.clone())
+                })
+                .boxed())
+        }
+        async fn put(&self, _: &str, _: ByteStream) -> Result<ObjectMeta, StorageError> {
+            Err(refuse(&self.place))
+        }
+        async fn put_bytes(&self, _: &str, _: Bytes) -> Result<ObjectMeta, StorageError> {
+            Err(refuse(&self.place))
+        }
+        async fn delete(&self, _: &[String]) -> Result<(), StorageError> {
+            Err(refuse(&self.place))
+        }
+        async fn check(&self) -> Result<(), StorageError> {
+            Ok(())
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Storage for SlowSink {
+        fn name(&self) -> &str {
+            &self.place.id
+        }
+        fn place(&self) -> &Place {
+            &self.place
+        }
+        fn list(&self, _: &str) -> BoxStream<'_, Result<ObjectMeta, StorageError>> {
+            stream::empty().boxed()
+        }
+        async fn head(&self, _: &str) -> Result<Option<ObjectMeta>, StorageError> {
+            Ok(None)
+        }
+        async fn get(&self, _: &str) -> Result<ByteStream, StorageError> {
+            Err(refuse(&self.place))
+        }
+        async fn put(&self, key: &str, mut body: ByteStream) -> Result<ObjectMeta, StorageError> {
+            let mut consumed = 0u64;
+            let mut hasher = Md5::new();
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk?;
+                consumed += chunk.len() as u64;
+                hasher.update(&chunk);
+                let ahead = self.produced.load(Ordering::SeqCst) - consumed;
+                self.max_ahead.fetch_max(ahead, Ordering::SeqCst);
+                // Slower than the source, so the reader would race ahead if nothing held it back.
+                tokio::task::yield_now().await;
+            }
+            Ok(ObjectMeta {
+                key: key.into(),
+                size: consumed,
+                etag: None,
+                md5: Some(md5_hex(hasher)),
+            })
+        }
+        async fn put_bytes(&self, _: &str, _: Bytes) -> Result<ObjectMeta, StorageError> {
+            Err(refuse(&self.place))
+        }
+        async fn delete(&self, _: &[String]) -> Result<(), StorageError> {
+            Ok(())
+        }
+        async fn check(&self) -> Result<(), StorageError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_large_streamed_copy_keeps_only_a_few_chunks_in_flight() {
+        let produced = Arc::new(AtomicU64::new(0));
+        let src = Generated {
+            place: place("generated"),
+            produced: produced.clone(),
+        };
+        let dst = SlowSink {
+            place: place("sink"),
+            produced,
+            max_ahead: AtomicU64::new(0),
+        };
+        let report = copy_object(&src, "big", &dst, "big", &|_| {})
+            .await
+            .unwrap();
+        assert_eq!(report.bytes_transferred, SIZE);
+        assert_eq!(report.dst.size, SIZE);
+        let max_ahead = dst.max_ahead.load(Ordering::SeqCst);
+        // The channel's 8 slots, one per sender, the chunk in the reader's hand: about ten
+        // chunks (640 KiB) ahead, for a 64 MiB object.
+        assert!(
+            max_ahead <= 16 * CHUNK as u64,
+            "read {max_ahead} bytes ahead of the writer"
+        );
+        assert!(
+            max_ahead >= CHUNK as u64,
+            "the measurement saw the pipeline"
+        );
+    }
+}
