@@ -846,8 +846,16 @@ impl PartReader {
                         // Common for in-memory bodies: hand the chunk over without copying.
                         return Ok(Some(chunk));
                     }
-                    if self.buf.capacity() == 0 {
-                        self.buf.reserve(size.min(chunk.len().max(64 * 1024)));
+                    if self.buf.capacity() - self.buf.len() < chunk.len() {
+                        // A first chunk may be the whole (small) object: size the buffer to it.
+                        // A second one means a part is filling: allocate the rest of it once,
+                        // instead of doubling past the part size.
+                        let more = if self.buf.is_empty() {
+                            chunk.len()
+                        } else {
+                            (size - self.buf.len()).max(chunk.len())
+                        };
+                        self.buf.reserve(more);
                     }
                     self.buf.extend_from_slice(&chunk);
                 }
