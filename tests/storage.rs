@@ -498,11 +498,13 @@ async fn s3_to_local_and_back_streams_with_md5() {
     cleanup(&a, &prefix).await;
 }
 
-/// A store whose reads come back damaged (one flipped byte) while its head promises the right MD5.
+/// A local store whose reads go wrong: each chunk comes back with a flipped byte (while its head
+/// promises the right MD5), or the read fails after some bytes as a dropped connection would.
 #[derive(Debug)]
 struct Damaged {
     inner: LocalStorage,
     md5: String,
+    fail_after: Option<u64>,
 }
 
 #[async_trait::async_trait]
@@ -527,6 +529,26 @@ impl Storage for Damaged {
     }
     async fn get(&self, key: &str) -> Result<ByteStream, StorageError> {
         let body = self.inner.get(key).await?;
+        if let Some(limit) = self.fail_after {
+            let place = Arc::new(self.inner.place().clone());
+            let key = key.to_string();
+            let mut seen = 0u64;
+            return Ok(body
+                .map(move |chunk| {
+                    let chunk = chunk?;
+                    seen += chunk.len() as u64;
+                    if seen > limit {
+                        return Err(StorageError::Io {
+                            place: place.clone(),
+                            op: "read",
+                            key: key.clone(),
+                            source: std::io::ErrorKind::ConnectionReset.into(),
+                        });
+                    }
+                    Ok(chunk)
+                })
+                .boxed());
+        }
         Ok(body
             .map_ok(|chunk| {
                 let mut v = chunk.to_vec();
@@ -562,6 +584,7 @@ async fn damaged_copy_fails_verification_and_is_removed() {
     let damaged = Damaged {
         inner,
         md5: md5_of(&body),
+        fail_after: None,
     };
     let dst_key = format!("{}/obj", support::unique("damaged"));
 
@@ -775,4 +798,49 @@ async fn s3_on_different_endpoints_streams_in_small_parts() {
 
     cleanup(&a, &prefix).await;
     cleanup(&b, &prefix).await;
+}
+
+#[tokio::test]
+async fn a_source_failing_mid_multipart_aborts_the_upload() {
+    let a = s3("bucket_a", "bucket-a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let body = data(20 * MIB, 70);
+    let inner = LocalStorage::new(&LocalConfig {
+        name: "flaky_disk".into(),
+        path: dir.path().to_path_buf(),
+    });
+    inner.put_bytes("obj", body.clone()).await.unwrap();
+    // Fails in the second 8 MiB part: one part is already uploaded.
+    let flaky = Damaged {
+        inner,
+        md5: md5_of(&body),
+        fail_after: Some(12 * MIB as u64),
+    };
+    let dst_key = format!("{}/obj", support::unique("aborted"));
+
+    let err = copy_object(&flaky, "obj", &a, &dst_key, &|_| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StorageError::Io { .. }) && err.is_transient(),
+        "the source's own error comes back: {err:?}"
+    );
+    assert!(err.to_string().contains("bucket `flaky_disk`"), "{err}");
+    assert_eq!(
+        a.head(&dst_key).await.unwrap(),
+        None,
+        "nothing was completed"
+    );
+    let pending = a
+        .client()
+        .list_multipart_uploads()
+        .bucket(a.bucket())
+        .prefix(&dst_key)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        pending.uploads().is_empty(),
+        "the upload was aborted: {pending:?}"
+    );
 }

@@ -239,6 +239,11 @@ impl S3Storage {
         self.limits
     }
 
+    /// The SDK client, for what the trait does not cover (tests inspect multipart uploads with it).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
     /// The S3 bucket name.
     pub fn bucket(&self) -> &str {
         &self.bucket
