@@ -60,6 +60,14 @@ pub async fn copy_object(
                 bytes_transferred: 0,
             });
         }
+        tracing::debug!(
+            src = src.name(),
+            src_key,
+            dst = dst.name(),
+            dst_key,
+            size = meta.size,
+            "server-side copy"
+        );
         match s3_dst.copy_from(s3_src, &meta, dst_key).await {
             Ok(copied) => {
                 let fail = |detail: String| Failure {
@@ -106,6 +114,14 @@ pub async fn copy_object(
             Err(e) => return Err(e),
         }
     }
+    tracing::debug!(
+        src = src.name(),
+        src_key,
+        dst = dst.name(),
+        dst_key,
+        size = meta.size,
+        "streaming copy"
+    );
     stream_copy(src, src_key, &meta, dst, dst_key, on_bytes).await
 }
 

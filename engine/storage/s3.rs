@@ -550,6 +550,7 @@ impl S3Storage {
                 }
             }
             let count = parts.len();
+            tracing::debug!(bucket = %self.place.id, key, parts = count, size, "completing multipart upload");
             let done = self
                 .client
                 .complete_multipart_upload()
