@@ -2,4 +2,5 @@
 
 mod cli;
 mod plan_load;
+mod storage;
 mod support;

@@ -1,0 +1,846 @@
+//! Storage: one conformance suite run against a local directory and the real S3 server, then copies and errors.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use futures::stream::{self, StreamExt, TryStreamExt};
+use md5::{Digest, Md5};
+use planrun::secret::Secret;
+use planrun::storage::{
+    self, ByteStream, LocalConfig, LocalStorage, ObjectMeta, Place, S3Config, S3Storage, Storage,
+    StorageConfig, StorageError, TransferLimits, copy_object,
+};
+
+use crate::support;
+
+const MIB: usize = 1024 * 1024;
+
+/// Deterministic, incompressible-looking bytes (xorshift), different for each seed.
+fn data(len: usize, seed: u64) -> Bytes {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    Bytes::from(out)
+}
+
+fn md5_of(data: &[u8]) -> String {
+    hex::encode(Md5::digest(data))
+}
+
+/// The body as a stream of `chunk`-sized slices (no copies), like a network body.
+fn chunked(data: Bytes, chunk: usize) -> ByteStream {
+    let pieces: Vec<Result<Bytes, StorageError>> = (0..data.len())
+        .step_by(chunk)
+        .map(|i| Ok(data.slice(i..(i + chunk).min(data.len()))))
+        .collect();
+    stream::iter(pieces).boxed()
+}
+
+async fn read_all(store: &dyn Storage, key: &str) -> Vec<u8> {
+    let mut body = store.get(key).await.unwrap();
+    let mut out = Vec::new();
+    while let Some(chunk) = body.next().await {
+        out.extend_from_slice(&chunk.unwrap());
+    }
+    out
+}
+
+async fn keys(store: &dyn Storage, prefix: &str) -> Vec<String> {
+    store
+        .list(prefix)
+        .map_ok(|m| m.key)
+        .try_collect()
+        .await
+        .unwrap()
+}
+
+fn s3_config(name: &str, bucket: &str, endpoint: &str) -> S3Config {
+    S3Config {
+        name: name.into(),
+        endpoint: Some(endpoint.into()),
+        bucket: bucket.into(),
+        region: None,
+        access_key_id: Some(Secret::new("minioadmin")),
+        secret_access_key: Some(Secret::new("minioadmin")),
+        session_token: None,
+        path_style: true,
+    }
+}
+
+async fn s3(name: &str, bucket: &str) -> S3Storage {
+    support::S3.require();
+    S3Storage::connect(&s3_config(name, bucket, &support::S3.uri()))
+        .await
+        .unwrap()
+}
+
+async fn cleanup(store: &dyn Storage, prefix: &str) {
+    let all = keys(store, prefix).await;
+    store.delete(&all).await.unwrap();
+    assert!(
+        keys(store, prefix).await.is_empty(),
+        "cleanup of `{prefix}` left objects behind"
+    );
+}
+
+/// The contract every store keeps. `prefix` is a fresh, empty key prefix ending in `/`.
+async fn conformance(store: Arc<dyn Storage>, prefix: &str) {
+    let store = store.as_ref();
+    let k = |s: &str| format!("{prefix}{s}");
+
+    // put_bytes / head / get, with the MD5 computed here as the reference.
+    let small = data(1000, 1);
+    let meta = store
+        .put_bytes(&k("small.bin"), small.clone())
+        .await
+        .unwrap();
+    assert_eq!(meta.key, k("small.bin"));
+    assert_eq!(meta.size, 1000);
+    assert_eq!(meta.md5.as_deref(), Some(md5_of(&small).as_str()));
+    let head = store
+        .head(&k("small.bin"))
+        .await
+        .unwrap()
+        .expect("just written");
+    assert_eq!(head.size, 1000);
+    if let Some(md5) = &head.md5 {
+        assert_eq!(
+            *md5,
+            md5_of(&small),
+            "a head's MD5, when given, is the content's"
+        );
+    }
+    assert_eq!(read_all(store, &k("small.bin")).await, small);
+
+    // Missing keys: head says None, get says NotFound and names the key and the bucket id.
+    assert_eq!(store.head(&k("missing")).await.unwrap(), None);
+    let err = store
+        .get(&k("missing"))
+        .await
+        .err()
+        .expect("get of a missing key fails");
+    assert!(err.is_not_found(), "{err}");
+    assert!(!err.is_transient());
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!("`{}`", k("missing")))
+            && msg.contains(&format!("bucket `{}`", store.name())),
+        "{msg}"
+    );
+
+    // A streamed put of many chunks, an empty object, and an overwrite.
+    let streamed = data(300_000, 2);
+    let meta = store
+        .put(&k("streamed.bin"), chunked(streamed.clone(), 7_777))
+        .await
+        .unwrap();
+    assert_eq!(
+        (meta.size, meta.md5.clone()),
+        (300_000, Some(md5_of(&streamed)))
+    );
+    assert_eq!(read_all(store, &k("streamed.bin")).await, streamed);
+    let meta = store.put_bytes(&k("empty"), Bytes::new()).await.unwrap();
+    assert_eq!(
+        (meta.size, meta.md5.as_deref()),
+        (0, Some("d41d8cd98f00b204e9800998ecf8427e"))
+    );
+    assert!(read_all(store, &k("empty")).await.is_empty());
+    let replacement = data(10, 3);
+    store
+        .put_bytes(&k("small.bin"), replacement.clone())
+        .await
+        .unwrap();
+    assert_eq!(read_all(store, &k("small.bin")).await, replacement);
+
+    // Larger than the S3 part size (8 MiB): multipart on S3, streamed to a temp file locally.
+    let big = data(20 * MIB + 123, 4);
+    let meta = store
+        .put(&k("big.bin"), chunked(big.clone(), MIB / 3))
+        .await
+        .unwrap();
+    assert_eq!(meta.size, big.len() as u64);
+    assert_eq!(meta.md5.as_deref(), Some(md5_of(&big).as_str()));
+    assert_eq!(
+        store.head(&k("big.bin")).await.unwrap().unwrap().size,
+        big.len() as u64
+    );
+    assert_eq!(md5_of(&read_all(store, &k("big.bin")).await), md5_of(&big));
+    // put_bytes above the part size takes the same path.
+    let meta = store
+        .put_bytes(&k("big2.bin"), big.slice(..9 * MIB))
+        .await
+        .unwrap();
+    assert_eq!(meta.md5.as_deref(), Some(md5_of(&big[..9 * MIB]).as_str()));
+    store.delete(&[k("big.bin"), k("big2.bin")]).await.unwrap();
+
+    // Nested prefixes: listing is recursive, prefix-based (not directory-based), in key order.
+    for (i, name) in [
+        "n/a/1",
+        "n/a/2",
+        "n/a.txt",
+        "n/b/c/d",
+        "n/ab",
+        "n/a/deep/er/x",
+    ]
+    .iter()
+    .enumerate()
+    {
+        store
+            .put_bytes(&k(name), data(i + 1, 10 + i as u64))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        keys(store, &k("n/")).await,
+        [
+            "n/a.txt",
+            "n/a/1",
+            "n/a/2",
+            "n/a/deep/er/x",
+            "n/ab",
+            "n/b/c/d"
+        ]
+        .map(&k)
+    );
+    assert_eq!(
+        keys(store, &k("n/a/")).await,
+        ["n/a/1", "n/a/2", "n/a/deep/er/x"].map(&k)
+    );
+    assert_eq!(
+        keys(store, &k("n/a")).await,
+        ["n/a.txt", "n/a/1", "n/a/2", "n/a/deep/er/x", "n/ab"].map(&k)
+    );
+    assert!(keys(store, &k("n/zz")).await.is_empty());
+    let listed: Vec<ObjectMeta> = store.list(&k("n/b/")).try_collect().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].key.clone(), listed[0].size), (k("n/b/c/d"), 4));
+
+    // More than one S3 page (1,000 keys), written 32 at a time.
+    let many: Vec<String> = (0..1100).map(|i| k(&format!("many/{i:05}"))).collect();
+    stream::iter(many.iter().cloned())
+        .map(|key| async move {
+            store
+                .put_bytes(&key, Bytes::from(key.clone().into_bytes()))
+                .await
+        })
+        .buffer_unordered(32)
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap();
+    let listed = keys(store, &k("many/")).await;
+    assert_eq!(listed, many, "all 1100 keys, once each, in order");
+
+    // Delete: more than one DeleteObjects batch, missing keys included.
+    let mut doomed = many.clone();
+    doomed.push(k("many/never-existed"));
+    store.delete(&doomed).await.unwrap();
+    assert!(keys(store, &k("many/")).await.is_empty());
+    store.delete(&[k("never/existed")]).await.unwrap();
+    store.delete(&[]).await.unwrap();
+
+    cleanup(store, prefix).await;
+}
+
+#[tokio::test]
+async fn local_conformance() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StorageConfig::Local(LocalConfig {
+        name: "local_bucket".into(),
+        path: dir.path().to_path_buf(),
+    });
+    let store = storage::open(&config).await.unwrap();
+    store.check().await.unwrap();
+    conformance(store, "conformance/").await;
+    // Nothing left behind: no objects, no temporary files, no empty directories.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[tokio::test]
+async fn s3_conformance() {
+    support::S3.require();
+    let config = StorageConfig::S3(s3_config("bucket_a", "bucket-a", &support::S3.uri()));
+    let store = storage::open(&config).await.unwrap();
+    store.check().await.unwrap();
+    assert!(store.as_s3().is_some());
+    conformance(store, &format!("{}/", support::unique("conformance"))).await;
+}
+
+/// Counts `on_bytes` calls and bytes, for progress assertions.
+#[derive(Default)]
+struct Progress {
+    calls: AtomicUsize,
+    bytes: AtomicU64,
+}
+
+impl Progress {
+    fn callback(&self) -> impl Fn(u64) + Send + Sync + '_ {
+        |n| {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            self.bytes.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+}
+
+#[tokio::test]
+async fn s3_server_side_copy_object_across_buckets() {
+    let (a, b) = (
+        s3("bucket_a", "bucket-a").await,
+        s3("bucket_b", "bucket-b").await,
+    );
+    let prefix = format!("{}/", support::unique("copyobject"));
+    let body = data(3 * MIB + 17, 20);
+    let src_key = format!("{prefix}files/insert_log/1/2/3/100/1 odd+name");
+    a.put_bytes(&src_key, body.clone()).await.unwrap();
+
+    let progress = Progress::default();
+    let dst_key = format!("{prefix}copied/1");
+    let report = copy_object(&a, &src_key, &b, &dst_key, &progress.callback())
+        .await
+        .unwrap();
+    assert!(report.server_side);
+    assert_eq!(report.bytes_transferred, 0);
+    assert_eq!(report.dst.size, body.len() as u64);
+    assert_eq!(report.dst.md5.as_deref(), Some(md5_of(&body).as_str()));
+    assert_eq!(
+        progress.calls.load(Ordering::Relaxed),
+        1,
+        "server-side: one progress call at the end"
+    );
+    assert_eq!(progress.bytes.load(Ordering::Relaxed), body.len() as u64);
+    assert_eq!(read_all(&b, &dst_key).await, body);
+
+    // Onto itself (S3 would refuse the request): a no-op that reports the object.
+    let again = copy_object(&b, &dst_key, &b, &dst_key, &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(again.dst.md5.as_deref(), Some(md5_of(&body).as_str()));
+    assert_eq!(read_all(&b, &dst_key).await, body);
+
+    cleanup(&a, &prefix).await;
+    cleanup(&b, &prefix).await;
+}
+
+#[tokio::test]
+async fn s3_server_side_upload_part_copy_above_the_threshold() {
+    let limits = TransferLimits {
+        copy_threshold: MIB as u64,
+        copy_part_size: 5 * MIB as u64,
+        ..TransferLimits::default()
+    };
+    let a = s3("bucket_a", "bucket-a").await;
+    let b = s3("bucket_b", "bucket-b")
+        .await
+        .with_limits(limits)
+        .unwrap();
+    let prefix = format!("{}/", support::unique("partcopy"));
+
+    // A single-part source (plain MD5 ETag) and a multipart one (no MD5 in its ETag).
+    let single = data(7 * MIB + 5, 21);
+    a.put_bytes(&format!("{prefix}single"), single.clone())
+        .await
+        .unwrap();
+    let multi = data(12 * MIB + 3, 22);
+    let put = a
+        .put(&format!("{prefix}multi"), chunked(multi.clone(), MIB))
+        .await
+        .unwrap();
+    assert!(
+        put.etag.as_deref().is_some_and(|e| e.ends_with("-2")),
+        "8 MiB parts: {put:?}"
+    );
+
+    let report = copy_object(
+        &a,
+        &format!("{prefix}single"),
+        &b,
+        &format!("{prefix}single"),
+        &|_| {},
+    )
+    .await
+    .unwrap();
+    assert!(report.server_side);
+    // 7 MiB in 5 MiB parts: the destination's ETag shows two parts were copied.
+    assert!(
+        report
+            .dst
+            .etag
+            .as_deref()
+            .is_some_and(|e| e.ends_with("-2")),
+        "{:?}",
+        report.dst
+    );
+    assert_eq!(
+        report.dst.md5.as_deref(),
+        Some(md5_of(&single).as_str()),
+        "known from the source"
+    );
+    assert_eq!(
+        md5_of(&read_all(&b, &format!("{prefix}single")).await),
+        md5_of(&single)
+    );
+
+    let report = copy_object(
+        &a,
+        &format!("{prefix}multi"),
+        &b,
+        &format!("{prefix}multi"),
+        &|_| {},
+    )
+    .await
+    .unwrap();
+    assert!(report.server_side);
+    assert!(
+        report
+            .dst
+            .etag
+            .as_deref()
+            .is_some_and(|e| e.ends_with("-3")),
+        "{:?}",
+        report.dst
+    );
+    assert_eq!(report.dst.size, multi.len() as u64);
+    assert_eq!(
+        report.dst.md5, None,
+        "neither ETag is an MD5 and no bytes passed through planrun"
+    );
+    assert_eq!(
+        md5_of(&read_all(&b, &format!("{prefix}multi")).await),
+        md5_of(&multi)
+    );
+
+    cleanup(&a, &prefix).await;
+    cleanup(&b, &prefix).await;
+}
+
+#[tokio::test]
+async fn s3_to_local_and_back_streams_with_md5() {
+    let a = s3("bucket_a", "bucket-a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let local = LocalStorage::new(&LocalConfig {
+        name: "backup".into(),
+        path: dir.path().to_path_buf(),
+    });
+    let prefix = format!("{}/", support::unique("streaming"));
+    // Multipart at the source, so its ETag gives no MD5: the MD5 comes from the stream.
+    let body = data(20 * MIB + 1, 30);
+    a.put(&format!("{prefix}src"), chunked(body.clone(), MIB))
+        .await
+        .unwrap();
+
+    let progress = Progress::default();
+    let report = copy_object(
+        &a,
+        &format!("{prefix}src"),
+        &local,
+        "restored/obj",
+        &progress.callback(),
+    )
+    .await
+    .unwrap();
+    assert!(!report.server_side);
+    assert_eq!(report.bytes_transferred, body.len() as u64);
+    assert_eq!(report.dst.md5.as_deref(), Some(md5_of(&body).as_str()));
+    assert_eq!(progress.bytes.load(Ordering::Relaxed), body.len() as u64);
+    assert!(
+        progress.calls.load(Ordering::Relaxed) > 1,
+        "progress is reported as chunks move"
+    );
+    assert_eq!(
+        md5_of(&std::fs::read(dir.path().join("restored/obj")).unwrap()),
+        md5_of(&body)
+    );
+
+    // Local -> S3: streamed, multipart at the destination.
+    let progress = Progress::default();
+    let report = copy_object(
+        &local,
+        "restored/obj",
+        &a,
+        &format!("{prefix}back"),
+        &progress.callback(),
+    )
+    .await
+    .unwrap();
+    assert!(!report.server_side);
+    assert_eq!(report.bytes_transferred, body.len() as u64);
+    assert_eq!(report.dst.md5.as_deref(), Some(md5_of(&body).as_str()));
+    assert!(
+        report
+            .dst
+            .etag
+            .as_deref()
+            .is_some_and(|e| e.ends_with("-3")),
+        "{:?}",
+        report.dst
+    );
+    assert_eq!(
+        md5_of(&read_all(&a, &format!("{prefix}back")).await),
+        md5_of(&body)
+    );
+
+    // A small one: single-part at the destination, whose plain ETag the copy checks against.
+    local.put_bytes("small", data(1234, 31)).await.unwrap();
+    let report = copy_object(&local, "small", &a, &format!("{prefix}small"), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        report.dst.etag.as_deref(),
+        Some(md5_of(&data(1234, 31)).as_str())
+    );
+
+    cleanup(&a, &prefix).await;
+}
+
+/// A local store whose reads go wrong: each chunk comes back with a flipped byte (while its head
+/// promises the right MD5), or the read fails after some bytes as a dropped connection would.
+#[derive(Debug)]
+struct Damaged {
+    inner: LocalStorage,
+    md5: String,
+    fail_after: Option<u64>,
+}
+
+#[async_trait::async_trait]
+impl Storage for Damaged {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn place(&self) -> &Place {
+        self.inner.place()
+    }
+    fn list(
+        &self,
+        prefix: &str,
+    ) -> futures::stream::BoxStream<'_, Result<ObjectMeta, StorageError>> {
+        self.inner.list(prefix)
+    }
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StorageError> {
+        Ok(self.inner.head(key).await?.map(|m| ObjectMeta {
+            md5: Some(self.md5.clone()),
+            ..m
+        }))
+    }
+    async fn get(&self, key: &str) -> Result<ByteStream, StorageError> {
+        let body = self.inner.get(key).await?;
+        if let Some(limit) = self.fail_after {
+            let place = Arc::new(self.inner.place().clone());
+            let key = key.to_string();
+            let mut seen = 0u64;
+            return Ok(body
+                .map(move |chunk| {
+                    let chunk = chunk?;
+                    seen += chunk.len() as u64;
+                    if seen > limit {
+                        return Err(StorageError::Io {
+                            place: place.clone(),
+                            op: "read",
+                            key: key.clone(),
+                            source: std::io::ErrorKind::ConnectionReset.into(),
+                        });
+                    }
+                    Ok(chunk)
+                })
+                .boxed());
+        }
+        Ok(body
+            .map_ok(|chunk| {
+                let mut v = chunk.to_vec();
+                v[0] ^= 0xff;
+                Bytes::from(v)
+            })
+            .boxed())
+    }
+    async fn put(&self, key: &str, body: ByteStream) -> Result<ObjectMeta, StorageError> {
+        self.inner.put(key, body).await
+    }
+    async fn put_bytes(&self, key: &str, body: Bytes) -> Result<ObjectMeta, StorageError> {
+        self.inner.put_bytes(key, body).await
+    }
+    async fn delete(&self, keys: &[String]) -> Result<(), StorageError> {
+        self.inner.delete(keys).await
+    }
+    async fn check(&self) -> Result<(), StorageError> {
+        self.inner.check().await
+    }
+}
+
+#[tokio::test]
+async fn damaged_copy_fails_verification_and_is_removed() {
+    let a = s3("bucket_a", "bucket-a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let body = data(4096, 40);
+    let inner = LocalStorage::new(&LocalConfig {
+        name: "flaky_disk".into(),
+        path: dir.path().to_path_buf(),
+    });
+    inner.put_bytes("obj", body.clone()).await.unwrap();
+    let damaged = Damaged {
+        inner,
+        md5: md5_of(&body),
+        fail_after: None,
+    };
+    let dst_key = format!("{}/obj", support::unique("damaged"));
+
+    let err = copy_object(&damaged, "obj", &a, &dst_key, &|_| {})
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::Verify { .. }), "{err}");
+    assert!(err.is_transient(), "a fresh copy may succeed");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("bucket `flaky_disk`")
+            && msg.contains("bucket `bucket_a`")
+            && msg.contains(&md5_of(&body)),
+        "{msg}"
+    );
+    assert_eq!(
+        a.head(&dst_key).await.unwrap(),
+        None,
+        "the bad copy was deleted"
+    );
+}
+
+#[tokio::test]
+async fn missing_bucket_names_the_bucket_and_the_setting() {
+    let store = s3("bucket_x", "planrun-no-such-bucket").await;
+    let expected = format!(
+        "bucket `bucket_x` (s3 bucket `planrun-no-such-bucket` at {}) does not exist: create it or fix `buckets.bucket_x.bucket`",
+        support::S3.uri()
+    );
+    let err = store.check().await.unwrap_err();
+    assert_eq!(err.to_string(), expected);
+    assert!(!err.is_transient() && !err.is_not_found());
+    let err = store.list("").try_collect::<Vec<_>>().await.unwrap_err();
+    assert_eq!(err.to_string(), expected);
+    let err = store
+        .put_bytes("k", Bytes::from_static(b"x"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), expected);
+    let err = store.get("k").await.err().unwrap();
+    assert_eq!(err.to_string(), expected);
+    let err = store
+        .put("big", chunked(data(9 * MIB, 50), MIB))
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), expected, "multipart path");
+
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("not-there");
+    let local = LocalStorage::new(&LocalConfig {
+        name: "backup".into(),
+        path: missing.clone(),
+    });
+    let err = local.check().await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "bucket `backup` (local directory `{}`) does not exist: create it or fix `buckets.backup.path`",
+            missing.display()
+        )
+    );
+}
+
+#[tokio::test]
+async fn missing_key_is_not_found_everywhere() {
+    let a = s3("bucket_a", "bucket-a").await;
+    let key = format!("{}/nothing-here", support::unique("missing"));
+    assert_eq!(a.head(&key).await.unwrap(), None);
+    let err = a.get(&key).await.err().unwrap();
+    assert!(err.is_not_found());
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "object `{key}` not found in bucket `bucket_a` (s3 bucket `bucket-a` at {})",
+            support::S3.uri()
+        )
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let local = LocalStorage::new(&LocalConfig {
+        name: "backup".into(),
+        path: dir.path().to_path_buf(),
+    });
+    let err = copy_object(&a, &key, &local, "x", &|_| {})
+        .await
+        .unwrap_err();
+    assert!(
+        err.is_not_found() && err.to_string().contains("bucket `bucket_a`"),
+        "{err}"
+    );
+    let err = copy_object(&local, "x", &a, &key, &|_| {})
+        .await
+        .unwrap_err();
+    assert!(
+        err.is_not_found() && err.to_string().contains("bucket `backup`"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn unreachable_endpoint_names_the_bucket_and_the_address() {
+    // A port that was just free: nothing listens on it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let store = S3Storage::connect(&s3_config("bucket_gone", "bucket-a", &endpoint))
+        .await
+        .unwrap();
+    let err = store.check().await.unwrap_err();
+    assert!(matches!(err, StorageError::Unreachable { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "cannot reach bucket `bucket_gone` (s3 bucket `bucket-a` at {endpoint}): connection refused; \
+             check that the server is running and `buckets.bucket_gone.endpoint` is right"
+        )
+    );
+    let err = store.get("k").await.err().unwrap();
+    assert!(
+        err.to_string().contains(&endpoint) && err.to_string().contains("bucket `bucket_gone`"),
+        "{err}"
+    );
+    // Secrets never reach messages or Debug output.
+    assert!(!format!("{err:?} {store:?}").contains("minioadmin"));
+}
+
+#[tokio::test]
+async fn missing_credentials_say_what_to_set() {
+    support::S3.require();
+    let mut config = s3_config("bucket_a", "bucket-a", &support::S3.uri());
+    config.access_key_id = None;
+    config.secret_access_key = None;
+    // An empty environment: the default chain finds no keys (and no instance role here).
+    let store = S3Storage::connect(&config).await.unwrap();
+    for err in [
+        store.check().await.unwrap_err(),
+        store.get("k").await.err().unwrap(),
+    ] {
+        assert!(matches!(err, StorageError::Credentials { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("no usable credentials for bucket `bucket_a` (s3 bucket `bucket-a` at")
+                && msg.contains(
+                    "set `buckets.bucket_a.access_key_id` and `buckets.bucket_a.secret_access_key`"
+                ),
+            "{msg}"
+        );
+        assert!(
+            !msg.contains("DispatchFailure"),
+            "no Debug dumps in messages: {msg}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn s3_on_different_endpoints_streams_in_small_parts() {
+    support::S3.require();
+    let a = s3("bucket_a", "bucket-a").await;
+    // The same server under another name counts as another endpoint: no server-side copy.
+    let other = s3_config(
+        "bucket_b",
+        "bucket-b",
+        &support::S3.uri().replace("127.0.0.1", "localhost"),
+    );
+    let limits = TransferLimits {
+        part_size: 5 * MIB as u64,
+        ..TransferLimits::default()
+    };
+    let b = S3Storage::connect(&other)
+        .await
+        .unwrap()
+        .with_limits(limits)
+        .unwrap();
+    assert!(!b.same_endpoint(&a));
+    let prefix = format!("{}/", support::unique("endpoints"));
+    let body = data(24 * MIB + 7, 60);
+    a.put_bytes(&format!("{prefix}obj"), body.clone())
+        .await
+        .unwrap();
+
+    let progress = Progress::default();
+    let report = copy_object(
+        &a,
+        &format!("{prefix}obj"),
+        &b,
+        &format!("{prefix}obj"),
+        &progress.callback(),
+    )
+    .await
+    .unwrap();
+    assert!(!report.server_side);
+    assert_eq!(report.bytes_transferred, body.len() as u64);
+    assert_eq!(progress.bytes.load(Ordering::Relaxed), body.len() as u64);
+    assert_eq!(report.dst.md5.as_deref(), Some(md5_of(&body).as_str()));
+    // 24 MiB in 5 MiB parts.
+    assert!(
+        report
+            .dst
+            .etag
+            .as_deref()
+            .is_some_and(|e| e.ends_with("-5")),
+        "{:?}",
+        report.dst
+    );
+    assert_eq!(
+        md5_of(&read_all(&b, &format!("{prefix}obj")).await),
+        md5_of(&body)
+    );
+
+    cleanup(&a, &prefix).await;
+    cleanup(&b, &prefix).await;
+}
+
+#[tokio::test]
+async fn a_source_failing_mid_multipart_aborts_the_upload() {
+    let a = s3("bucket_a", "bucket-a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let body = data(20 * MIB, 70);
+    let inner = LocalStorage::new(&LocalConfig {
+        name: "flaky_disk".into(),
+        path: dir.path().to_path_buf(),
+    });
+    inner.put_bytes("obj", body.clone()).await.unwrap();
+    // Fails in the second 8 MiB part: one part is already uploaded.
+    let flaky = Damaged {
+        inner,
+        md5: md5_of(&body),
+        fail_after: Some(12 * MIB as u64),
+    };
+    let dst_key = format!("{}/obj", support::unique("aborted"));
+
+    let err = copy_object(&flaky, "obj", &a, &dst_key, &|_| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StorageError::Io { .. }) && err.is_transient(),
+        "the source's own error comes back: {err:?}"
+    );
+    assert!(err.to_string().contains("bucket `flaky_disk`"), "{err}");
+    assert_eq!(
+        a.head(&dst_key).await.unwrap(),
+        None,
+        "nothing was completed"
+    );
+    let pending = a
+        .client()
+        .list_multipart_uploads()
+        .bucket(a.bucket())
+        .prefix(&dst_key)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        pending.uploads().is_empty(),
+        "the upload was aborted: {pending:?}"
+    );
+}
