@@ -1,3 +1,4 @@
 //! All integration tests compile into this one binary.
 
+mod milvus;
 mod support;
