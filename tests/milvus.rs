@@ -424,10 +424,10 @@ async fn milvus_a_collection_lifecycle() {
         c.describe_alias(&alias).await.unwrap().as_deref(),
         Some(name.as_str())
     );
-    assert_eq!(c.list_aliases(&name).await.unwrap(), [alias.clone()]);
+    assert_eq!(c.list_aliases(&name).await.unwrap(), vec![alias.clone()]);
     assert_eq!(
         c.describe_collection(&name).await.unwrap().aliases,
-        [alias.clone()]
+        vec![alias.clone()]
     );
     let other = unique("pr_other");
     let _guard2 = DropOnExit {

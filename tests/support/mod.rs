@@ -10,10 +10,22 @@ pub struct Service {
     pub port: u16,
 }
 
-pub const S3: Service = Service { name: "s3", port: 9000 };
-pub const MILVUS_A: Service = Service { name: "milvus-a", port: 19530 };
-pub const MILVUS_B: Service = Service { name: "milvus-b", port: 19540 };
-pub const LITE: Service = Service { name: "lite", port: 19560 };
+pub const S3: Service = Service {
+    name: "s3",
+    port: 9000,
+};
+pub const MILVUS_A: Service = Service {
+    name: "milvus-a",
+    port: 19530,
+};
+pub const MILVUS_B: Service = Service {
+    name: "milvus-b",
+    port: 19540,
+};
+pub const LITE: Service = Service {
+    name: "lite",
+    port: 19560,
+};
 
 impl Service {
     pub fn uri(&self) -> String {
