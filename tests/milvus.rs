@@ -231,22 +231,24 @@ async fn walk(
     (seen, titles, pages)
 }
 
-/// Drops the collection even when the test body panicked.
+/// Drops the collections even when the test body panicked. It connects anew on its own runtime:
+/// the test's channel is driven by the test's runtime, which is blocked while this runs.
 struct DropOnExit {
-    client: MilvusClient,
+    config: MilvusConfig,
     names: Vec<String>,
 }
 
 impl Drop for DropOnExit {
     fn drop(&mut self) {
-        let client = self.client.clone();
+        let config = self.config.clone();
         let names = std::mem::take(&mut self.names);
-        // The test's runtime is shutting down with the test; use a fresh one for cleanup.
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Runtime::new().unwrap();
             rt.block_on(async {
-                for n in names {
-                    let _ = client.drop_collection(&n).await;
+                if let Ok(client) = MilvusClient::connect(&config).await {
+                    for n in names {
+                        let _ = client.drop_collection(&n).await;
+                    }
                 }
             })
         })
@@ -274,7 +276,7 @@ async fn milvus_a_collection_lifecycle() {
 
     let name = unique("pr_wide");
     let _guard = DropOnExit {
-        client: c.clone(),
+        config: config_a(),
         names: vec![name.clone()],
     };
     assert!(!c.has_collection(&name).await.unwrap());
@@ -431,7 +433,7 @@ async fn milvus_a_collection_lifecycle() {
     );
     let other = unique("pr_other");
     let _guard2 = DropOnExit {
-        client: c.clone(),
+        config: config_a(),
         names: vec![other.clone()],
     };
     c.create_collection(&other, &wide_schema(), 1, ConsistencyLevel::Strong, &[])
@@ -510,7 +512,7 @@ async fn milvus_a_import_binlogs_with_deletes() {
     let x = unique("pr_src");
     let y = unique("pr_dst");
     let _guard = DropOnExit {
-        client: c.clone(),
+        config: config_a(),
         names: vec![x.clone(), y.clone()],
     };
     c.create_collection(&x, &small_schema(), 1, ConsistencyLevel::Strong, &[])
@@ -607,7 +609,7 @@ async fn milvus_lite_rows_and_unimplemented_import() {
 
     let name = unique("pr_lite");
     let _guard = DropOnExit {
-        client: c.clone(),
+        config: cfg.clone(),
         names: vec![name.clone()],
     };
     c.create_collection(&name, &wide_schema(), 1, ConsistencyLevel::Strong, &[])
