@@ -519,6 +519,16 @@ async fn milvus_a_import_binlogs_with_deletes() {
         .await
         .unwrap();
     c.create_partition(&x, "p1").await.unwrap();
+    // p2 gets no deletes: its segment has no delta_log directory at all.
+    c.create_partition(&x, "p2").await.unwrap();
+    c.insert(
+        &x,
+        Some("p2"),
+        small_rows(&(2000..2020).collect::<Vec<_>>()),
+        20,
+    )
+    .await
+    .unwrap();
     let default_ids: Vec<i64> = (0..150).collect();
     let p1_ids: Vec<i64> = (1000..1100).collect();
     c.insert(&x, None, small_rows(&default_ids), 150)
@@ -541,7 +551,7 @@ async fn milvus_a_import_binlogs_with_deletes() {
     let info = c.describe_collection(&x).await.unwrap();
     let parts = c.show_partitions(&x).await.unwrap();
     let segs = c.get_persistent_segment_info(&x).await.unwrap();
-    assert_eq!(segs.len(), 2, "{segs:?}");
+    assert_eq!(segs.len(), 3, "{segs:?}");
 
     c.create_collection(
         &y,
@@ -553,6 +563,7 @@ async fn milvus_a_import_binlogs_with_deletes() {
     .await
     .unwrap();
     c.create_partition(&y, "p1").await.unwrap();
+    c.create_partition(&y, "p2").await.unwrap();
 
     let mut tasks = Vec::new();
     for s in &segs {
@@ -576,7 +587,10 @@ async fn milvus_a_import_binlogs_with_deletes() {
         tasks.extend(t);
     }
     let states = c.wait_import(&y, &tasks, WAIT).await.unwrap();
-    assert_eq!(states.len(), 2);
+    assert_eq!(states.len(), 3);
+    let live = 270 - deleted.len() as u64;
+    // A wrong path (e.g. without the `files/` root) "completes" with 0 rows: check the counts.
+    assert_eq!(states.iter().map(|s| s.row_count as u64).sum::<u64>(), live);
     let listed = c.list_import_tasks(&y, 10).await.unwrap();
     for t in &tasks {
         assert!(listed.iter().any(|l| l.id == *t), "task {t} not listed");
@@ -584,10 +598,10 @@ async fn milvus_a_import_binlogs_with_deletes() {
 
     index_and_load(&c, &x).await;
     index_and_load(&c, &y).await;
-    let live = 250 - deleted.len() as u64;
     assert_eq!(c.query_count(&x, &[], "").await.unwrap(), live);
     assert_eq!(c.query_count(&y, &[], "").await.unwrap(), live);
     assert_eq!(c.query_count(&y, &["p1".into()], "").await.unwrap(), 98);
+    assert_eq!(c.query_count(&y, &["p2".into()], "").await.unwrap(), 20);
 
     let out = vec!["title".to_string()];
     let (seen_x, titles_x, _) = walk(&c, &x, &[], 1000, &out).await;
