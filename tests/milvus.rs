@@ -752,6 +752,54 @@ async fn error_missing_collection_and_database() {
 }
 
 #[tokio::test]
+async fn milvus_a_database_header() {
+    let c = client_a().await;
+    let db = unique("pr_db");
+    c.create_database(&db).await.unwrap();
+    assert!(c.list_databases().await.unwrap().contains(&db));
+    let in_db = c.with_database(&db);
+    assert_eq!(in_db.database(), db);
+    let name = unique("pr_in_db");
+    in_db
+        .create_collection(&name, &small_schema(), 1, ConsistencyLevel::Strong, &[])
+        .await
+        .unwrap();
+    assert_eq!(in_db.show_collections().await.unwrap(), vec![name.clone()]);
+    assert!(!c.has_collection(&name).await.unwrap());
+    // A database given in the config reaches Connect too.
+    let mut cfg = config_a();
+    cfg.database = Some(db.clone());
+    let direct = MilvusClient::connect(&cfg).await.unwrap();
+    assert!(direct.has_collection(&name).await.unwrap());
+    in_db.drop_collection(&name).await.unwrap();
+    c.drop_database(&db).await.unwrap();
+    assert!(!c.list_databases().await.unwrap().contains(&db));
+}
+
+#[tokio::test]
+async fn tls_settings_fail_before_connecting() {
+    let mut cfg = MilvusConfig::new("secure", "https://127.0.0.1:19530");
+    cfg.ca_cert = Some("/nonexistent/ca.pem".into());
+    let e = MilvusClient::connect(&cfg).await.unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("cannot read the TLS file `/nonexistent/ca.pem` of `secure`"),
+        "{e}"
+    );
+    let mut cfg = MilvusConfig::new("secure", "https://127.0.0.1:19530");
+    cfg.client_cert = Some("/nonexistent/client.pem".into());
+    let e = MilvusClient::connect(&cfg).await.unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("needs both `client_cert` and `client_key`"),
+        "{e}"
+    );
+    let cfg = MilvusConfig::new("secure", "grpc://127.0.0.1:19530");
+    let e = MilvusClient::connect(&cfg).await.unwrap_err();
+    assert!(e.to_string().contains("must be http:// or https://"), "{e}");
+}
+
+#[tokio::test]
 async fn gc_pause_is_unsupported_on_2_3_5() {
     MILVUS_A.require();
     let e = pause_gc("http://127.0.0.1:9091", 60).await.unwrap_err();

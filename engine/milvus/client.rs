@@ -726,6 +726,23 @@ impl MilvusClient {
         Ok(())
     }
 
+    /// Drops an empty database; dropping one that does not exist succeeds.
+    pub async fn drop_database(&self, db: &str) -> Result<(), MilvusError> {
+        let req = m::DropDatabaseRequest {
+            base: None,
+            db_name: db.to_string(),
+        };
+        self.call(
+            "DropDatabase",
+            None,
+            Repeat::Always,
+            req,
+            |mut c, r| async move { c.drop_database(r).await },
+        )
+        .await?;
+        Ok(())
+    }
+
     pub async fn show_collections(&self) -> Result<Vec<String>, MilvusError> {
         let req = m::ShowCollectionsRequest {
             db_name: self.db.clone(),

@@ -78,3 +78,24 @@ impl MilvusConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_debug_hides_password_and_token() {
+        let mut cfg = MilvusConfig::new("milvus_a", "http://127.0.0.1:19530");
+        cfg.user = Some("root".into());
+        cfg.password = Some(Secret::new("hunter2"));
+        cfg.token = Some(Secret::new("tok-abc"));
+        let dbg = format!("{cfg:?}");
+        assert!(dbg.contains("root") && dbg.contains("***"), "{dbg}");
+        assert!(
+            !dbg.contains("hunter2") && !dbg.contains("tok-abc"),
+            "{dbg}"
+        );
+        assert_eq!(cfg.retries, 3);
+        assert_eq!(cfg.timeout, Duration::from_secs(30));
+    }
+}
