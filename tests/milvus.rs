@@ -746,9 +746,15 @@ async fn error_missing_collection_and_database() {
         .show_collections()
         .await
         .unwrap_err();
-    assert_eq!(e.status_code(), Some(800), "{e:?}");
-    assert!(e.to_string().contains("`milvus_a`"), "{e}");
-    assert!(e.to_string().contains("pr_no_such_db"), "{e}");
+    assert_eq!(
+        e.to_string(),
+        "database `pr_no_such_db` does not exist on `milvus_a`: check the name or create it first"
+    );
+    // Connect already checks the configured database.
+    let mut cfg = config_a();
+    cfg.database = Some("pr_no_such_db".into());
+    let e = MilvusClient::connect(&cfg).await.unwrap_err();
+    assert!(matches!(e, MilvusError::DatabaseNotFound { .. }), "{e:?}");
 }
 
 #[tokio::test]

@@ -7,6 +7,8 @@ use super::pb::common::{ErrorCode, Status};
 
 /// Status `code` 2.3.5 uses for "collection not found".
 pub(crate) const CODE_COLLECTION_NOT_FOUND: i32 = 100;
+/// Status `code` 2.3.5 uses for "database not found".
+pub(crate) const CODE_DATABASE_NOT_FOUND: i32 = 800;
 /// Status `code` for "index not found" (both 2.3.5 and Milvus Lite).
 pub(crate) const CODE_INDEX_NOT_FOUND: i32 = 700;
 /// Status `code` 2.3.5 uses for "alias not found".
@@ -57,6 +59,11 @@ pub enum MilvusError {
         database: String,
         collection: String,
     },
+
+    #[error(
+        "database `{database}` does not exist on `{instance}`: check the name or create it first"
+    )]
+    DatabaseNotFound { instance: String, database: String },
 
     #[error(
         "{rpc} on `{instance}`{} failed: {reason} (code {code}, error_code {error_code})",
@@ -217,6 +224,12 @@ pub(crate) fn check_status(status: Option<&Status>, site: CallSite<'_>) -> Resul
             instance: site.instance.to_string(),
             database: site.database.to_string(),
             collection: c.to_string(),
+        });
+    }
+    if s.code == CODE_DATABASE_NOT_FOUND && !site.database.is_empty() {
+        return Err(MilvusError::DatabaseNotFound {
+            instance: site.instance.to_string(),
+            database: site.database.to_string(),
         });
     }
     let reason = if s.reason.is_empty() {
