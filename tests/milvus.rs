@@ -821,3 +821,54 @@ async fn gc_pause_is_unsupported_on_2_3_5() {
     let e = pause_gc("http://127.0.0.1:1", 60).await.unwrap_err();
     assert!(e.to_string().contains("cannot reach it"), "{e}");
 }
+
+/// A TCP relay to Milvus B that starts listening only after `delay`, and stops when told.
+async fn late_relay(delay: Duration) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let probe = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = probe.local_addr().unwrap();
+    drop(probe);
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let mut conns = Vec::new();
+        loop {
+            tokio::select! {
+                _ = &mut stop_rx => break,
+                Ok((mut inbound, _)) = listener.accept() => {
+                    conns.push(tokio::spawn(async move {
+                        let mut outbound =
+                            tokio::net::TcpStream::connect(("127.0.0.1", MILVUS_B.port)).await.unwrap();
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }));
+                }
+            }
+        }
+        // Dropping the listener and aborting the relays looks like the server going away.
+        for c in conns {
+            c.abort();
+        }
+    });
+    (format!("http://{addr}"), stop_tx)
+}
+
+#[tokio::test]
+async fn connect_retries_until_the_server_listens_and_reports_it_gone() {
+    MILVUS_B.require();
+    let (uri, stop) = late_relay(Duration::from_millis(500)).await;
+    let mut cfg = MilvusConfig::new("milvus_b", uri.clone());
+    cfg.retries = 4;
+    let c = MilvusClient::connect(&cfg)
+        .await
+        .expect("refused connections are retried with backoff");
+    c.show_collections().await.unwrap();
+
+    stop.send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let e = c.show_collections().await.unwrap_err();
+    assert!(e.is_transient(), "{e:?}");
+    assert!(
+        e.to_string() == format!("cannot reach `milvus_b` at {uri}: connection refused"),
+        "{e}"
+    );
+}
