@@ -51,6 +51,7 @@ impl Interceptor for Headers {
 }
 
 /// Facts about the connection that every clone shares.
+#[derive(Clone)]
 struct Info {
     name: String,
     uri: String,
@@ -274,6 +275,7 @@ fn pairs(kvs: Vec<KeyValuePair>) -> Vec<(String, String)> {
     kvs.into_iter().map(|p| (p.key, p.value)).collect()
 }
 
+/// 200 ms, 400 ms, 800 ms, ... capped at 5 s.
 fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(200u64.saturating_mul(1 << attempt.min(5))).min(Duration::from_secs(5))
 }
@@ -478,16 +480,10 @@ impl MilvusClient {
             .await?
             .version;
         lite = lite || version.starts_with("milvus_lite");
-        client.info = Arc::new(Info {
-            name: cfg.name.clone(),
-            uri: cfg.uri.clone(),
-            user: cfg.user.clone(),
-            uses_token: cfg.token.is_some(),
-            version,
-            lite,
-            timeout: cfg.timeout,
-            retries: cfg.retries,
-        });
+        let mut info = Info::clone(&client.info);
+        info.version = version;
+        info.lite = lite;
+        client.info = Arc::new(info);
         Ok(client)
     }
 
@@ -1671,5 +1667,39 @@ impl MilvusClient {
         )
         .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        assert_eq!(backoff(0), Duration::from_millis(200));
+        assert_eq!(backoff(1), Duration::from_millis(400));
+        assert_eq!(backoff(3), Duration::from_millis(1600));
+        assert_eq!(backoff(30), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn refused_connection_reads_plainly() {
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(root_cause(&io), "connection refused");
+    }
+
+    #[test]
+    fn import_task_reads_failed_reason() {
+        let t = ImportTask::from_pb(m::GetImportStateResponse {
+            state: ImportState::ImportFailed as i32,
+            infos: vec![KeyValuePair {
+                key: "failed_reason".into(),
+                value: "unsupported file type".into(),
+            }],
+            ..Default::default()
+        });
+        assert_eq!(t.state, ImportState::ImportFailed);
+        assert_eq!(t.failed_reason, "unsupported file type");
+        assert_eq!(t.info("failed_reason"), Some("unsupported file type"));
     }
 }
