@@ -11,8 +11,8 @@ use std::time::Duration;
 use crate::secret::Secret;
 
 pub use client::{
-    CollectionInfo, FlushResult, ImportTask, IndexInfo, InsertResult, MilvusClient, PartitionInfo,
-    QueryPage, SegmentInfo,
+    CollectionInfo, FlushResult, ImportTask, IndexInfo, InsertResult, MAX_QUERY_LIMIT,
+    MilvusClient, PartitionInfo, QueryPage, SegmentInfo,
 };
 pub use data::Pk;
 pub use error::MilvusError;
