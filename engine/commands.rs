@@ -39,7 +39,9 @@ pub fn plan(path: &Path, json: bool, detailed: bool) -> Result<ExitCode, Failure
         }
         f
     })?;
-    let p = runtime().block_on(preview::preview(&compiled)).map_err(fail)?;
+    let p = runtime()
+        .block_on(preview::preview(&compiled))
+        .map_err(fail)?;
     let mut out = std::io::stdout().lock();
     if json {
         serde_json::to_writer_pretty(&mut out, &p).map_err(fail)?;
@@ -249,7 +251,13 @@ pub fn status(dir: &Path, run: Option<&str>) -> Result<ExitCode, Failure> {
         },
     };
     let tasks = store.tasks(&r.id).map_err(fail)?;
-    writeln!(out, "run {} of plan `{}` ({})", r.id, r.plan_name, r.plan_path.display())?;
+    writeln!(
+        out,
+        "run {} of plan `{}` ({})",
+        r.id,
+        r.plan_name,
+        r.plan_path.display()
+    )?;
     writeln!(
         out,
         "status {}, started {}, last update {}",

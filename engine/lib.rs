@@ -7,4 +7,5 @@ pub mod fault;
 pub mod milvus;
 pub mod plan;
 pub mod secret;
+pub mod steps;
 pub mod storage;

@@ -2,6 +2,8 @@
 //!
 //! To add a subcommand: add a variant to [`Command`] and an arm to [`run`].
 
+mod commands;
+
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,12 +13,15 @@ use planrun::plan::{self, PlanError};
 
 const EXAMPLES: &str = "\
 Examples:
+  planrun plan plans/migrate.toml
+  planrun apply plans/migrate.toml
   planrun validate plans/migrate.toml
   planrun graph plans/migrate.toml --format mermaid
   planrun schema > schemas/plan.schema.json
   planrun completions bash > ~/.local/share/bash-completion/completions/planrun
 
-Exit codes: 0 ok, 1 error (e.g. unreadable file), 2 invalid plan.";
+Exit codes: 0 ok, 1 error (e.g. unreadable file, a failed step), 2 invalid plan,
+130 interrupted (progress is recorded; apply again to resume).";
 
 /// Declarative migration plans for Milvus: validate, preview, run and resume.
 #[derive(Debug, Parser)]
@@ -44,8 +49,111 @@ enum GraphFormat {
     Mermaid,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Progress {
+    /// Bars on a terminal, plain lines otherwise.
+    Auto,
+    Plain,
+    /// One JSON object per event on stderr.
+    Json,
+}
+
+/// Where recorded runs are looked up.
+#[derive(Debug, clap::Args)]
+struct StateArgs {
+    /// The plan whose `settings.state_dir` holds the runs.
+    #[arg(long)]
+    plan: Option<PathBuf>,
+    /// The state dir itself (default: `.planrun` here).
+    #[arg(long, env = "PLANRUN_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct ApplyFlags {
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    yes: bool,
+    /// Abandon an unfinished run of a changed plan (or re-run a finished one) from the start.
+    #[arg(long)]
+    restart: bool,
+    /// How progress is shown on stderr.
+    #[arg(long, value_enum, default_value_t = Progress::Auto)]
+    progress: Progress,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Show what apply would do: connects and inspects, changes nothing.
+    #[command(after_help = "\
+Examples:
+  planrun plan plans/migrate.toml
+  planrun plan plans/migrate.toml --json | jq .summary
+  planrun plan plans/migrate.toml --detailed-exitcode; echo $?
+
+Per step: the collections, partitions, segments, rows, objects and bytes it would move, what an
+unfinished run already did, and conflicts (existing target, existing backup, unreachable server).
+With --detailed-exitcode: 0 nothing to do, 2 changes to apply, 1 error or conflict.
+The JSON shape is versioned and documented in docs/plan-output.md.")]
+    Plan {
+        /// The plan file (TOML).
+        plan: PathBuf,
+        /// Print the preview as JSON (see docs/plan-output.md).
+        #[arg(long)]
+        json: bool,
+        /// Exit 0 when there is nothing to do, 2 when there are changes, 1 on errors.
+        #[arg(long)]
+        detailed_exitcode: bool,
+    },
+    /// Run a plan, or resume its unfinished run.
+    #[command(after_help = "\
+Examples:
+  planrun apply plans/migrate.toml
+  planrun apply --yes --progress plain plans/migrate.toml
+  planrun apply --restart plans/migrate.toml
+
+Shows the plan first and asks on a terminal. Every finished piece of work is recorded in the
+state dir; a run stopped at any point (Ctrl-C, kill -9, a failure) resumes with the next apply.
+Exit codes: 0 done, 1 failed, 2 invalid plan, 130 interrupted.")]
+    Apply {
+        /// The plan file (TOML).
+        plan: PathBuf,
+        #[command(flatten)]
+        flags: ApplyFlags,
+    },
+    /// Resume a recorded run (its plan must be unchanged).
+    #[command(after_help = "\
+Examples:
+  planrun runs --plan plans/migrate.toml
+  planrun resume 7f3c1a2b --plan plans/migrate.toml")]
+    Resume {
+        /// The run id, or a unique prefix of it.
+        run: String,
+        #[command(flatten)]
+        state: StateArgs,
+        #[command(flatten)]
+        flags: ApplyFlags,
+    },
+    /// List the recorded runs.
+    #[command(after_help = "\
+Examples:
+  planrun runs --plan plans/migrate.toml
+  planrun runs --state-dir plans/.planrun")]
+    Runs {
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Show a run step by step (default: the newest).
+    #[command(after_help = "\
+Examples:
+  planrun status --plan plans/migrate.toml
+  planrun status 7f3c1a2b --plan plans/migrate.toml")]
+    Status {
+        /// The run id, or a unique prefix of it.
+        run: Option<String>,
+        #[command(flatten)]
+        state: StateArgs,
+    },
     /// Check a plan offline and print its steps and dependencies.
     #[command(after_help = "\
 Examples:
@@ -92,9 +200,9 @@ Examples:
 
 /// A failure: the report to print and the exit code.
 #[derive(Debug)]
-struct Failure {
-    report: miette::Report,
-    code: u8,
+pub struct Failure {
+    pub report: miette::Report,
+    pub code: u8,
 }
 
 impl From<PlanError> for Failure {
@@ -118,6 +226,24 @@ impl From<std::io::Error> for Failure {
 fn run(cli: Cli) -> Result<ExitCode, Failure> {
     let mut out = std::io::stdout().lock();
     match cli.command {
+        Command::Plan {
+            plan: path,
+            json,
+            detailed_exitcode,
+        } => return commands::plan(&path, json, detailed_exitcode),
+        Command::Apply { plan: path, flags } => return commands::apply(&path, &flags.into()),
+        Command::Resume { run, state, flags } => {
+            let dir = commands::state_dir(state.plan.as_deref(), state.state_dir)?;
+            return commands::resume(&dir, &run, &flags.into());
+        }
+        Command::Runs { state } => {
+            let dir = commands::state_dir(state.plan.as_deref(), state.state_dir)?;
+            return commands::runs(&dir);
+        }
+        Command::Status { run, state } => {
+            let dir = commands::state_dir(state.plan.as_deref(), state.state_dir)?;
+            return commands::status(&dir, run.as_deref());
+        }
         Command::Validate { plan: path } => {
             let c = plan::load(&path)?;
             let edges = c.dag.edges();
@@ -167,6 +293,20 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
+impl From<ApplyFlags> for commands::ApplyArgs {
+    fn from(f: ApplyFlags) -> Self {
+        commands::ApplyArgs {
+            yes: f.yes,
+            restart: f.restart,
+            style: match f.progress {
+                Progress::Auto => planrun::exec::report::Style::Auto,
+                Progress::Plain => planrun::exec::report::Style::Plain,
+                Progress::Json => planrun::exec::report::Style::Json,
+            },
+        }
+    }
+}
+
 fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
@@ -179,6 +319,7 @@ fn init_logging(verbose: u8, format: LogFormat, color: bool) {
         _ => "trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("PLANRUN_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_env("RUST_LOG"))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

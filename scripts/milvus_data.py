@@ -16,6 +16,7 @@ import argparse
 import json
 import random
 import logging
+import signal
 import sys
 
 from pymilvus import DataType, MilvusClient
@@ -178,6 +179,7 @@ def s3_clean(a):
 
 
 def main():
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `dump | head` ends quietly
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
 

@@ -76,7 +76,10 @@ impl Scenario {
                 "collections = [\"{{ vars.collection }}\"]",
                 "collections = [\"{{ vars.collection }}\", \"{{ vars.collection }}_str\"]",
             );
-        assert!(text.contains(&coll) && text.contains(&backup), "example plan changed shape");
+        assert!(
+            text.contains(&coll) && text.contains(&backup),
+            "example plan changed shape"
+        );
         let text = format!("{text}\n[settings]\nstate_dir = \"{}\"\n", state.display());
         let plan = dir.path().join(example);
         std::fs::write(&plan, text).unwrap();
@@ -92,11 +95,28 @@ impl Scenario {
     }
 
     fn seed(&self) {
-        let int = ok(data(&["seed", "--collection", &self.coll, "--rows", "2400"]));
+        let int = ok(data(&[
+            "seed",
+            "--collection",
+            &self.coll,
+            "--rows",
+            "2400",
+        ]));
         let str_coll = format!("{}_str", self.coll);
         let s = ok(data(&[
-            "seed", "--collection", &str_coll, "--pk", "varchar", "--rows", "900",
-            "--partitions", "2", "--segments", "3", "--delete-every", "5",
+            "seed",
+            "--collection",
+            &str_coll,
+            "--pk",
+            "varchar",
+            "--rows",
+            "900",
+            "--partitions",
+            "2",
+            "--segments",
+            "3",
+            "--delete-every",
+            "5",
         ]));
         for out in [int, s] {
             let v: Value = serde_json::from_str(out.trim()).unwrap();
@@ -135,10 +155,23 @@ impl Scenario {
     pub fn cleanup(&self) {
         for c in [self.coll.clone(), format!("{}_str", self.coll)] {
             data(&["drop", &c]);
-            data(&["drop", "--uri", &MILVUS_B.uri(), "--token", "", &format!("{c}_bak")]);
+            data(&[
+                "drop",
+                "--uri",
+                &MILVUS_B.uri(),
+                "--token",
+                "",
+                &format!("{c}_bak"),
+            ]);
         }
         for b in ["bucket-a", "bucket-b"] {
-            data(&["s3-clean", "--bucket", b, "--prefix", &format!("backup/{}/", self.backup)]);
+            data(&[
+                "s3-clean",
+                "--bucket",
+                b,
+                "--prefix",
+                &format!("backup/{}/", self.backup),
+            ]);
         }
     }
 }
@@ -147,7 +180,10 @@ impl Scenario {
 fn migrate_backup_copy_restore_end_to_end() {
     let s = Scenario::new("migrate.toml");
     let out = ok(planrun(&["apply", "--yes", s.plan_path()]));
-    assert!(out.contains("3 of 3 steps done") || out.contains("done"), "{out}");
+    assert!(
+        out.contains("3 of 3 steps done") || out.contains("done"),
+        "{out}"
+    );
     s.assert_restored();
 
     // A second apply of the finished plan does nothing and says so.
@@ -183,7 +219,12 @@ fn world(s: &Scenario) -> String {
     if s.state.exists() {
         for e in walk(&s.state) {
             let meta = std::fs::metadata(&e).unwrap();
-            w += &format!("{} {} {:?}\n", e.display(), meta.len(), meta.modified().unwrap());
+            w += &format!(
+                "{} {} {:?}\n",
+                e.display(),
+                meta.len(),
+                meta.modified().unwrap()
+            );
         }
     }
     w
@@ -214,8 +255,14 @@ fn dry_run_changes_nothing_and_reports_counts() {
     let backup = &v["steps"][0];
     assert_eq!(backup["id"], "backup");
     assert_eq!(backup["counts"]["collections"], 2);
-    assert!(backup["counts"]["segments"].as_u64().unwrap() >= 6, "{backup}");
-    assert!(backup["counts"]["objects"].as_u64().unwrap() > 0, "{backup}");
+    assert!(
+        backup["counts"]["segments"].as_u64().unwrap() >= 6,
+        "{backup}"
+    );
+    assert!(
+        backup["counts"]["objects"].as_u64().unwrap() > 0,
+        "{backup}"
+    );
     assert_eq!(v["summary"]["conflicts"], 0, "{v}");
     let human = ok(planrun(&["plan", s.plan_path()]));
     assert!(human.contains(&format!("{}_bak", s.coll)), "{human}");
@@ -249,7 +296,10 @@ fn resume_after_kill_at_many_points_loses_nothing_and_duplicates_nothing() {
             break;
         }
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("PLANRUN_CRASH"), "died for another reason: {err}");
+        assert!(
+            err.contains("PLANRUN_CRASH"),
+            "died for another reason: {err}"
+        );
         kills += 1;
     }
     if !finished {

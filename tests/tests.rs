@@ -1,6 +1,7 @@
 //! All integration tests compile into this one binary.
 
 mod cli;
+mod e2e;
 mod milvus;
 mod plan_load;
 mod storage;

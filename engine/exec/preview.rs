@@ -102,7 +102,11 @@ pub async fn preview(compiled: &Compiled) -> Result<Preview, crate::checkpoint::
     // What each location will hold once earlier steps ran: backup contents by location.
     let mut produced: BTreeMap<String, (BackupInfo, Counts)> = BTreeMap::new();
     for id in compiled.dag.order() {
-        let step = plan.steps.iter().find(|s| s.id == id).expect("dag ids are steps");
+        let step = plan
+            .steps
+            .iter()
+            .find(|s| s.id == id)
+            .expect("dag ids are steps");
         let mut p = StepPreview {
             id: id.to_string(),
             kind: step.kind.type_name().to_string(),
@@ -139,7 +143,10 @@ async fn backup(
     produced: &mut BTreeMap<String, (BackupInfo, Counts)>,
     resuming: bool,
 ) {
-    p.description = format!("back up {:?} from `{}` into {}", step.collections, step.instance, step.to);
+    p.description = format!(
+        "back up {:?} from `{}` into {}",
+        step.collections, step.instance, step.to
+    );
     let inst = &res.plan.instances[&step.instance];
     let client = match res.milvus(&step.instance).await {
         Ok(c) => c,
@@ -172,10 +179,18 @@ async fn backup(
     };
     for db in dbs {
         let c = client.with_database(&db);
-        let Ok(names) = c.show_collections().await else { continue };
-        for name in names.into_iter().filter(|n| patterns.iter().any(|pt| pt.matches(&db, n))) {
+        let Ok(names) = c.show_collections().await else {
+            continue;
+        };
+        for name in names
+            .into_iter()
+            .filter(|n| patterns.iter().any(|pt| pt.matches(&db, n)))
+        {
             let parts = c.show_partitions(&name).await.unwrap_or_default();
-            let segs = c.get_persistent_segment_info(&name).await.unwrap_or_default();
+            let segs = c
+                .get_persistent_segment_info(&name)
+                .await
+                .unwrap_or_default();
             let desc = c.describe_collection(&name).await.ok();
             let rows = match c.query_count(&name, &[], "").await {
                 Ok(n) => n,
@@ -218,14 +233,29 @@ async fn backup(
                         ..Default::default()
                     })
                     .collect(),
-                index_infos: Vec::new(),
+                index_infos: c
+                    .describe_index(&name)
+                    .await
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|i| meta::IndexInfo {
+                        field_name: i.field_name,
+                        index_name: i.index_name,
+                        ..Default::default()
+                    })
+                    .collect(),
                 planrun_row_count: Some(rows),
                 ..Default::default()
             });
         }
     }
     for pt in &patterns {
-        if pt.is_literal() && !info.collection_backups.iter().any(|c| pt.matches(&c.db_name, &c.collection_name)) {
+        if pt.is_literal()
+            && !info
+                .collection_backups
+                .iter()
+                .any(|c| pt.matches(&c.db_name, &c.collection_name))
+        {
             p.conflicts.push(format!(
                 "collection `{}` does not exist in database `{}` on `{}`",
                 pt.coll,
@@ -243,7 +273,12 @@ async fn copy(
     p: &mut StepPreview,
     produced: &mut BTreeMap<String, (BackupInfo, Counts)>,
 ) {
-    p.description = format!("copy {} → {}{}", step.from, step.to, server_side_note(res, &step.from, &step.to));
+    p.description = format!(
+        "copy {} → {}{}",
+        step.from,
+        step.to,
+        server_side_note(res, &step.from, &step.to)
+    );
     let upstream = produced.get(&step.from.to_string()).cloned();
     let listed = async {
         let src = res.storage(&step.from.bucket).await?;
@@ -272,7 +307,10 @@ async fn copy(
                 human_bytes(p.counts.bytes)
             ));
             if objects.is_empty() {
-                p.conflicts.push(format!("`{}` is empty and no earlier step writes it", step.from));
+                p.conflicts.push(format!(
+                    "`{}` is empty and no earlier step writes it",
+                    step.from
+                ));
             }
             if let Some(up) = up {
                 produced.insert(step.to.to_string(), up);
@@ -291,12 +329,16 @@ async fn copy(
             produced.insert(step.to.to_string(), (info, counts));
         }
         (Err(e), None) => p.conflicts.push(e.to_string()),
+        (Ok(_), None) => unreachable!("the first arm takes every listing without an upstream"),
     }
 }
 
 fn server_side_note(res: &Resources, a: &Location, b: &Location) -> &'static str {
     use crate::plan::BucketKind;
-    match (&res.plan.buckets[&a.bucket].kind, &res.plan.buckets[&b.bucket].kind) {
+    match (
+        &res.plan.buckets[&a.bucket].kind,
+        &res.plan.buckets[&b.bucket].kind,
+    ) {
         (BucketKind::S3 { endpoint: e1, .. }, BucketKind::S3 { endpoint: e2, .. }) if e1 == e2 => {
             " (server-side)"
         }
@@ -332,8 +374,10 @@ async fn restore(
     };
     let inst = &res.plan.instances[&step.instance];
     if inst.data.is_none() {
-        p.conflicts
-            .push(format!("instance `{}` has no `data`; a binlog restore needs it", step.instance));
+        p.conflicts.push(format!(
+            "instance `{}` has no `data`; a binlog restore needs it",
+            step.instance
+        ));
     } else if let Some(d) = &inst.data {
         if !res.same_bucket(&d.bucket, &step.from.bucket) {
             p.changes.push(format!(
@@ -351,9 +395,17 @@ async fn restore(
     };
     for (info, target) in selected(step, &backup) {
         let db = step.database.clone().unwrap_or_else(|| {
-            if info.db_name.is_empty() { "default".into() } else { info.db_name.clone() }
+            if info.db_name.is_empty() {
+                "default".into()
+            } else {
+                info.db_name.clone()
+            }
         });
-        let segs: u64 = info.partition_backups.iter().map(|x| x.segment_backups.len() as u64).sum();
+        let segs: u64 = info
+            .partition_backups
+            .iter()
+            .map(|x| x.segment_backups.len() as u64)
+            .sum();
         if !p.estimated {
             p.counts.collections += 1;
             p.counts.partitions += info.partition_backups.len() as u64;
@@ -361,14 +413,20 @@ async fn restore(
             p.counts.rows += info.planrun_row_count.unwrap_or(0);
         }
         let exists = match &client {
-            Some(c) => c.with_database(&db).has_collection(&target).await.unwrap_or(false),
+            Some(c) => c
+                .with_database(&db)
+                .has_collection(&target)
+                .await
+                .unwrap_or(false),
             None => false,
         };
         let what = format!(
             "{db}.{target} from `{}`: {} partitions, {} rows, {} indexes{}",
             info.collection_name,
             info.partition_backups.len(),
-            info.planrun_row_count.map(|n| n.to_string()).unwrap_or_else(|| "?".into()),
+            info.planrun_row_count
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "?".into()),
             info.index_infos.len(),
             if step.load { ", load" } else { "" }
         );
@@ -381,8 +439,12 @@ async fn restore(
                         step.instance
                     ));
                 }
-                OnConflict::Skip => p.changes.push(format!("= {target} exists: skipped (on_conflict = \"skip\")")),
-                OnConflict::Drop => p.changes.push(format!("-/+ {what} (the existing collection is dropped first)")),
+                OnConflict::Skip => p.changes.push(format!(
+                    "= {target} exists: skipped (on_conflict = \"skip\")"
+                )),
+                OnConflict::Drop => p.changes.push(format!(
+                    "-/+ {what} (the existing collection is dropped first)"
+                )),
             }
         } else {
             p.changes.push(format!("+ {what}"));
@@ -414,17 +476,21 @@ pub fn render(p: &Preview) -> String {
             s += &format!("    {c}\n");
         }
         let c = &st.counts;
-        if *c != Counts::default() {
-            s += &format!(
-                "    {}{} collections, {} partitions, {} segments, {} rows, {} objects, {}\n",
-                if st.estimated { "≈ " } else { "" },
-                c.collections,
-                c.partitions,
-                c.segments,
-                c.rows,
-                c.objects,
-                human_bytes(c.bytes)
-            );
+        let parts: Vec<String> = [
+            (c.collections, "collections"),
+            (c.partitions, "partitions"),
+            (c.segments, "segments"),
+            (c.rows, "rows"),
+            (c.objects, "objects"),
+        ]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .chain((c.bytes > 0).then(|| human_bytes(c.bytes)))
+        .collect();
+        if !parts.is_empty() {
+            let approx = if st.estimated { "about " } else { "" };
+            s += &format!("    {approx}{}\n", parts.join(", "));
         }
         for c in &st.conflicts {
             s += &format!("    ! {c}\n");

@@ -325,7 +325,11 @@ pub fn json_diff(old: &serde_json::Value, new: &serde_json::Value) -> String {
         match v {
             serde_json::Value::Object(m) => {
                 for (k, v) in m {
-                    let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
                     flatten(v, p, out);
                 }
             }
@@ -367,7 +371,10 @@ mod tests {
             &json!({"steps": {"restore": {"suffix": "_bak"}, "copy": {"to": "b:x"}}}),
             &json!({"steps": {"restore": {"suffix": "_new"}, "verify": {"x": 1}}}),
         );
-        assert!(d.contains("~ steps.restore.suffix: \"_bak\" → \"_new\""), "{d}");
+        assert!(
+            d.contains("~ steps.restore.suffix: \"_bak\" → \"_new\""),
+            "{d}"
+        );
         assert!(d.contains("- steps.copy.to = \"b:x\""), "{d}");
         assert!(d.contains("+ steps.verify.x = 1"), "{d}");
     }

@@ -83,9 +83,10 @@ pub async fn run(ctx: &StepCtx, step: &BackupStep) -> Result<String> {
     let gc = inst.management.clone();
     if let Some(url) = &gc {
         match crate::milvus::pause_gc(url, GC_PAUSE_SECS).await {
-            Ok(()) => ctx
-                .events
-                .info(&ctx.step, format!("paused garbage collection of `{}`", step.instance)),
+            Ok(()) => ctx.events.info(
+                &ctx.step,
+                format!("paused garbage collection of `{}`", step.instance),
+            ),
             Err(e) => ctx.events.warn(
                 &ctx.step,
                 format!(
@@ -101,7 +102,8 @@ pub async fn run(ctx: &StepCtx, step: &BackupStep) -> Result<String> {
         let mut infos = Vec::new();
         for (db, name) in &collections {
             ctx.check_cancel()?;
-            let info = backup_collection(ctx, &client, &data, &src, &dst, &step.to, db, name).await?;
+            let info =
+                backup_collection(ctx, &client, &data, &src, &dst, &step.to, db, name).await?;
             infos.push(info);
         }
         Ok::<_, super::StepError>(infos)
@@ -208,15 +210,18 @@ async fn backup_collection(
     }
     let client = client.with_database(db);
     let snap: Snapshot = ctx
-        .once(&format!("{key}/snapshot"), || snapshot(&client, data, src, db, name))
+        .once(&format!("{key}/snapshot"), || {
+            snapshot(&client, data, src, db, name)
+        })
         .await?;
     let bytes: u64 = snap.objects.iter().map(|o| o.size).sum();
     ctx.events
         .planned(&ctx.step, snap.objects.len() as u64, bytes);
 
     // Copy every object, checkpointing each; a crash repeats at most the copies in flight.
-    let results: Vec<(String, Option<String>)> = futures::stream::iter(snap.objects.iter())
-        .map(|o| {
+    // Owned items and a plain closure: borrowed ones make the spawned step future not `Send`.
+    let results: Vec<(String, Option<String>)> = futures::stream::iter(snap.objects.clone())
+        .map(|o: SourceObject| {
             let task = format!("{key}/obj/{}", o.rel);
             async move {
                 let (md5, _cached): (Option<String>, bool) = ctx
@@ -393,7 +398,10 @@ async fn snapshot(
             s.deltalogs.push(deltas);
         }
         s.binlogs.sort_by_key(|f| f.field_id);
-        match parts.iter_mut().find(|p| p.partition_id == seg.partition_id) {
+        match parts
+            .iter_mut()
+            .find(|p| p.partition_id == seg.partition_id)
+        {
             Some(p) => {
                 p.size += s.size;
                 p.segment_backups.push(s);
@@ -414,7 +422,7 @@ async fn snapshot(
         collection_name: name.to_string(),
         schema: (&desc.schema).into(),
         shards_num: desc.shards_num,
-        consistency_level: desc.consistency_level,
+        consistency_level: desc.consistency_level as i32,
         partition_backups: parts,
         backup_timestamp: crate::checkpoint::now() * 1000,
         size,
@@ -424,12 +432,17 @@ async fn snapshot(
             .map(|i| IndexInfo {
                 field_name: i.field_name.clone(),
                 index_name: i.index_name.clone(),
-                index_type: i.params.get("index_type").cloned().unwrap_or_default(),
-                params: i.params.clone(),
+                index_type: i
+                    .params
+                    .iter()
+                    .find(|(k, _)| k == "index_type")
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default(),
+                params: i.params.iter().cloned().collect(),
             })
             .collect(),
         load_state: String::new(),
-        properties: meta::kv_from_pb(&desc.properties),
+        properties: meta::kv_from_pairs(&desc.properties),
         aliases: desc.aliases.clone(),
         planrun_row_count: row_count,
     };
@@ -438,14 +451,21 @@ async fn snapshot(
 
 async fn write_meta(dst: &Arc<dyn Storage>, to: &Location, backup: &BackupInfo) -> Result<()> {
     fn json<T: Serialize>(v: &T) -> bytes::Bytes {
-        serde_json::to_vec_pretty(v).expect("meta serialises").into()
+        serde_json::to_vec_pretty(v)
+            .expect("meta serialises")
+            .into()
     }
     let (b, c, p, s) = backup.split();
     // Per-level files first; `backup_meta.json`, which both tools test for, last.
-    dst.put_bytes(&join(to, meta::COLLECTION_META), json(&c)).await?;
-    dst.put_bytes(&join(to, meta::PARTITION_META), json(&p)).await?;
-    dst.put_bytes(&join(to, meta::SEGMENT_META), json(&s)).await?;
-    dst.put_bytes(&join(to, meta::FULL_META), json(backup)).await?;
-    dst.put_bytes(&join(to, meta::BACKUP_META), json(&b)).await?;
+    dst.put_bytes(&join(to, meta::COLLECTION_META), json(&c))
+        .await?;
+    dst.put_bytes(&join(to, meta::PARTITION_META), json(&p))
+        .await?;
+    dst.put_bytes(&join(to, meta::SEGMENT_META), json(&s))
+        .await?;
+    dst.put_bytes(&join(to, meta::FULL_META), json(backup))
+        .await?;
+    dst.put_bytes(&join(to, meta::BACKUP_META), json(&b))
+        .await?;
     Ok(())
 }

@@ -20,10 +20,12 @@ pub async fn run(ctx: &StepCtx, step: &CopyStep) -> Result<String> {
     let total: u64 = objects.iter().map(|o| o.size).sum();
     ctx.events.planned(&ctx.step, objects.len() as u64, total);
 
-    let outcomes: Vec<Outcome> = futures::stream::iter(objects.iter())
-        .map(|o| {
+    let prefix = prefix.as_str();
+    let outcomes: Vec<Outcome> = futures::stream::iter(objects.clone())
+        .map(|o: ObjectMeta| {
             let (src, dst) = (src.clone(), dst.clone());
             async move {
+                let o = &o;
                 let rel = &o.key[prefix.len()..];
                 let to = join(&step.to, rel);
                 let (outcome, _) = ctx
@@ -34,8 +36,9 @@ pub async fn run(ctx: &StepCtx, step: &CopyStep) -> Result<String> {
                                 return Ok(Outcome::Present);
                             }
                         }
-                        let r = storage::copy_object(src.as_ref(), &o.key, dst.as_ref(), &to, &|_| {})
-                            .await?;
+                        let r =
+                            storage::copy_object(src.as_ref(), &o.key, dst.as_ref(), &to, &|_| {})
+                                .await?;
                         Ok(if r.server_side {
                             Outcome::ServerSide
                         } else {
@@ -53,7 +56,10 @@ pub async fn run(ctx: &StepCtx, step: &CopyStep) -> Result<String> {
     ctx.tasks.sync().await?;
 
     let present = outcomes.iter().filter(|o| **o == Outcome::Present).count();
-    let server = outcomes.iter().filter(|o| **o == Outcome::ServerSide).count();
+    let server = outcomes
+        .iter()
+        .filter(|o| **o == Outcome::ServerSide)
+        .count();
     let streamed: u64 = outcomes
         .iter()
         .map(|o| match o {

@@ -19,7 +19,13 @@ pub const PARTITION_META: &str = "meta/partition_meta.json";
 pub const SEGMENT_META: &str = "meta/segment_meta.json";
 pub const FULL_META: &str = "meta/full_meta.json";
 /// Every metadata file a backup holds besides its binlogs.
-pub const META_FILES: [&str; 5] = [BACKUP_META, COLLECTION_META, PARTITION_META, SEGMENT_META, FULL_META];
+pub const META_FILES: [&str; 5] = [
+    BACKUP_META,
+    COLLECTION_META,
+    PARTITION_META,
+    SEGMENT_META,
+    FULL_META,
+];
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -219,7 +225,14 @@ impl SegmentBackupInfo {
 
 impl BackupInfo {
     /// The four per-level files milvus-backup also writes, derived from the full meta.
-    pub fn split(&self) -> (BackupInfo, Vec<CollectionBackupInfo>, Vec<PartitionBackupInfo>, Vec<SegmentBackupInfo>) {
+    pub fn split(
+        &self,
+    ) -> (
+        BackupInfo,
+        Vec<CollectionBackupInfo>,
+        Vec<PartitionBackupInfo>,
+        Vec<SegmentBackupInfo>,
+    ) {
         let mut backup = self.clone();
         let mut colls = Vec::new();
         let mut parts = Vec::new();
@@ -243,6 +256,21 @@ pub fn kv_from_pb(kvs: &[pb::common::KeyValuePair]) -> Vec<KeyValue> {
             key: kv.key.clone(),
             value: kv.value.clone(),
         })
+        .collect()
+}
+
+pub fn kv_from_pairs(kvs: &[(String, String)]) -> Vec<KeyValue> {
+    kvs.iter()
+        .map(|(key, value)| KeyValue {
+            key: key.clone(),
+            value: value.clone(),
+        })
+        .collect()
+}
+
+pub fn kv_to_pairs(kvs: &[KeyValue]) -> Vec<(String, String)> {
+    kvs.iter()
+        .map(|kv| (kv.key.clone(), kv.value.clone()))
         .collect()
 }
 
@@ -398,7 +426,10 @@ mod tests {
     fn json_uses_milvus_backup_keys_and_reads_without_planrun_extras() {
         let json = serde_json::to_value(segment()).unwrap();
         assert_eq!(json["binlogs"][0]["fieldID"], 100);
-        assert_eq!(json["binlogs"][0]["binlogs"][0]["log_path"], "files/insert_log/1/2/7/100/55");
+        assert_eq!(
+            json["binlogs"][0]["binlogs"][0]["log_path"],
+            "files/insert_log/1/2/7/100/55"
+        );
         // A milvus-backup file has no md5 and omits zero values.
         let theirs: SegmentBackupInfo = serde_json::from_str(
             r#"{"segment_id":7,"binlogs":[{"fieldID":100,"binlogs":[{"log_path":"x","log_size":1}]}]}"#,

@@ -15,7 +15,8 @@ use super::meta::{self, BackupInfo, CollectionBackupInfo, SegmentBackupInfo};
 use super::select::Pattern;
 use super::{Result, StepCtx, StepError, fail, join, join_key, to_json};
 use crate::checkpoint::TaskState;
-use crate::milvus::{ImportState, MilvusClient};
+use crate::milvus::MilvusClient;
+use crate::milvus::pb::common::{ConsistencyLevel, ImportState};
 use crate::plan::{Location, Naming, OnConflict, RestoreStep};
 use crate::storage::{self, Storage};
 
@@ -73,7 +74,11 @@ pub fn selected<'a>(
         .iter()
         .filter(|c| {
             patterns.as_ref().is_none_or(|ps| {
-                let db = if c.db_name.is_empty() { "default" } else { &c.db_name };
+                let db = if c.db_name.is_empty() {
+                    "default"
+                } else {
+                    &c.db_name
+                };
                 ps.iter().any(|p| p.matches(db, &c.collection_name))
             })
         })
@@ -120,7 +125,10 @@ pub async fn run(ctx: &StepCtx, step: &RestoreStep) -> Result<String> {
     let import_root = if staged {
         Location {
             bucket: data.bucket.clone(),
-            path: join_key(&data.path, &format!("planrun-staging/{}/{}", ctx.run, ctx.step)),
+            path: join_key(
+                &data.path,
+                &format!("planrun-staging/{}/{}", ctx.run, ctx.step),
+            ),
         }
     } else {
         step.from.clone()
@@ -163,7 +171,11 @@ pub async fn run(ctx: &StepCtx, step: &RestoreStep) -> Result<String> {
 }
 
 fn non_empty(s: &str, default: &str) -> String {
-    if s.is_empty() { default.to_string() } else { s.to_string() }
+    if s.is_empty() {
+        default.to_string()
+    } else {
+        s.to_string()
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -228,17 +240,18 @@ async fn restore_collection(
                             ));
                         }
                         OnConflict::Skip => {
-                            let line = format!("`{target}` exists, skipped (on_conflict = \"skip\")");
+                            let line =
+                                format!("`{target}` exists, skipped (on_conflict = \"skip\")");
                             ctx.events.info(&ctx.step, &line);
                             ctx.set(&key, TaskState::Done(to_json(&line))).await?;
                             return Ok(line);
                         }
                         OnConflict::Drop => {
                             let pending = client
-                                .list_import_tasks(target)
+                                .list_import_tasks(target, 0)
                                 .await?
                                 .into_iter()
-                                .filter(|t| t.state.is_pending())
+                                .filter(|t| in_flight(t.state))
                                 .count();
                             if pending > 0 {
                                 return fail(format!(
@@ -265,12 +278,14 @@ async fn restore_collection(
                         target,
                         &info.schema.to_pb(target),
                         info.shards_num,
-                        info.consistency_level,
-                        &meta::kv_to_pb(&info.properties),
+                        ConsistencyLevel::try_from(info.consistency_level)
+                            .unwrap_or(ConsistencyLevel::Bounded),
+                        &meta::kv_to_pairs(&info.properties),
                     )
                     .await?;
             }
-            ctx.set(&create_key, TaskState::Done(to_json(&true))).await?;
+            ctx.set(&create_key, TaskState::Done(to_json(&true)))
+                .await?;
         }
     }
 
@@ -285,36 +300,44 @@ async fn restore_collection(
     .await?;
 
     // Stage (copy into the instance's bucket) the files of every segment, then import each.
-    let rows: Vec<i64> = futures::stream::iter(info.partition_backups.iter().flat_map(|p| {
-        p.segment_backups
-            .iter()
-            .map(move |s| (p.partition_name.as_str(), s))
-    }))
-    .map(|(partition, seg)| async move {
-        if let Some((from, data)) = stage {
-            for (rel, _, _) in seg.files() {
-                ctx.once_lazy(&format!("{key}/stage/{rel}"), || async {
-                    storage::copy_object(
-                        from.as_ref(),
-                        &join(&step.from, &rel),
-                        data.as_ref(),
-                        &join(import_root, &rel),
-                        &|_| {},
-                    )
+    // Owned items and a plain closure: borrowed ones make the spawned step future not `Send`.
+    let work: Vec<(String, SegmentBackupInfo)> = info
+        .partition_backups
+        .iter()
+        .flat_map(|p| {
+            p.segment_backups
+                .iter()
+                .map(|s| (p.partition_name.clone(), s.clone()))
+        })
+        .collect();
+    let key_ref = key.as_str();
+    let rows: Vec<i64> = futures::stream::iter(work)
+        .map(|(partition, seg): (String, SegmentBackupInfo)| async move {
+            let (key, seg, partition) = (key_ref, &seg, partition.as_str());
+            if let Some((from, data)) = stage {
+                for (rel, _, _) in seg.files() {
+                    ctx.once_lazy(&format!("{key}/stage/{rel}"), || async {
+                        storage::copy_object(
+                            from.as_ref(),
+                            &join(&step.from, &rel),
+                            data.as_ref(),
+                            &join(import_root, &rel),
+                            &|_| {},
+                        )
+                        .await?;
+                        Ok(true)
+                    })
                     .await?;
-                    Ok(true)
-                })
-                .await?;
+                }
             }
-        }
-        let n = import_segment(ctx, client, &key, target, partition, seg, import_root).await?;
-        let bytes: i64 = seg.size;
-        ctx.events.progress(&ctx.step, 1, bytes as u64);
-        Ok::<_, StepError>(n)
-    })
-    .buffer_unordered(ctx.concurrency())
-    .try_collect()
-    .await?;
+            let n = import_segment(ctx, client, &key, target, partition, seg, import_root).await?;
+            let bytes: i64 = seg.size;
+            ctx.events.progress(&ctx.step, 1, bytes as u64);
+            Ok::<_, StepError>(n)
+        })
+        .buffer_unordered(ctx.concurrency())
+        .try_collect()
+        .await?;
     ctx.tasks.sync().await?;
     let imported: i64 = rows.iter().sum();
 
@@ -324,7 +347,12 @@ async fn restore_collection(
             for idx in &info.index_infos {
                 if !have.iter().any(|h| h.index_name == idx.index_name) {
                     client
-                        .create_index(target, &idx.field_name, &idx.index_name, &idx.params)
+                        .create_index(
+                            target,
+                            &idx.field_name,
+                            &idx.index_name,
+                            &idx.params.clone().into_iter().collect::<Vec<_>>(),
+                        )
                         .await?;
                 }
             }
@@ -364,20 +392,35 @@ async fn restore_collection(
 
 /// Does the existing `target` look like what this restore creates? Used to adopt a collection
 /// that a crashed run created after recording its intent.
-async fn same_shape(client: &MilvusClient, target: &str, info: &CollectionBackupInfo) -> Result<bool> {
+async fn same_shape(
+    client: &MilvusClient,
+    target: &str,
+    info: &CollectionBackupInfo,
+) -> Result<bool> {
     let desc = client.describe_collection(target).await?;
     let theirs = meta::CollectionSchema::from(&desc.schema);
     Ok(theirs.shape() == info.schema.shape())
 }
 
-/// The paths Milvus's binlog import takes for one segment: its group directories.
+fn failed(s: ImportState) -> bool {
+    matches!(
+        s,
+        ImportState::ImportFailed | ImportState::ImportFailedAndCleaned
+    )
+}
+
+fn in_flight(s: ImportState) -> bool {
+    !failed(s) && s != ImportState::ImportCompleted
+}
+
+/// What Milvus 2.3's binlog import takes for one segment: its insert and delta log directories,
+/// as full keys in the instance's bucket. An empty delta path would bring deleted rows back; a
+/// missing delta directory (no deletes) is fine.
 fn import_files(root: &Location, seg: &SegmentBackupInfo) -> Vec<String> {
-    let delta = if seg.deltalogs.iter().any(|d| !d.binlogs.is_empty()) {
-        format!("{}/", join(root, &seg.delta_group_dir()))
-    } else {
-        String::new()
-    };
-    vec![format!("{}/", join(root, &seg.insert_group_dir())), delta]
+    vec![
+        format!("{}/", join(root, &seg.insert_dir())),
+        format!("{}/", join(root, &seg.delta_dir())),
+    ]
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -403,10 +446,14 @@ async fn import_segment(
             // An intent without a task id: the import may have started before the crash.
             let adopted = if matches!(state, Some(TaskState::Intent(_))) {
                 client
-                    .list_import_tasks(target)
+                    .list_import_tasks(target, 0)
                     .await?
                     .into_iter()
-                    .filter(|t| !t.state.is_failed() && t.files.first() == files.first())
+                    .filter(|t| {
+                        !failed(t.state)
+                            && t.info("files")
+                                .is_some_and(|f| f.contains(files[0].as_str()))
+                    })
                     .map(|t| t.id)
                     .collect::<Vec<_>>()
             } else {
@@ -418,17 +465,26 @@ async fn import_segment(
                 let ids = client
                     .import(
                         target,
-                        partition,
+                        Some(partition),
                         files.clone(),
-                        vec![("backup".to_string(), "true".to_string())],
+                        &[("backup".to_string(), "true".to_string())],
                     )
                     .await?;
-                ctx.set(&task, TaskState::Started(to_json(&Started { tasks: ids.clone() })))
-                    .await?;
+                crate::fault::point("import-started");
+                ctx.set(
+                    &task,
+                    TaskState::Started(to_json(&Started { tasks: ids.clone() })),
+                )
+                .await?;
                 ids
             } else {
-                ctx.set(&task, TaskState::Started(to_json(&Started { tasks: adopted.clone() })))
-                    .await?;
+                ctx.set(
+                    &task,
+                    TaskState::Started(to_json(&Started {
+                        tasks: adopted.clone(),
+                    })),
+                )
+                .await?;
                 adopted
             }
         }
@@ -452,16 +508,18 @@ async fn wait_import(
     let mut delay = Duration::from_millis(500);
     loop {
         let st = ctx
-            .retry("import state", || async { Ok(client.get_import_state(id).await?) })
+            .retry("import state", || async {
+                Ok(client.get_import_state(id).await?)
+            })
             .await?;
         match st.state {
-            ImportState::Completed => return Ok(st.row_count),
-            s if s.is_failed() => {
+            ImportState::ImportCompleted => return Ok(st.row_count),
+            s if failed(s) => {
                 return fail(format!(
                     "import of segment {} into `{target}` on `{}` failed: {}",
                     seg.segment_id,
                     client.name(),
-                    st.reason
+                    st.failed_reason
                 ));
             }
             _ => {}
