@@ -1,5 +1,6 @@
 //! All integration tests compile into this one binary.
 
+mod bench_smoke;
 mod cli;
 mod e2e;
 mod milvus;

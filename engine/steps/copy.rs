@@ -1,5 +1,7 @@
 //! The `copy` step: every object under one location into another, skipping what is already there.
 
+use std::collections::HashMap;
+
 use futures::{StreamExt, TryStreamExt};
 
 use super::{Result, StepCtx, join};
@@ -19,8 +21,16 @@ pub async fn run(ctx: &StepCtx, step: &CopyStep) -> Result<String> {
     }
     let total: u64 = objects.iter().map(|o| o.size).sum();
     ctx.events.planned(&ctx.step, objects.len() as u64, total);
+    // What the destination already holds, from one listing instead of a HEAD per object (no
+    // other step may write here, so it cannot change under us).
+    let to_prefix = dir_prefix(&step.to.path);
+    let present: HashMap<String, ObjectMeta> = dst
+        .list(&to_prefix)
+        .map_ok(|o| (o.key[to_prefix.len()..].to_string(), o))
+        .try_collect()
+        .await?;
 
-    let prefix = prefix.as_str();
+    let (prefix, present) = (prefix.as_str(), &present);
     let outcomes: Vec<Outcome> = futures::stream::iter(objects.clone())
         .map(|o: ObjectMeta| {
             let (src, dst) = (src.clone(), dst.clone());
@@ -31,14 +41,11 @@ pub async fn run(ctx: &StepCtx, step: &CopyStep) -> Result<String> {
                 let (outcome, _) = ctx
                     .once_lazy(&format!("obj/{rel}"), || async {
                         // Present with the same size and checksum: nothing to move.
-                        if let Some(have) = dst.head(&to).await? {
-                            if same_content(o, &have) {
-                                return Ok(Outcome::Present);
-                            }
+                        if present.get(rel).is_some_and(|have| same_content(o, have)) {
+                            return Ok(Outcome::Present);
                         }
-                        let r =
-                            storage::copy_object(src.as_ref(), &o.key, dst.as_ref(), &to, &|_| {})
-                                .await?;
+                        let r = storage::copy_listed(src.as_ref(), o, dst.as_ref(), &to, &|_| {})
+                            .await?;
                         Ok(if r.server_side {
                             Outcome::ServerSide
                         } else {

@@ -4,7 +4,7 @@ use futures::channel::mpsc;
 use futures::{SinkExt, StreamExt};
 use md5::{Digest, Md5};
 
-use super::{ObjectMeta, Storage, StorageError, md5_hex};
+use super::{ByteStream, ObjectMeta, Storage, StorageError, md5_hex};
 
 /// Chunks in flight between the reading and the writing half of a streamed copy. With the writer's
 /// one part buffer this bounds a copy's memory.
@@ -47,72 +47,59 @@ pub async fn copy_object(
             place: std::sync::Arc::new(src.place().clone()),
             key: src_key.to_string(),
         })?;
+    if let Some(report) = server_side(src, &meta, true, dst, dst_key, on_bytes).await? {
+        return Ok(report);
+    }
+    let body = src.get(src_key).await?;
+    stream_copy(src, &meta, body, dst, dst_key, on_bytes).await
+}
 
-    if let (Some(s3_src), Some(s3_dst)) = (src.as_s3(), dst.as_s3())
-        && s3_dst.same_endpoint(s3_src)
-    {
-        // S3 refuses to copy an object onto itself; it is already where it should be.
-        if s3_src.bucket() == s3_dst.bucket() && src_key == dst_key {
-            on_bytes(meta.size);
-            return Ok(CopyReport {
-                dst: meta,
-                server_side: true,
-                bytes_transferred: 0,
-            });
-        }
-        tracing::debug!(
-            src = src.name(),
-            src_key,
-            dst = dst.name(),
-            dst_key,
-            size = meta.size,
-            "server-side copy"
-        );
-        match s3_dst.copy_from(s3_src, &meta, dst_key).await {
-            Ok(copied) => {
-                let fail = |detail: String| Failure {
-                    src,
-                    src_key,
-                    dst,
-                    dst_key,
-                    detail,
-                };
-                if copied.size != meta.size {
-                    return Err(fail(format!(
-                        "the source has {} bytes, the copy {}",
-                        meta.size, copied.size
-                    ))
-                    .into_error()
-                    .await);
-                }
-                if let (Some(a), Some(b)) = (&meta.md5, &copied.md5)
-                    && a != b
-                {
-                    return Err(fail(format!("the source's MD5 is {a}, the copy's {b}"))
-                        .into_error()
-                        .await);
-                }
-                on_bytes(meta.size);
-                // After UploadPartCopy the destination's ETag is no MD5, but its bytes are the
-                // source's, whose MD5 we know.
-                let md5 = copied.md5.clone().or(meta.md5.clone());
-                return Ok(CopyReport {
-                    dst: ObjectMeta { md5, ..copied },
-                    server_side: true,
-                    bytes_transferred: 0,
-                });
-            }
-            Err(e) if e.is_access_denied() => {
-                tracing::warn!(
-                    src = src.name(),
-                    dst = dst.name(),
-                    key = src_key,
-                    error = %e,
-                    "server-side copy refused; streaming the object through planrun instead"
-                );
-            }
-            Err(e) => return Err(e),
-        }
+/// [`copy_object`] for an object that a [`Storage::list`] of `src` just returned: the listing
+/// stands in for the source HEAD, so a server-side copy is one request (CopyObject) and a
+/// streamed one two (GET, PUT). Verified as strictly: whatever the listing cannot vouch for
+/// (an ETag that is no MD5, e.g. under SSE-KMS) is checked against a HEAD of the source or the
+/// GET response.
+pub async fn copy_listed(
+    src: &dyn Storage,
+    listed: &ObjectMeta,
+    dst: &dyn Storage,
+    dst_key: &str,
+    on_bytes: &(dyn Fn(u64) + Send + Sync),
+) -> Result<CopyReport, StorageError> {
+    if let Some(report) = server_side(src, listed, false, dst, dst_key, on_bytes).await? {
+        return Ok(report);
+    }
+    let (meta, body) = src.get_with_meta(&listed.key).await?;
+    stream_copy(src, &meta, body, dst, dst_key, on_bytes).await
+}
+
+/// The server-side copy when both stores are buckets of one S3 endpoint; `None` when the bytes
+/// must stream instead (another server, or credentials that may not read the source). `meta`
+/// comes from a HEAD (`from_head`) or a listing, whose MD5 is only trusted when the copy's
+/// ETag confirms it.
+async fn server_side(
+    src: &dyn Storage,
+    meta: &ObjectMeta,
+    from_head: bool,
+    dst: &dyn Storage,
+    dst_key: &str,
+    on_bytes: &(dyn Fn(u64) + Send + Sync),
+) -> Result<Option<CopyReport>, StorageError> {
+    let src_key = meta.key.as_str();
+    let (Some(s3_src), Some(s3_dst)) = (src.as_s3(), dst.as_s3()) else {
+        return Ok(None);
+    };
+    if !s3_dst.same_endpoint(s3_src) {
+        return Ok(None);
+    }
+    // S3 refuses to copy an object onto itself; it is already where it should be.
+    if s3_src.bucket() == s3_dst.bucket() && src_key == dst_key {
+        on_bytes(meta.size);
+        return Ok(Some(CopyReport {
+            dst: meta.clone(),
+            server_side: true,
+            bytes_transferred: 0,
+        }));
     }
     tracing::debug!(
         src = src.name(),
@@ -120,9 +107,68 @@ pub async fn copy_object(
         dst = dst.name(),
         dst_key,
         size = meta.size,
-        "streaming copy"
+        "server-side copy"
     );
-    stream_copy(src, src_key, &meta, dst, dst_key, on_bytes).await
+    let copied = match s3_dst.copy_from(s3_src, meta, dst_key).await {
+        Ok(copied) => copied,
+        Err(e) if e.is_access_denied() => {
+            tracing::warn!(
+                src = src.name(),
+                dst = dst.name(),
+                key = src_key,
+                error = %e,
+                "server-side copy refused; streaming the object through planrun instead"
+            );
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    let confirmed = copied.md5.is_some() && copied.md5 == meta.md5 && copied.size == meta.size;
+    let head;
+    let meta = if from_head || confirmed {
+        meta
+    } else {
+        // A listing's ETag may be no MD5 (SSE-KMS): ask the source itself before judging.
+        head = src
+            .head(src_key)
+            .await?
+            .ok_or_else(|| StorageError::NotFound {
+                place: std::sync::Arc::new(src.place().clone()),
+                key: src_key.to_string(),
+            })?;
+        &head
+    };
+    let fail = |detail: String| Failure {
+        src,
+        src_key,
+        dst,
+        dst_key,
+        detail,
+    };
+    if copied.size != meta.size {
+        return Err(fail(format!(
+            "the source has {} bytes, the copy {}",
+            meta.size, copied.size
+        ))
+        .into_error()
+        .await);
+    }
+    if let (Some(a), Some(b)) = (&meta.md5, &copied.md5)
+        && a != b
+    {
+        return Err(fail(format!("the source's MD5 is {a}, the copy's {b}"))
+            .into_error()
+            .await);
+    }
+    on_bytes(meta.size);
+    // After UploadPartCopy the destination's ETag is no MD5, but its bytes are the source's,
+    // whose MD5 we know.
+    let md5 = copied.md5.clone().or(meta.md5.clone());
+    Ok(Some(CopyReport {
+        dst: ObjectMeta { md5, ..copied },
+        server_side: true,
+        bytes_transferred: 0,
+    }))
 }
 
 /// How the reading half of a streamed copy ended.
@@ -137,15 +183,24 @@ enum Pump {
     WriterGone,
 }
 
+/// Streams `body` (the content of `meta`, an object of `src`) into `dst_key` of `dst`.
 async fn stream_copy(
     src: &dyn Storage,
-    src_key: &str,
     meta: &ObjectMeta,
+    mut body: ByteStream,
     dst: &dyn Storage,
     dst_key: &str,
     on_bytes: &(dyn Fn(u64) + Send + Sync),
 ) -> Result<CopyReport, StorageError> {
-    let mut body = src.get(src_key).await?;
+    let src_key = meta.key.as_str();
+    tracing::debug!(
+        src = src.name(),
+        src_key,
+        dst = dst.name(),
+        dst_key,
+        size = meta.size,
+        "streaming copy"
+    );
     // The put needs a 'static stream but `on_bytes` is borrowed: read here, hand chunks over a
     // bounded channel, and drive both halves together in this task.
     let (mut tx, rx) = mpsc::channel(CHANNEL_DEPTH);
@@ -295,6 +350,36 @@ mod tests {
             Some(hex::encode(Md5::digest(&data)).as_str())
         );
         assert_eq!(std::fs::read(b.path().join("y/obj")).unwrap(), data);
+    }
+
+    #[tokio::test]
+    async fn copy_listed_uses_the_listing_and_still_verifies() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (src, dst) = (local("src", a.path()), local("dst", b.path()));
+        let data = Bytes::from(vec![7u8; 300_000]);
+        src.put_bytes("x/obj", data.clone()).await.unwrap();
+        let listed: Vec<ObjectMeta> = futures::TryStreamExt::try_collect(src.list("x/"))
+            .await
+            .unwrap();
+        let report = copy_listed(&src, &listed[0], &dst, "y/obj", &|_| {})
+            .await
+            .unwrap();
+        assert_eq!(report.bytes_transferred, data.len() as u64);
+        assert_eq!(std::fs::read(b.path().join("y/obj")).unwrap(), data);
+
+        // A streamed copy trusts the GET, not the listing: an object changed since it was
+        // listed is copied as it is now, and verified against what was read.
+        let changed = Bytes::from(vec![8u8; 200_000]);
+        src.put_bytes("x/obj", changed.clone()).await.unwrap();
+        let report = copy_listed(&src, &listed[0], &dst, "y/changed", &|_| {})
+            .await
+            .unwrap();
+        assert_eq!(report.dst.size, changed.len() as u64);
+        assert_eq!(
+            report.dst.md5.as_deref(),
+            Some(hex::encode(Md5::digest(&changed)).as_str())
+        );
+        assert_eq!(std::fs::read(b.path().join("y/changed")).unwrap(), changed);
     }
 
     #[tokio::test]

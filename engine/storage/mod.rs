@@ -17,7 +17,7 @@ use std::sync::Arc;
 use futures::stream::BoxStream;
 use md5::{Digest, Md5};
 
-pub use copy::{CopyReport, copy_object};
+pub use copy::{CopyReport, copy_listed, copy_object};
 pub use error::{Place, StorageError};
 pub use local::{LocalConfig, LocalStorage};
 pub use s3::{S3Config, S3Storage, TransferLimits};
@@ -56,6 +56,19 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
 
     /// The object's content as a stream; a [`StorageError::NotFound`] error when it does not exist.
     async fn get(&self, key: &str) -> Result<ByteStream, StorageError>;
+
+    /// [`Storage::get`] together with the object's metadata. S3 takes both from one GET response;
+    /// the default asks [`Storage::head`] first.
+    async fn get_with_meta(&self, key: &str) -> Result<(ObjectMeta, ByteStream), StorageError> {
+        let meta = self
+            .head(key)
+            .await?
+            .ok_or_else(|| StorageError::NotFound {
+                place: Arc::new(self.place().clone()),
+                key: key.to_string(),
+            })?;
+        Ok((meta, self.get(key).await?))
+    }
 
     /// Stores `body` under `key` atomically (multipart above one part size on S3) and returns the
     /// new object's metadata with the MD5 computed as the bytes passed. An error from `body`

@@ -1,0 +1,39 @@
+//! The benchmark suite still runs: `bench/run.sh --smoke` on tiny sizes prints its result table.
+//! No timing is asserted; the numbers of a smoke run mean nothing.
+
+use std::process::Command;
+
+use crate::support;
+
+#[test]
+fn bench_smoke_run_prints_a_result_table() {
+    support::S3.require();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new("bash")
+        .arg(format!("{root}/bench/run.sh"))
+        .arg("--smoke")
+        // The binary cargo built for these tests: no release build inside a test.
+        .env("PLANRUN", env!("CARGO_BIN_EXE_planrun"))
+        .output()
+        .expect("bash runs bench/run.sh");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "bench/run.sh --smoke failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    assert!(
+        stdout.contains("## planrun benchmark results"),
+        "no result table:\n{stdout}\n{stderr}"
+    );
+    for row in [
+        "1 server-side copy, 40 objects",
+        "2 streaming copy, 40 objects",
+        "2 one 16.0 MiB object, streamed",
+        "5 kill -9 at half, resume: total time",
+        "6 `validate` of 200 collections / 40 steps",
+    ] {
+        assert!(stdout.contains(row), "no `{row}` row:\n{stdout}");
+    }
+}
