@@ -5,7 +5,7 @@
 //! - `list(prefix)` yields every object whose key starts with `prefix`, recursively, in
 //!   lexicographic key order, page by page;
 //! - a `put` is atomic: no reader ever sees a partial object;
-//! - bodies are streams: no operation holds a whole object in memory (at most one part buffer).
+//! - bodies are streams: no operation holds a whole object in memory (at most a few part buffers).
 
 mod copy;
 mod error;

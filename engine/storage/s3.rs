@@ -27,6 +27,17 @@ const MIN_PART: u64 = 5 * MIB;
 const MAX_PART: u64 = 5 * 1024 * MIB;
 /// S3's limit on the number of parts of one upload.
 const MAX_PARTS: i32 = 10_000;
+/// Parts of one multipart upload sent at once; with the part being read, a put holds at most
+/// this many parts plus one in memory (40 MiB at the default 8 MiB parts).
+const PARTS_IN_FLIGHT: usize = 4;
+/// What sending one UploadPart gives back.
+type UploadPartResult = Result<
+    aws_sdk_s3::operation::upload_part::UploadPartOutput,
+    SdkError<
+        aws_sdk_s3::operation::upload_part::UploadPartError,
+        aws_sdk_s3::config::http::HttpResponse,
+    >,
+>;
 /// DeleteObjects takes at most this many keys per request.
 const DELETE_BATCH: usize = 1000;
 
@@ -52,8 +63,8 @@ pub struct S3Config {
 /// Sizes that decide how objects move. All part sizes are at least 5 MiB (S3's minimum).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TransferLimits {
-    /// Uploads larger than this go multipart, in parts of this size. It is the most a put holds in
-    /// memory. Every 1,000 parts the part size doubles, so unknown-length streams still fit in
+    /// Uploads larger than this go multipart, in parts of this size; a put holds at most
+    /// `PARTS_IN_FLIGHT + 1` parts in memory. Every 1,000 parts the part size doubles, so unknown-length streams still fit in
     /// S3's 10,000 parts.
     pub part_size: u64,
     /// Server-side copies of objects larger than this use UploadPartCopy instead of CopyObject.
@@ -474,8 +485,8 @@ impl S3Storage {
         })
     }
 
-    /// Uploads `first` and the rest of `reader` as a multipart upload, one part in memory at a time;
-    /// aborts the upload on any failure so no orphaned parts stay billed.
+    /// Uploads `first` and the rest of `reader` as a multipart upload, [`PARTS_IN_FLIGHT`] parts
+    /// at a time; aborts the upload on any failure so no orphaned parts stay billed.
     async fn put_multipart(
         &self,
         key: &str,
@@ -493,44 +504,39 @@ impl S3Storage {
         let upload_id = created.upload_id().unwrap_or_default().to_string();
         let result = async {
             let mut whole = Md5::new();
-            let mut part_md5s = Vec::new();
             let mut parts = Vec::new();
             let mut size = 0u64;
             let mut part = first;
             let mut n: i32 = 1;
+            // Parts upload while the next ones are read: a few in flight keep both connections
+            // busy. Dropping the set (on an error) cancels the uploads still running.
+            let mut uploads = tokio::task::JoinSet::new();
             loop {
-                let md5 = Md5::digest(&part);
                 whole.update(&part);
-                part_md5s.extend_from_slice(&md5);
                 size += part.len() as u64;
-                let out = self
+                let request = self
                     .client
                     .upload_part()
                     .bucket(&self.bucket)
                     .key(key)
                     .upload_id(&upload_id)
                     .part_number(n)
-                    .content_length(part.len() as i64)
-                    .content_md5(base64::engine::general_purpose::STANDARD.encode(md5))
-                    .body(aws_sdk_s3::primitives::ByteStream::from(part))
-                    .send()
-                    .await
-                    .map_err(|e| self.classify("upload a part of", key, e))?;
-                let etag = out.e_tag().unwrap_or_default().to_string();
-                if let Some(server) = md5_from_etag(&etag)
-                    && !encrypted_etag(out.server_side_encryption())
-                    && server != hex::encode(md5)
-                {
-                    return Err(StorageError::Corrupt {
-                        place: self.place.clone(),
-                        key: key.to_string(),
-                        detail: format!(
-                            "part {n}: the server stored MD5 {server}, planrun sent {}",
-                            hex::encode(md5)
-                        ),
-                    });
+                    .content_length(part.len() as i64);
+                // The part's own MD5 is computed in its task, in parallel with the whole
+                // object's here: hashing is most of the CPU a streamed copy costs.
+                uploads.spawn(async move {
+                    let md5 = Md5::digest(&part);
+                    let sent = request
+                        .content_md5(base64::engine::general_purpose::STANDARD.encode(md5))
+                        .body(aws_sdk_s3::primitives::ByteStream::from(part))
+                        .send()
+                        .await;
+                    (n, md5.into(), sent)
+                });
+                if uploads.len() >= PARTS_IN_FLIGHT {
+                    let done = uploads.join_next().await.expect("a part is in flight");
+                    parts.push(self.uploaded_part(key, done)?);
                 }
-                parts.push(CompletedPart::builder().part_number(n).e_tag(etag).build());
                 n += 1;
                 match reader.next_part(self.part_size_for(n)).await? {
                     Some(next) if n > MAX_PARTS => {
@@ -549,6 +555,15 @@ impl S3Storage {
                     None => break,
                 }
             }
+            while let Some(done) = uploads.join_next().await {
+                parts.push(self.uploaded_part(key, done)?);
+            }
+            parts.sort_by_key(|(p, _)| p.part_number());
+            let mut part_md5s = Vec::with_capacity(16 * parts.len());
+            for (_, md5) in &parts {
+                part_md5s.extend_from_slice(md5);
+            }
+            let parts: Vec<CompletedPart> = parts.into_iter().map(|(p, _)| p).collect();
             let count = parts.len();
             tracing::debug!(bucket = %self.place.id, key, parts = count, size, "completing multipart upload");
             let done = self
@@ -593,6 +608,40 @@ impl S3Storage {
             self.abort(key, &upload_id).await;
         }
         result
+    }
+
+    /// The finished upload of one part, checked against the MD5 planrun sent.
+    fn uploaded_part(
+        &self,
+        key: &str,
+        joined: Result<(i32, [u8; 16], UploadPartResult), tokio::task::JoinError>,
+    ) -> Result<(CompletedPart, [u8; 16]), StorageError> {
+        let (n, md5, sent) = joined.map_err(|e| StorageError::Request {
+            place: self.place.clone(),
+            op: "upload a part of",
+            key: key.to_string(),
+            reason: format!("the upload task failed: {e}"),
+            transient: false,
+        })?;
+        let out = sent.map_err(|e| self.classify("upload a part of", key, e))?;
+        let sent_md5 = hex::encode(md5);
+        let etag = out.e_tag().unwrap_or_default().to_string();
+        if let Some(server) = md5_from_etag(&etag)
+            && !encrypted_etag(out.server_side_encryption())
+            && server != sent_md5
+        {
+            return Err(StorageError::Corrupt {
+                place: self.place.clone(),
+                key: key.to_string(),
+                detail: format!(
+                    "part {n}: the server stored MD5 {server}, planrun sent {sent_md5}"
+                ),
+            });
+        }
+        Ok((
+            CompletedPart::builder().part_number(n).e_tag(etag).build(),
+            md5,
+        ))
     }
 
     async fn abort(&self, key: &str, upload_id: &str) {
