@@ -27,8 +27,9 @@ from botocore.config import Config
 KIB, MIB, GIB = 1024, 1024**2, 1024**3
 ACCESS, SECRET = "minioadmin", "minioadmin"
 MAIN_S3 = "http://127.0.0.1:9000"
-SRC_BUCKET = "planrun-bench-src"
-DST_BUCKET = "planrun-bench-dst"
+# Per process: a smoke test may run while a full benchmark is going on the same server.
+SRC_BUCKET = f"planrun-bench-{os.getpid()}-src"
+DST_BUCKET = f"planrun-bench-{os.getpid()}-dst"
 DATA = "data"
 BIG = "big"
 
