@@ -30,7 +30,7 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/9000) 2>/dev/null; then
 fi
 export BENCH_PYTHON="$venv/bin/python"
 # Its access log tells which objects a resumed copy read again (benchmark 5).
-export BENCH_S3_LOG="${BENCH_S3_LOG:-$(dirname "$venv")/.services/logs/s3.log}"
+export BENCH_S3_LOG="${BENCH_S3_LOG:-$(dirname "$(cd "$venv" && pwd -P)")/.services/logs/s3.log}"
 
 if [ -n "${PLANRUN:-}" ]; then
   # The smoke test passes the binary cargo built for it: no second (release) build.
