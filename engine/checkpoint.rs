@@ -357,6 +357,12 @@ impl Drop for RunLock {
     }
 }
 
+/// The live process holding the apply lock of `dir`, if any.
+pub fn lock_holder(dir: &Path) -> Option<u32> {
+    let info: LockInfo = serde_json::from_slice(&fs::read(dir.join("lock")).ok()?).ok()?;
+    process_alive(info.pid).then_some(info.pid)
+}
+
 fn process_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }

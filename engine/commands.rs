@@ -73,6 +73,12 @@ pub fn apply(path: &Path, args: &ApplyArgs) -> Result<ExitCode, Failure> {
 fn apply_compiled(compiled: &Compiled, args: &ApplyArgs) -> Result<ExitCode, Failure> {
     let rt = runtime();
     let started = Instant::now();
+    // A changed plan stops before anything is shown as if it would run.
+    if !args.restart {
+        if let Some((store, _tmp)) = open_read(&compiled.plan.settings.state_dir)? {
+            run::check_unchanged(&store, &compiled.plan).map_err(fail)?;
+        }
+    }
     let p: Preview = rt.block_on(preview::preview(compiled)).map_err(fail)?;
     let mut err = std::io::stderr().lock();
     if p.summary.steps_to_run == 0 && p.resumes.is_none() {
@@ -215,7 +221,7 @@ pub fn runs(dir: &Path) -> Result<ExitCode, Failure> {
             out,
             "{:<10} {:<12} {:<24} {:>11}  {} ({})",
             short(&r.id),
-            status_name(r.status),
+            status_of(&r, dir),
             checkpoint::format_time(r.started_at),
             done,
             r.plan_name,
@@ -223,6 +229,14 @@ pub fn runs(dir: &Path) -> Result<ExitCode, Failure> {
         )?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A run recorded as running whose process is gone was killed: say so.
+fn status_of(r: &RunRecord, dir: &Path) -> &'static str {
+    match r.status {
+        RunStatus::Running if checkpoint::lock_holder(dir).is_none() => "interrupted",
+        s => status_name(s),
+    }
 }
 
 fn status_name(s: RunStatus) -> &'static str {
@@ -261,24 +275,28 @@ pub fn status(dir: &Path, run: Option<&str>) -> Result<ExitCode, Failure> {
     writeln!(
         out,
         "status {}, started {}, last update {}",
-        status_name(r.status),
+        status_of(&r, dir),
         checkpoint::format_time(r.started_at),
         checkpoint::format_time(r.updated_at)
     )?;
     if let Some(e) = &r.error {
         writeln!(out, "error: {e}")?;
     }
-    if let Some(steps) = r.plan.get("steps").and_then(|s| s.as_object()) {
-        for id in steps.keys() {
-            let summary: Option<String> = tasks.done(&format!("{id}/@done")).map_err(fail)?;
-            let (done, all) = tasks.count(&format!("{id}/")).map_err(fail)?;
-            let line = match summary {
-                Some(s) => format!("done: {s}"),
-                None if all > 0 => format!("in progress: {done} of {all} recorded tasks done"),
-                None => "not started".to_string(),
-            };
-            writeln!(out, "  {id}: {line}")?;
-        }
+    let ids: Vec<&str> = r
+        .plan
+        .get("steps")
+        .and_then(|s| s.as_array())
+        .map(|steps| steps.iter().filter_map(|s| s.get("id")?.as_str()).collect())
+        .unwrap_or_default();
+    for id in ids {
+        let summary: Option<String> = tasks.done(&format!("{id}/@done")).map_err(fail)?;
+        let (done, all) = tasks.count(&format!("{id}/")).map_err(fail)?;
+        let line = match summary {
+            Some(s) => format!("done: {s}"),
+            None if all > 0 => format!("in progress: {done} of {all} recorded tasks done"),
+            None => "not started".to_string(),
+        };
+        writeln!(out, "  {id}: {line}")?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -150,7 +150,8 @@ def drop(a):
 def dump_names(a):
     c = client(a.uri, a.token)
     for name in sorted(c.list_collections()):
-        print(name, sorted(c.list_partitions(name)))
+        stats = c.get_collection_stats(name)  # flushed rows: changes if anything flushed
+        print(name, sorted(c.list_partitions(name)), stats.get("row_count"))
 
 
 def s3(a):

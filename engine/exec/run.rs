@@ -60,17 +60,13 @@ pub async fn apply(
     let description = plan.describe_json();
 
     let mut resumed = false;
+    if !opts.restart {
+        check_unchanged(&store, &plan)?;
+    }
     let run = match store.unfinished_run(&plan_file(&plan.path))? {
         Some(r) if r.fingerprint == fingerprint => {
             resumed = true;
             r
-        }
-        Some(r) if !opts.restart => {
-            return Err(ApplyError::PlanChanged {
-                run: r.id.clone(),
-                started: checkpoint::format_time(r.started_at),
-                diff: json_diff(&r.plan, &description),
-            });
         }
         other => {
             if let Some(mut old) = other {
@@ -304,6 +300,18 @@ pub async fn apply(
     })
 }
 
+/// Fails when the plan has an unfinished run that was started from a different version of it.
+pub fn check_unchanged(store: &Store, plan: &crate::plan::Plan) -> Result<(), ApplyError> {
+    match store.unfinished_run(&plan_file(&plan.path))? {
+        Some(r) if r.fingerprint != plan.fingerprint() => Err(ApplyError::PlanChanged {
+            run: r.id.clone(),
+            started: checkpoint::format_time(r.started_at),
+            diff: json_diff(&r.plan, &plan.describe_json()),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// The plan file as runs record it: absolute, so a run is found from any working directory.
 pub fn plan_file(path: &std::path::Path) -> std::path::PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
@@ -331,6 +339,17 @@ pub fn json_diff(old: &serde_json::Value, new: &serde_json::Value) -> String {
                         format!("{path}.{k}")
                     };
                     flatten(v, p, out);
+                }
+            }
+            // Steps are a list of objects with ids: key them by id so a diff names the step.
+            serde_json::Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    let key = v
+                        .get("id")
+                        .and_then(|id| id.as_str())
+                        .map(String::from)
+                        .unwrap_or_else(|| i.to_string());
+                    flatten(v, format!("{path}.{key}"), out);
                 }
             }
             other => {
@@ -377,5 +396,10 @@ mod tests {
         );
         assert!(d.contains("- steps.copy.to = \"b:x\""), "{d}");
         assert!(d.contains("+ steps.verify.x = 1"), "{d}");
+        let d = json_diff(
+            &json!({"steps": [{"id": "copy", "to": "b:x"}]}),
+            &json!({"steps": [{"id": "copy", "to": "b:y"}]}),
+        );
+        assert!(d.contains("~ steps.copy.to: \"b:x\" → \"b:y\""), "{d}");
     }
 }
