@@ -61,6 +61,11 @@ pub struct Scenario {
 impl Scenario {
     /// An example plan with unique names; `collections` gets a second, varchar-keyed collection.
     pub fn new(example: &str) -> Scenario {
+        Self::edited(example, |t| t)
+    }
+
+    /// Like `new`, with the example plan's text changed by `edit` first.
+    pub fn edited(example: &str, edit: impl Fn(String) -> String) -> Scenario {
         for s in [&S3, &MILVUS_A, &MILVUS_B] {
             s.require();
         }
@@ -68,7 +73,7 @@ impl Scenario {
         let backup = support::unique("bk");
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
-        let text = std::fs::read_to_string(root().join("plans").join(example)).unwrap();
+        let text = edit(std::fs::read_to_string(root().join("plans").join(example)).unwrap());
         let text = text
             .replace("collection = \"coll\"", &format!("collection = \"{coll}\""))
             .replace("backup = \"my_backup\"", &format!("backup = \"{backup}\""))
@@ -320,5 +325,24 @@ fn resume_after_kill_at_many_points_loses_nothing_and_duplicates_nothing() {
     }
     assert!(kills >= 3, "the kill schedule hit only {kills} times");
     s.assert_restored();
+    s.cleanup();
+}
+
+#[test]
+fn restore_stages_a_backup_kept_outside_the_target_bucket() {
+    // The backup stays in bucket A; Milvus B imports only from bucket B, so planrun stages it.
+    let s = Scenario::edited("migrate-direct.toml", |t| {
+        t.replace("bucket_b:backup/", "bucket_a:backup/")
+    });
+    let out = planrun(&["apply", "--yes", s.plan_path()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("stage the backup into `bucket_b`"), "{err}");
+    s.assert_restored();
+    let left = ok(data(&["s3-list", "--bucket", "bucket-b"]));
+    assert!(
+        !left.lines().any(|l| l.contains("planrun-staging")),
+        "staged files were not removed"
+    );
     s.cleanup();
 }
