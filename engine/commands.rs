@@ -43,12 +43,13 @@ pub fn plan(path: &Path, json: bool, detailed: bool) -> Result<ExitCode, Failure
         .block_on(preview::preview(&compiled))
         .map_err(fail)?;
     let mut out = std::io::stdout().lock();
-    if json {
-        serde_json::to_writer_pretty(&mut out, &p).map_err(fail)?;
-        writeln!(out)?;
+    // Messages from servers may quote values that came from the environment: mask them.
+    let text = if json {
+        serde_json::to_string_pretty(&p).map_err(fail)? + "\n"
     } else {
-        write!(out, "{}", preview::render(&p))?;
-    }
+        preview::render(&p)
+    };
+    write!(out, "{}", compiled.plan.redact(&text))?;
     if p.summary.conflicts > 0 && detailed {
         return Ok(ExitCode::from(1));
     }
@@ -74,17 +75,17 @@ fn apply_compiled(compiled: &Compiled, args: &ApplyArgs) -> Result<ExitCode, Fai
     let rt = runtime();
     let started = Instant::now();
     // A changed plan stops before anything is shown as if it would run.
-    if !args.restart {
-        if let Some((store, _tmp)) = open_read(&compiled.plan.settings.state_dir)? {
-            run::check_unchanged(&store, &compiled.plan).map_err(fail)?;
-        }
+    if !args.restart
+        && let Some((store, _tmp)) = open_read(&compiled.plan.settings.state_dir)?
+    {
+        run::check_unchanged(&store, &compiled.plan).map_err(fail)?;
     }
     let p: Preview = rt.block_on(preview::preview(compiled)).map_err(fail)?;
     let mut err = std::io::stderr().lock();
     if p.summary.steps_to_run == 0 && p.resumes.is_none() {
         // Fall through: apply itself recognises a finished plan and says so.
     } else {
-        write!(err, "{}", preview::render(&p))?;
+        write!(err, "{}", compiled.plan.redact(&preview::render(&p)))?;
     }
     let blocking: Vec<String> = p
         .steps
@@ -93,12 +94,12 @@ fn apply_compiled(compiled: &Compiled, args: &ApplyArgs) -> Result<ExitCode, Fai
         .flat_map(|s| s.conflicts.iter().map(move |c| format!("  {}: {c}", s.id)))
         .collect();
     if !blocking.is_empty() && !args.restart {
-        return Err(fail(format!(
+        return Err(fail(compiled.plan.redact(&format!(
             "not applying: {} conflict(s) would stop the run half way:\n{}\n\
              fix them (or set on_conflict in the restore step) and apply again",
             blocking.len(),
             blocking.join("\n")
-        )));
+        ))));
     }
     if !args.yes && std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
         write!(err, "\nApply this plan? Only `yes` is accepted: ")?;
@@ -114,6 +115,8 @@ fn apply_compiled(compiled: &Compiled, args: &ApplyArgs) -> Result<ExitCode, Fai
 
     let cancel = CancellationToken::new();
     let (events, rx) = Events::channel();
+    let plan = compiled.plan.clone();
+    let events = events.redacting(move |s| plan.redact(s));
     let style = args.style;
     let result = rt.block_on(async {
         let reporter = tokio::spawn(report::render(rx, style));

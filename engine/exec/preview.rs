@@ -329,10 +329,10 @@ async fn copy(
         let mut present = 0u64;
         for o in &objects {
             let to = join_key(&step.to.path, &o.key[prefix.len()..]);
-            if let Some(have) = dst.head(&to).await? {
-                if same_content(o, &have) {
-                    present += 1;
-                }
+            if let Some(have) = dst.head(&to).await?
+                && same_content(o, &have)
+            {
+                present += 1;
             }
         }
         Ok::<_, crate::steps::StepError>((objects, present))
@@ -419,13 +419,13 @@ async fn restore(
             "instance `{}` has no `data`; a binlog restore needs it",
             step.instance
         ));
-    } else if let Some(d) = &inst.data {
-        if !res.same_bucket(&d.bucket, &step.from.bucket) {
-            p.changes.push(format!(
+    } else if let Some(d) = &inst.data
+        && !res.same_bucket(&d.bucket, &step.from.bucket)
+    {
+        p.changes.push(format!(
                 "~ stage the backup into `{}` (the instance's own bucket) for import, removed afterwards",
                 d.bucket
             ));
-        }
     }
     let client = match res.milvus(&step.instance).await {
         Ok(c) => Some(c),

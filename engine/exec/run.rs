@@ -74,19 +74,19 @@ pub async fn apply(
                 old.error = Some("abandoned by `apply --restart`".into());
                 store.put_run(&old).await?;
             }
-            if let Some(done) = store.last_done_run(&plan_file(&plan.path), &fingerprint)? {
-                if !opts.restart {
-                    events.send(Event::RunFinished {
-                        run: done.id.clone(),
-                        outcome: Outcome::Done,
-                    });
-                    return Ok(Applied {
-                        run: done.id,
-                        outcome: Outcome::Done,
-                        nothing_to_do: true,
-                        resumed: false,
-                    });
-                }
+            if let Some(done) = store.last_done_run(&plan_file(&plan.path), &fingerprint)?
+                && !opts.restart
+            {
+                events.send(Event::RunFinished {
+                    run: done.id.clone(),
+                    outcome: Outcome::Done,
+                });
+                return Ok(Applied {
+                    run: done.id,
+                    outcome: Outcome::Done,
+                    nothing_to_do: true,
+                    resumed: false,
+                });
             }
             let now = checkpoint::now();
             RunRecord {
@@ -285,7 +285,8 @@ pub async fn apply(
         Outcome::Failed => RunStatus::Failed,
         Outcome::Interrupted => RunStatus::Interrupted,
     };
-    run.error = failure;
+    // The run record is in the state dir, where env-derived values must not go.
+    run.error = failure.map(|f| plan.redact(&f));
     run.updated_at = checkpoint::now();
     store.put_run(&run).await?;
     events.send(Event::RunFinished {

@@ -31,10 +31,10 @@ pub async fn run(ctx: &StepCtx, step: &CopyStep) -> Result<String> {
                 let (outcome, _) = ctx
                     .once_lazy(&format!("obj/{rel}"), || async {
                         // Present with the same size and checksum: nothing to move.
-                        if let Some(have) = dst.head(&to).await? {
-                            if same_content(o, &have) {
-                                return Ok(Outcome::Present);
-                            }
+                        if let Some(have) = dst.head(&to).await?
+                            && same_content(o, &have)
+                        {
+                            return Ok(Outcome::Present);
                         }
                         let r =
                             storage::copy_object(src.as_ref(), &o.key, dst.as_ref(), &to, &|_| {})

@@ -149,7 +149,10 @@ pub async fn run(ctx: &StepCtx, step: &RestoreStep) -> Result<String> {
             &db,
             info,
             target,
-            staged.then_some((&from_store, &data_store)),
+            staged.then_some(Stage {
+                from: &from_store,
+                data: &data_store,
+            }),
             &import_root,
         )
         .await?;
@@ -178,6 +181,13 @@ fn non_empty(s: &str, default: &str) -> String {
     }
 }
 
+/// Where a backup outside the instance's bucket is read from and staged into.
+#[derive(Clone, Copy)]
+struct Stage<'a> {
+    from: &'a Arc<dyn Storage>,
+    data: &'a Arc<dyn Storage>,
+}
+
 #[derive(Serialize, Deserialize)]
 struct Started {
     tasks: Vec<i64>,
@@ -191,7 +201,7 @@ async fn restore_collection(
     db: &str,
     info: &CollectionBackupInfo,
     target: &str,
-    stage: Option<(&Arc<dyn Storage>, &Arc<dyn Storage>)>,
+    stage: Option<Stage<'_>>,
     import_root: &Location,
 ) -> Result<String> {
     let key = format!("coll/{db}.{target}");
@@ -314,7 +324,7 @@ async fn restore_collection(
     let rows: Vec<i64> = futures::stream::iter(work)
         .map(|(partition, seg): (String, SegmentBackupInfo)| async move {
             let (key, seg, partition) = (key_ref, &seg, partition.as_str());
-            if let Some((from, data)) = stage {
+            if let Some(Stage { from, data }) = stage {
                 for (rel, _, _) in seg.files() {
                     ctx.once_lazy(&format!("{key}/stage/{rel}"), || async {
                         storage::copy_object(
@@ -330,7 +340,7 @@ async fn restore_collection(
                     .await?;
                 }
             }
-            let n = import_segment(ctx, client, &key, target, partition, seg, import_root).await?;
+            let n = import_segment(ctx, client, key, target, partition, seg, import_root).await?;
             let bytes: i64 = seg.size;
             ctx.events.progress(&ctx.step, 1, bytes as u64);
             Ok::<_, StepError>(n)
