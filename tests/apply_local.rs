@@ -225,3 +225,65 @@ fn resume_by_run_id_and_the_lock() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(l.copied("copy1"), 40);
 }
+
+#[test]
+fn ctrl_c_stops_records_progress_and_exits_130() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src/b");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::create_dir_all(dir.path().join("dst")).unwrap();
+    let blob = vec![7u8; 200_000];
+    for i in 0..600 {
+        std::fs::write(src.join(format!("o{i}")), &blob).unwrap();
+    }
+    let plan = dir.path().join("plan.toml");
+    std::fs::write(
+        &plan,
+        "version = 1\nname = \"c\"\n[settings]\nconcurrency = 1\n\
+         [buckets.src]\ntype = \"local\"\npath = \"src\"\n\
+         [buckets.dst]\ntype = \"local\"\npath = \"dst\"\n\
+         [steps.copy]\ntype = \"copy\"\nfrom = \"src:b\"\nto = \"dst:c\"\n",
+    )
+    .unwrap();
+    let mut child = Command::new(cargo_bin("planrun"))
+        .args(["apply", "--yes", "--progress", "plain"])
+        .arg(&plan)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "apply ended early: {seen}"
+        );
+        seen += &line;
+        if line.contains("copy started") {
+            break;
+        }
+    }
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{seen}{rest}");
+    assert!(rest.contains("Resume with: planrun apply"), "{rest}");
+    let done_before = walk(&dir.path().join("dst/c")).len();
+    assert!(done_before < 600, "the copy was not interrupted");
+
+    let out = Command::new(cargo_bin("planrun"))
+        .args(["apply", "--yes", "--progress", "plain"])
+        .arg(&plan)
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("resuming run"), "{t}");
+    assert_eq!(walk(&dir.path().join("dst/c")).len(), 600);
+}

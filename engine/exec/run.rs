@@ -208,7 +208,9 @@ pub async fn apply(
                         StepKind::Copy(c) => steps::copy::run(&ctx, c).await,
                         StepKind::Restore(r) => steps::restore::run(&ctx, r).await,
                     };
-                    let r = match r {
+                    // Lazily recorded object copies reach the disk whatever the outcome.
+                    let synced = ctx.tasks.sync().await;
+                    let r = match r.and_then(|s| synced.map(|_| s).map_err(StepError::from)) {
                         Ok(summary) => ctx
                             .tasks
                             .set(&done_key, &TaskState::Done(serde_json::json!(summary)))

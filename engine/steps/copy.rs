@@ -28,7 +28,7 @@ pub async fn run(ctx: &StepCtx, step: &CopyStep) -> Result<String> {
                 let o = &o;
                 let rel = &o.key[prefix.len()..];
                 let to = join(&step.to, rel);
-                let (outcome, _) = ctx
+                let (outcome, earlier) = ctx
                     .once_lazy(&format!("obj/{rel}"), || async {
                         // Present with the same size and checksum: nothing to move.
                         if let Some(have) = dst.head(&to).await?
@@ -47,7 +47,8 @@ pub async fn run(ctx: &StepCtx, step: &CopyStep) -> Result<String> {
                     })
                     .await?;
                 ctx.events.progress(&ctx.step, 1, o.size);
-                Ok::<_, super::StepError>(outcome)
+                // Copied by an earlier, interrupted apply of this run: nothing moved now.
+                Ok::<_, super::StepError>(if earlier { Outcome::Present } else { outcome })
             }
         })
         .buffer_unordered(ctx.concurrency() * 4)
