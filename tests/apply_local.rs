@@ -145,6 +145,7 @@ fn crash_then_resume_copies_everything_once() {
     assert_eq!(l.copied("copy1"), 40);
     // Objects recorded before the kill were not copied again.
     assert!(t.contains("already present"), "{t}");
+    assert!(!t.contains(" 0 already present"), "{t}");
 
     let again = l.planrun(&["apply", "--yes"], None);
     assert!(again.status.success());
