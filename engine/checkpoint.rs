@@ -114,8 +114,10 @@ impl Store {
 
     fn open_at(dir: &Path, db_path: &Path) -> Result<Store> {
         let db =
+            // Lazily written records (object copies) reach the disk within 100 ms.
             sled::Config::new()
                 .path(db_path)
+                .flush_every_ms(Some(100))
                 .open()
                 .map_err(|source| CheckpointError::Open {
                     path: db_path.to_path_buf(),

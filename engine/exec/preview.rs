@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::checkpoint::{RunRecord, Store, Tasks};
 use crate::exec::report::human_bytes;
 use crate::plan::{BackupStep, Compiled, CopyStep, Location, OnConflict, RestoreStep, StepKind};
-use crate::steps::copy::{dir_prefix, same_content};
+use crate::steps::copy::{dir_prefix, present};
 use crate::steps::meta::{self, BackupInfo};
 use crate::steps::restore::{read_meta, selected};
 use crate::steps::select::Pattern;
@@ -326,16 +326,16 @@ async fn copy(
         let dst = res.storage(&step.to.bucket).await?;
         let prefix = dir_prefix(&step.from.path);
         let objects: Vec<_> = src.list(&prefix).try_collect().await?;
-        let mut present = 0u64;
+        let mut there = 0u64;
         for o in &objects {
             let to = join_key(&step.to.path, &o.key[prefix.len()..]);
             if let Some(have) = dst.head(&to).await?
-                && same_content(o, &have)
+                && present(src.as_ref(), o, dst.as_ref(), &have).await?
             {
-                present += 1;
+                there += 1;
             }
         }
-        Ok::<_, crate::steps::StepError>((objects, present))
+        Ok::<_, crate::steps::StepError>((objects, there))
     }
     .await;
     match (listed, upstream) {
