@@ -122,6 +122,9 @@ impl Scenario {
             "3",
             "--delete-every",
             "5",
+            // A partition-key collection: its partitions are made by Milvus, not by planrun.
+            "--partition-key",
+            "4",
         ]));
         for out in [int, s] {
             let v: Value = serde_json::from_str(out.trim()).unwrap();

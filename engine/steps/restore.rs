@@ -232,6 +232,7 @@ async fn restore_collection(
     }
 
     // Create the collection: intent first, reconciled against the server on resume.
+    let partition_key = info.schema.fields.iter().any(|f| f.is_partition_key);
     let create_key = format!("{key}/create");
     match ctx.state(&create_key)? {
         Some(TaskState::Done(_)) => {}
@@ -284,13 +285,20 @@ async fn restore_collection(
                 ctx.set(&create_key, TaskState::Intent(to_json(&target)))
                     .await?;
                 client
-                    .create_collection(
+                    .create_collection_partitioned(
                         target,
                         &info.schema.to_pb(target),
                         info.shards_num,
                         ConsistencyLevel::try_from(info.consistency_level)
                             .unwrap_or(ConsistencyLevel::Bounded),
                         &meta::kv_to_pairs(&info.properties),
+                        // A partition-key collection gets as many (automatic) partitions as the
+                        // source had, so every segment finds its partition by name.
+                        if partition_key {
+                            info.partition_backups.len() as i64
+                        } else {
+                            0
+                        },
                     )
                     .await?;
             }
@@ -300,7 +308,8 @@ async fn restore_collection(
     }
 
     ctx.once(&format!("{key}/partitions"), || async {
-        for p in &info.partition_backups {
+        // Partition-key collections make their partitions themselves and refuse new ones.
+        for p in info.partition_backups.iter().filter(|_| !partition_key) {
             if !client.has_partition(target, &p.partition_name).await? {
                 client.create_partition(target, &p.partition_name).await?;
             }
