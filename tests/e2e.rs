@@ -202,6 +202,39 @@ fn migrate_backup_copy_restore_end_to_end() {
     );
     assert!(again.status.success(), "{text}");
     assert!(text.contains("nothing to do"), "{text}");
+
+    // The same migration again into a new backup: the targets exist now. The default
+    // (on_conflict = "fail") stops before doing anything; "drop" replaces them.
+    let plan = std::fs::read_to_string(&s.plan).unwrap();
+    let second = format!("{}_2", s.backup);
+    let plan = plan.replace(
+        &format!("backup = \"{}\"", s.backup),
+        &format!("backup = \"{second}\""),
+    );
+    std::fs::write(&s.plan, &plan).unwrap();
+    let out = planrun(&["apply", "--yes", s.plan_path()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("already exists on `milvus_b`"), "{err}");
+    let plan = plan.replace(
+        "suffix = \"_bak\"",
+        "suffix = \"_bak\"\non_conflict = \"drop\"",
+    );
+    std::fs::write(&s.plan, &plan).unwrap();
+    let out = planrun(&["apply", "--yes", s.plan_path()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("dropping existing"), "{err}");
+    s.assert_restored();
+    for b in ["bucket-a", "bucket-b"] {
+        data(&[
+            "s3-clean",
+            "--bucket",
+            b,
+            "--prefix",
+            &format!("backup/{second}/"),
+        ]);
+    }
     s.cleanup();
 }
 
