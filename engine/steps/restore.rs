@@ -512,6 +512,20 @@ async fn import_segment(
     for id in tasks {
         rows += wait_import(ctx, client, target, seg, id).await?;
     }
+    // Milvus 2.3 "completes" an import of a path it cannot see with 0 rows and no error.
+    let no_deletes = seg.deltalogs.iter().all(|d| d.binlogs.is_empty());
+    if rows == 0 && seg.num_of_rows > 0 && no_deletes {
+        return fail(format!(
+            "importing segment {} into `{target}` on `{}` read 0 of its {} rows from `{}`: \
+             the instance does not see those files; check that `data` of `{}` names its \
+             minio.bucketName and minio.rootPath",
+            seg.segment_id,
+            client.name(),
+            seg.num_of_rows,
+            files[0],
+            client.name()
+        ));
+    }
     ctx.set(&task, TaskState::Done(to_json(&rows))).await?;
     Ok(rows)
 }
