@@ -1,5 +1,6 @@
 //! All integration tests compile into this one binary.
 
+mod apply_local;
 mod bench_smoke;
 mod cli;
 mod e2e;
