@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::checkpoint::{RunRecord, Store, Tasks};
 use crate::exec::report::human_bytes;
 use crate::plan::{BackupStep, Compiled, CopyStep, Location, OnConflict, RestoreStep, StepKind};
-use crate::steps::copy::{dir_prefix, present};
+use crate::steps::copy::{dir_prefix, listing, present};
 use crate::steps::meta::{self, BackupInfo};
 use crate::steps::restore::{read_meta, selected};
 use crate::steps::select::Pattern;
@@ -326,11 +326,11 @@ async fn copy(
         let dst = res.storage(&step.to.bucket).await?;
         let prefix = dir_prefix(&step.from.path);
         let objects: Vec<_> = src.list(&prefix).try_collect().await?;
+        let existing = listing(dst.as_ref(), &step.to.path).await?;
         let mut there = 0u64;
         for o in &objects {
-            let to = join_key(&step.to.path, &o.key[prefix.len()..]);
-            if let Some(have) = dst.head(&to).await?
-                && present(src.as_ref(), o, dst.as_ref(), &have).await?
+            if let Some(have) = existing.get(&o.key[prefix.len()..])
+                && present(src.as_ref(), o, dst.as_ref(), have).await?
             {
                 there += 1;
             }

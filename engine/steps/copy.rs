@@ -21,14 +21,7 @@ pub async fn run(ctx: &StepCtx, step: &CopyStep) -> Result<String> {
     }
     let total: u64 = objects.iter().map(|o| o.size).sum();
     ctx.events.planned(&ctx.step, objects.len() as u64, total);
-    // What the destination already holds, from one listing instead of a HEAD per object (no
-    // other step may write here, so it cannot change under us).
-    let to_prefix = dir_prefix(&step.to.path);
-    let existing: HashMap<String, ObjectMeta> = dst
-        .list(&to_prefix)
-        .map_ok(|o| (o.key[to_prefix.len()..].to_string(), o))
-        .try_collect()
-        .await?;
+    let existing = listing(dst.as_ref(), &step.to.path).await?;
 
     let (prefix, existing) = (prefix.as_str(), &existing);
     let outcomes: Vec<Outcome> = futures::stream::iter(objects.clone())
@@ -92,6 +85,17 @@ enum Outcome {
     Present,
     ServerSide,
     Streamed(u64),
+}
+
+/// What a location holds, by key relative to it: one listing instead of a HEAD per object (no
+/// other step may write there, so it cannot change under a copy).
+pub async fn listing(store: &dyn Storage, path: &str) -> Result<HashMap<String, ObjectMeta>> {
+    let prefix = dir_prefix(path);
+    Ok(store
+        .list(&prefix)
+        .map_ok(|o| (o.key[prefix.len()..].to_string(), o))
+        .try_collect()
+        .await?)
 }
 
 /// A location's path as a listing prefix that matches only what is inside it.
