@@ -6,3 +6,4 @@ mod milvus;
 mod plan_load;
 mod storage;
 mod support;
+mod verify;

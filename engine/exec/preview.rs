@@ -12,7 +12,11 @@ use serde::Serialize;
 
 use crate::checkpoint::{RunRecord, Store, Tasks};
 use crate::exec::report::human_bytes;
-use crate::plan::{BackupStep, Compiled, CopyStep, Location, OnConflict, RestoreStep, StepKind};
+use crate::plan::{
+    AliasStep, BackupStep, Compiled, CopyStep, Location, OnConflict, RestoreStep, StepKind,
+    VerifyStep,
+};
+use crate::steps::alias::Change;
 use crate::steps::copy::{dir_prefix, same_content};
 use crate::steps::meta::{self, BackupInfo};
 use crate::steps::restore::{read_meta, selected};
@@ -124,6 +128,8 @@ pub async fn preview(compiled: &Compiled) -> Result<Preview, crate::checkpoint::
             StepKind::Backup(b) => backup(&res, b, &mut p, &mut produced, run.is_some()).await,
             StepKind::Copy(c) => copy(&res, c, &mut p, &mut produced).await,
             StepKind::Restore(r) => restore(&res, r, &mut p, &produced).await,
+            StepKind::Verify(v) => verify(&res, v, &mut p),
+            StepKind::Alias(a) => alias(&res, a, &mut p).await,
         }
         out.summary.conflicts += p.conflicts.len();
         if p.action == "done" {
@@ -449,6 +455,56 @@ async fn restore(
         } else {
             p.changes.push(format!("+ {what}"));
         }
+    }
+}
+
+/// A verify step only reads; the preview says what it will compare.
+fn verify(res: &Resources, step: &VerifyStep, p: &mut StepPreview) {
+    match step {
+        VerifyStep::Pair { source, target } => {
+            p.description = format!(
+                "verify `{}` on `{}` against `{}` on `{}`",
+                res.plan.show(&target.collection),
+                target.instance,
+                res.plan.show(&source.collection),
+                source.instance
+            );
+            p.counts.collections = 1;
+        }
+        VerifyStep::Restore(r) => {
+            p.description = format!("verify every collection restored by `{r}` against its source")
+        }
+    }
+    p.changes.push(
+        "? compare schema, partitions, row counts per partition, indexes and a digest of every row"
+            .into(),
+    );
+}
+
+async fn alias(res: &Resources, step: &AliasStep, p: &mut StepPreview) {
+    let db = crate::steps::alias::database(&res.plan, step);
+    p.description = format!(
+        "point alias `{}` at `{}` on `{}`",
+        step.alias, step.collection, step.instance
+    );
+    let client = match res.milvus(&step.instance).await {
+        Ok(c) => c.with_database(&db),
+        Err(e) => return p.conflicts.push(e.to_string()),
+    };
+    match crate::steps::alias::change(&client, step).await {
+        Ok(Change::Create) => p.changes.push(format!(
+            "+ alias `{}`: (none) → `{}`",
+            step.alias, step.collection
+        )),
+        Ok(Change::Move(old)) => p.changes.push(format!(
+            "~ alias `{}`: `{old}` → `{}`",
+            step.alias, step.collection
+        )),
+        Ok(Change::Unchanged) => p.changes.push(format!(
+            "= alias `{}` already points at `{}`",
+            step.alias, step.collection
+        )),
+        Err(e) => p.conflicts.push(e.to_string()),
     }
 }
 

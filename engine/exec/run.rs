@@ -211,6 +211,8 @@ pub async fn apply(
                         StepKind::Backup(b) => steps::backup::run(&ctx, b).await,
                         StepKind::Copy(c) => steps::copy::run(&ctx, c).await,
                         StepKind::Restore(r) => steps::restore::run(&ctx, r).await,
+                        StepKind::Verify(v) => steps::verify::run(&ctx, v).await,
+                        StepKind::Alias(a) => steps::alias::run(&ctx, a).await,
                     };
                     let r = match r {
                         Ok(summary) => ctx
