@@ -198,7 +198,7 @@ fn verify_names_schema_partition_and_index_differences() {
     MILVUS_B.require();
     let coll = support::unique("vfs");
     seed(&MILVUS_A.uri(), A_TOKEN, &coll, "200");
-    // The copy has one partition fewer and no index.
+    // The copy has smaller vectors, one partition fewer and no index.
     ok(data(&[
         "seed",
         "--uri",
@@ -211,6 +211,8 @@ fn verify_names_schema_partition_and_index_differences() {
         "200",
         "--partitions",
         "1",
+        "--dim",
+        "4",
     ]));
     pymilvus(
         &MILVUS_B.uri(),
@@ -228,6 +230,12 @@ fn verify_names_schema_partition_and_index_differences() {
         out.contains("indexes: fields indexed only in source [\"vec\"]"),
         "{out}"
     );
+    assert!(
+        out.contains("schema: source has [\"vec:101:0:dim=8"),
+        "{out}"
+    );
+    assert!(out.contains("target has [\"vec:101:0:dim=4"), "{out}");
+    assert!(out.contains("rows not compared"), "{out}");
     drop(&MILVUS_A.uri(), A_TOKEN, &[&coll]);
     drop(&MILVUS_B.uri(), "", &[&coll]);
 }

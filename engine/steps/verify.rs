@@ -295,8 +295,17 @@ pub async fn compare(
         ));
         return Ok(report);
     }
-    ensure_loaded(ctx, src, source).await?;
-    ensure_loaded(ctx, dst, target).await?;
+    for (c, side) in [(src, source), (dst, target)] {
+        match ensure_loaded(ctx, c, side).await {
+            Ok(()) => {}
+            // A copy already known to differ may be unloadable (no index): report, don't hide.
+            Err(e) if !diff.is_empty() => {
+                diff.push(format!("rows not compared: `{side}` cannot be loaded: {e}"));
+                return Ok(report);
+            }
+            Err(e) => return Err(e),
+        }
+    }
 
     let limit = page_limit(&ss);
     let common: Vec<&String> = sp.intersection(&tp).collect();
