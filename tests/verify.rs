@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 
 use assert_cmd::cargo::cargo_bin;
 
-use crate::support::{self, MILVUS_A, MILVUS_B, S3};
+use crate::support::{self, LITE, MILVUS_A, MILVUS_B, S3};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -112,6 +112,10 @@ password = "Milvus"
 [instances.b]
 type = "milvus"
 uri = "http://127.0.0.1:19540"
+
+[instances.lite]
+type = "milvus"
+uri = "http://127.0.0.1:19560"
 "#;
 
 struct PlanFile {
@@ -137,12 +141,16 @@ impl PlanFile {
 }
 
 fn verify_steps(coll: &str) -> String {
+    verify_between("b", coll)
+}
+
+fn verify_between(target: &str, coll: &str) -> String {
     format!(
         r#"
 [steps.verify]
 type = "verify"
 source = {{ instance = "a", collection = "{coll}" }}
-target = {{ instance = "b", collection = "{coll}" }}
+target = {{ instance = "{target}", collection = "{coll}" }}
 "#
     )
 }
@@ -375,4 +383,21 @@ fn verify_derives_its_pairs_from_a_restore_step() {
         );
     }
     s.cleanup();
+}
+
+/// The same rows on Milvus 2.3.5 and on Milvus Lite digest the same: nothing in the row hash
+/// depends on the server (column order, JSON key order, dynamic-field encoding).
+#[test]
+fn verify_compares_milvus_2_3_with_milvus_lite() {
+    MILVUS_A.require();
+    LITE.require();
+    let coll = support::unique("vfl");
+    seed(&MILVUS_A.uri(), A_TOKEN, &coll, "500");
+    seed(&LITE.uri(), "", &coll, "500");
+    let plan = PlanFile::new(&verify_between("lite", &coll));
+    let (good, out) = planrun(&["apply", "--yes", plan.path()]);
+    assert!(good, "{out}");
+    assert!(out.contains("equals"), "{out}");
+    drop(&MILVUS_A.uri(), A_TOKEN, &[&coll]);
+    drop(&LITE.uri(), "", &[&coll]);
 }
