@@ -5,6 +5,7 @@ pub mod backup;
 pub mod copy;
 pub mod meta;
 pub mod restore;
+pub mod rows;
 pub mod select;
 pub mod verify;
 

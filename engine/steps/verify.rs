@@ -622,7 +622,7 @@ pub fn hash_rows(
 
 /// Where row `i`'s value sits in the column, `None` for a null. Nullable columns come either
 /// full length (a placeholder under each null) or compacted to the valid values.
-fn value_index(f: &FieldData, n: usize) -> Vec<Option<usize>> {
+pub(crate) fn value_index(f: &FieldData, n: usize) -> Vec<Option<usize>> {
     if f.valid_data.is_empty() {
         return (0..n).map(Some).collect();
     }
