@@ -1051,14 +1051,31 @@ async fn make_queryable(
     let have = c.describe_index(target).await?;
     for idx in &info.index_infos {
         if !have.iter().any(|h| h.field_name == idx.field_name) {
-            let params: Vec<(String, String)> = idx
-                .params
-                .iter()
-                .filter(|(k, _)| matches!(k.as_str(), "index_type" | "metric_type" | "params"))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            c.create_index(target, &idx.field_name, &idx.index_name, &params)
-                .await?;
+            let params: Vec<(String, String)> = idx.params.clone().into_iter().collect();
+            if let Err(e) = c
+                .create_index(target, &idx.field_name, &idx.index_name, &params)
+                .await
+            {
+                // Milvus Lite reports an index without its build params (no `nlist`), which
+                // another server may refuse: fall back to AUTOINDEX with the same metric.
+                let metric: Vec<(String, String)> = idx
+                    .params
+                    .iter()
+                    .filter(|(k, _)| k.as_str() == "metric_type")
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .chain([("index_type".to_string(), "AUTOINDEX".to_string())])
+                    .collect();
+                ctx.events.warn(
+                    &ctx.step,
+                    format!(
+                        "index `{}` of `{target}` could not be created as in the backup ({e}); \
+                         creating AUTOINDEX instead",
+                        idx.index_name
+                    ),
+                );
+                c.create_index(target, &idx.field_name, &idx.index_name, &metric)
+                    .await?;
+            }
         }
     }
     ctx.once(&format!("coll/{}.{target}/load", c.database()), || async {
