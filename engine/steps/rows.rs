@@ -699,7 +699,7 @@ async fn backup_collection(
                 .retry("query", || async {
                     Ok(c.query_page(
                         name,
-                        &[p.name.clone()],
+                        std::slice::from_ref(&p.name),
                         &pk,
                         after.as_ref(),
                         "",
