@@ -427,12 +427,18 @@ fn batch_to_fields(
             DataType::Array => {
                 let mut data = Vec::with_capacity(n);
                 for v in get!(BinaryArray).iter() {
-                    data.push(match v {
+                    let mut elem = match v {
                         Some(b) => ScalarField::decode(b).map_err(|e| {
                             format!("column `{}` holds a bad array value: {e}", c.name)
                         })?,
                         None => ScalarField::default(),
-                    });
+                    };
+                    // An empty array may come back without its typed list; Milvus 2.3.5 crashes
+                    // on an insert whose array element has none.
+                    if elem.data.is_none() {
+                        elem.data = Some(empty_elements(c.element));
+                    }
+                    data.push(elem);
                 }
                 scalar(scalar_field::Data::ArrayData(ArrayArray {
                     data,
@@ -490,6 +496,20 @@ fn batch_to_fields(
         });
     }
     Ok(out)
+}
+
+/// An empty list of array elements of this type.
+fn empty_elements(t: DataType) -> scalar_field::Data {
+    match t {
+        DataType::Bool => scalar_field::Data::BoolData(BoolArray::default()),
+        DataType::Int8 | DataType::Int16 | DataType::Int32 => {
+            scalar_field::Data::IntData(IntArray::default())
+        }
+        DataType::Int64 => scalar_field::Data::LongData(LongArray::default()),
+        DataType::Float => scalar_field::Data::FloatData(FloatArray::default()),
+        DataType::Double => scalar_field::Data::DoubleData(DoubleArray::default()),
+        _ => scalar_field::Data::StringData(PbStrings::default()),
+    }
 }
 
 fn to_parquet(batch: &RecordBatch) -> std::result::Result<Vec<u8>, String> {
