@@ -114,8 +114,10 @@ impl Store {
 
     fn open_at(dir: &Path, db_path: &Path) -> Result<Store> {
         let db =
+            // Lazily written records (object copies) reach the disk within 100 ms.
             sled::Config::new()
                 .path(db_path)
+                .flush_every_ms(Some(100))
                 .open()
                 .map_err(|source| CheckpointError::Open {
                     path: db_path.to_path_buf(),
@@ -355,6 +357,12 @@ impl Drop for RunLock {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.path);
     }
+}
+
+/// The live process holding the apply lock of `dir`, if any.
+pub fn lock_holder(dir: &Path) -> Option<u32> {
+    let info: LockInfo = serde_json::from_slice(&fs::read(dir.join("lock")).ok()?).ok()?;
+    process_alive(info.pid).then_some(info.pid)
 }
 
 fn process_alive(pid: u32) -> bool {

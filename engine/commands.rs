@@ -43,12 +43,13 @@ pub fn plan(path: &Path, json: bool, detailed: bool) -> Result<ExitCode, Failure
         .block_on(preview::preview(&compiled))
         .map_err(fail)?;
     let mut out = std::io::stdout().lock();
-    if json {
-        serde_json::to_writer_pretty(&mut out, &p).map_err(fail)?;
-        writeln!(out)?;
+    // Messages from servers may quote values that came from the environment: mask them.
+    let text = if json {
+        serde_json::to_string_pretty(&p).map_err(fail)? + "\n"
     } else {
-        write!(out, "{}", preview::render(&p))?;
-    }
+        preview::render(&p)
+    };
+    write!(out, "{}", compiled.plan.redact(&text))?;
     if p.summary.conflicts > 0 && detailed {
         return Ok(ExitCode::from(1));
     }
@@ -73,12 +74,18 @@ pub fn apply(path: &Path, args: &ApplyArgs) -> Result<ExitCode, Failure> {
 fn apply_compiled(compiled: &Compiled, args: &ApplyArgs) -> Result<ExitCode, Failure> {
     let rt = runtime();
     let started = Instant::now();
+    // A changed plan stops before anything is shown as if it would run.
+    if !args.restart
+        && let Some((store, _tmp)) = open_read(&compiled.plan.settings.state_dir)?
+    {
+        run::check_unchanged(&store, &compiled.plan).map_err(fail)?;
+    }
     let p: Preview = rt.block_on(preview::preview(compiled)).map_err(fail)?;
     let mut err = std::io::stderr().lock();
     if p.summary.steps_to_run == 0 && p.resumes.is_none() {
         // Fall through: apply itself recognises a finished plan and says so.
     } else {
-        write!(err, "{}", preview::render(&p))?;
+        write!(err, "{}", compiled.plan.redact(&preview::render(&p)))?;
     }
     let blocking: Vec<String> = p
         .steps
@@ -87,12 +94,12 @@ fn apply_compiled(compiled: &Compiled, args: &ApplyArgs) -> Result<ExitCode, Fai
         .flat_map(|s| s.conflicts.iter().map(move |c| format!("  {}: {c}", s.id)))
         .collect();
     if !blocking.is_empty() && !args.restart {
-        return Err(fail(format!(
+        return Err(fail(compiled.plan.redact(&format!(
             "not applying: {} conflict(s) would stop the run half way:\n{}\n\
              fix them (or set on_conflict in the restore step) and apply again",
             blocking.len(),
             blocking.join("\n")
-        )));
+        ))));
     }
     if !args.yes && std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
         write!(err, "\nApply this plan? Only `yes` is accepted: ")?;
@@ -108,6 +115,8 @@ fn apply_compiled(compiled: &Compiled, args: &ApplyArgs) -> Result<ExitCode, Fai
 
     let cancel = CancellationToken::new();
     let (events, rx) = Events::channel();
+    let plan = compiled.plan.clone();
+    let events = events.redacting(move |s| plan.redact(s));
     let style = args.style;
     let result = rt.block_on(async {
         let reporter = tokio::spawn(report::render(rx, style));
@@ -215,7 +224,7 @@ pub fn runs(dir: &Path) -> Result<ExitCode, Failure> {
             out,
             "{:<10} {:<12} {:<24} {:>11}  {} ({})",
             short(&r.id),
-            status_name(r.status),
+            status_of(&r, dir),
             checkpoint::format_time(r.started_at),
             done,
             r.plan_name,
@@ -223,6 +232,14 @@ pub fn runs(dir: &Path) -> Result<ExitCode, Failure> {
         )?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A run recorded as running whose process is gone was killed: say so.
+fn status_of(r: &RunRecord, dir: &Path) -> &'static str {
+    match r.status {
+        RunStatus::Running if checkpoint::lock_holder(dir).is_none() => "interrupted",
+        s => status_name(s),
+    }
 }
 
 fn status_name(s: RunStatus) -> &'static str {
@@ -261,24 +278,28 @@ pub fn status(dir: &Path, run: Option<&str>) -> Result<ExitCode, Failure> {
     writeln!(
         out,
         "status {}, started {}, last update {}",
-        status_name(r.status),
+        status_of(&r, dir),
         checkpoint::format_time(r.started_at),
         checkpoint::format_time(r.updated_at)
     )?;
     if let Some(e) = &r.error {
         writeln!(out, "error: {e}")?;
     }
-    if let Some(steps) = r.plan.get("steps").and_then(|s| s.as_object()) {
-        for id in steps.keys() {
-            let summary: Option<String> = tasks.done(&format!("{id}/@done")).map_err(fail)?;
-            let (done, all) = tasks.count(&format!("{id}/")).map_err(fail)?;
-            let line = match summary {
-                Some(s) => format!("done: {s}"),
-                None if all > 0 => format!("in progress: {done} of {all} recorded tasks done"),
-                None => "not started".to_string(),
-            };
-            writeln!(out, "  {id}: {line}")?;
-        }
+    let ids: Vec<&str> = r
+        .plan
+        .get("steps")
+        .and_then(|s| s.as_array())
+        .map(|steps| steps.iter().filter_map(|s| s.get("id")?.as_str()).collect())
+        .unwrap_or_default();
+    for id in ids {
+        let summary: Option<String> = tasks.done(&format!("{id}/@done")).map_err(fail)?;
+        let (done, all) = tasks.count(&format!("{id}/")).map_err(fail)?;
+        let line = match summary {
+            Some(s) => format!("done: {s}"),
+            None if all > 0 => format!("in progress: {done} of {all} recorded tasks done"),
+            None => "not started".to_string(),
+        };
+        writeln!(out, "  {id}: {line}")?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -31,17 +31,18 @@ fn config() -> Option<&'static Crash> {
 
 /// Marks a crash point; aborts the process when `PLANRUN_CRASH` names it and its count is reached.
 pub fn point(name: &str) {
-    if let Some(c) = config() {
-        if c.point == name && c.seen.fetch_add(1, Ordering::Relaxed) + 1 == c.at {
-            eprintln!(
-                "planrun: PLANRUN_CRASH={name}:{}: killing the process",
-                c.at
-            );
-            // SIGKILL ourselves: the closest thing to a power cut that a test can arrange.
-            let _ = std::process::Command::new("kill")
-                .args(["-9", &std::process::id().to_string()])
-                .status();
-            std::process::abort();
-        }
+    if let Some(c) = config()
+        && c.point == name
+        && c.seen.fetch_add(1, Ordering::Relaxed) + 1 == c.at
+    {
+        eprintln!(
+            "planrun: PLANRUN_CRASH={name}:{}: killing the process",
+            c.at
+        );
+        // SIGKILL ourselves: the closest thing to a power cut that a test can arrange.
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &std::process::id().to_string()])
+            .status();
+        std::process::abort();
     }
 }

@@ -44,13 +44,19 @@ def seed(a):
     schema.add_field("rank", DataType.INT32)
     schema.add_field("flag", DataType.BOOL)
     schema.add_field("meta", DataType.JSON)
+    if a.partition_key:
+        schema.add_field("tenant", DataType.VARCHAR, max_length=16, is_partition_key=True)
     index = c.prepare_index_params()
     index.add_index("vec", index_type="IVF_FLAT", metric_type="L2", params={"nlist": 16})
+    extra = {"num_partitions": a.partition_key} if a.partition_key else {}
     c.create_collection(a.collection, schema=schema, index_params=index,
-                        consistency_level="Strong", shards_num=a.shards)
-    parts = ["_default"] + [f"part_{i}" for i in range(1, a.partitions)]
-    for p in parts[1:]:
-        c.create_partition(a.collection, p)
+                        consistency_level="Strong", shards_num=a.shards, **extra)
+    if a.partition_key:
+        parts = [None]  # rows find their partitions by `tenant`
+    else:
+        parts = ["_default"] + [f"part_{i}" for i in range(1, a.partitions)]
+        for p in parts[1:]:
+            c.create_partition(a.collection, p)
     rnd = random.Random(a.seed)
     per_batch = max(1, a.rows // (len(parts) * a.segments))
     n = 0
@@ -70,18 +76,23 @@ def seed(a):
                     "flag": n % 2 == 0,
                     "meta": {"n": n, "tags": ["a", "b"][: n % 3], "nested": {"p": p}},
                 }
+                if a.partition_key:
+                    row["tenant"] = f"t{n % 7}"
                 if n % 5 == 0:  # dynamic fields on some rows only
                     row["extra"] = f"dyn-{n}"
                 rows.append(row)
                 n += 1
-            c.insert(a.collection, rows, partition_name=p)
+            if p is None:
+                c.insert(a.collection, rows)
+            else:
+                c.insert(a.collection, rows, partition_name=p)
         c.flush(a.collection)  # one sealed segment per partition per round
     c.load_collection(a.collection)
     deleted = keys[:: a.delete_every] if a.delete_every else []
     if deleted:
         c.delete(a.collection, ids=deleted)
     print(json.dumps({"collection": a.collection, "inserted": n, "deleted": len(deleted),
-                      "rows": n - len(deleted), "partitions": parts}))
+                      "rows": n - len(deleted), "partitions": c.list_partitions(a.collection)}))
 
 
 def rows_of(c, coll):
@@ -89,8 +100,11 @@ def rows_of(c, coll):
     out = {}
     desc = c.describe_collection(coll)
     pk = next(f["name"] for f in desc["fields"] if f.get("is_primary"))
-    for part in c.list_partitions(coll):
-        it = c.query_iterator(coll, batch_size=1000, output_fields=["*"], partition_names=[part])
+    # Partition-key collections cannot be queried by partition: Milvus routes rows by key.
+    keyed = any(f.get("is_partition_key") for f in desc["fields"])
+    for part in [None] if keyed else c.list_partitions(coll):
+        scope = {} if part is None else {"partition_names": [part]}
+        it = c.query_iterator(coll, batch_size=1000, output_fields=["*"], **scope)
         while True:
             page = it.next()
             if not page:
@@ -99,7 +113,7 @@ def rows_of(c, coll):
             for row in page:
                 row = dict(row)
                 key = row[pk]
-                row["$partition"] = part
+                row["$partition"] = part or "(by partition key)"
                 if key in out:
                     raise SystemExit(f"duplicate primary key {key!r} in {coll}")
                 out[key] = row
@@ -150,7 +164,8 @@ def drop(a):
 def dump_names(a):
     c = client(a.uri, a.token)
     for name in sorted(c.list_collections()):
-        print(name, sorted(c.list_partitions(name)))
+        stats = c.get_collection_stats(name)  # flushed rows: changes if anything flushed
+        print(name, sorted(c.list_partitions(name)), stats.get("row_count"))
 
 
 def s3(a):
@@ -195,6 +210,8 @@ def main():
     sp.add_argument("--shards", type=int, default=1)
     sp.add_argument("--dim", type=int, default=8)
     sp.add_argument("--pk", choices=["int64", "varchar"], default="int64")
+    sp.add_argument("--partition-key", type=int, default=0,
+                    help="add a varchar partition-key field `tenant` with this many partitions")
     sp.add_argument("--delete-every", type=int, default=7, help="delete every Nth row at the end (0: none)")
     sp.add_argument("--seed", type=int, default=1)
     sp = sub.add_parser("dump"); common(sp)

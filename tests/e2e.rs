@@ -61,6 +61,11 @@ pub struct Scenario {
 impl Scenario {
     /// An example plan with unique names; `collections` gets a second, varchar-keyed collection.
     pub fn new(example: &str) -> Scenario {
+        Self::edited(example, |t| t)
+    }
+
+    /// Like `new`, with the example plan's text changed by `edit` first.
+    pub fn edited(example: &str, edit: impl Fn(String) -> String) -> Scenario {
         for s in [&S3, &MILVUS_A, &MILVUS_B] {
             s.require();
         }
@@ -68,7 +73,7 @@ impl Scenario {
         let backup = support::unique("bk");
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
-        let text = std::fs::read_to_string(root().join("plans").join(example)).unwrap();
+        let text = edit(std::fs::read_to_string(root().join("plans").join(example)).unwrap());
         let text = text
             .replace("collection = \"coll\"", &format!("collection = \"{coll}\""))
             .replace("backup = \"my_backup\"", &format!("backup = \"{backup}\""))
@@ -117,6 +122,9 @@ impl Scenario {
             "3",
             "--delete-every",
             "5",
+            // A partition-key collection: its partitions are made by Milvus, not by planrun.
+            "--partition-key",
+            "4",
         ]));
         for out in [int, s] {
             let v: Value = serde_json::from_str(out.trim()).unwrap();
@@ -179,11 +187,10 @@ impl Scenario {
 #[test]
 fn migrate_backup_copy_restore_end_to_end() {
     let s = Scenario::new("migrate.toml");
-    let out = ok(planrun(&["apply", "--yes", s.plan_path()]));
-    assert!(
-        out.contains("3 of 3 steps done") || out.contains("done"),
-        "{out}"
-    );
+    let out = planrun(&["apply", "--yes", s.plan_path()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("Apply complete: 3 of 3 steps done"), "{err}");
     s.assert_restored();
 
     // A second apply of the finished plan does nothing and says so.
@@ -195,6 +202,39 @@ fn migrate_backup_copy_restore_end_to_end() {
     );
     assert!(again.status.success(), "{text}");
     assert!(text.contains("nothing to do"), "{text}");
+
+    // The same migration again into a new backup: the targets exist now. The default
+    // (on_conflict = "fail") stops before doing anything; "drop" replaces them.
+    let plan = std::fs::read_to_string(&s.plan).unwrap();
+    let second = format!("{}_2", s.backup);
+    let plan = plan.replace(
+        &format!("backup = \"{}\"", s.backup),
+        &format!("backup = \"{second}\""),
+    );
+    std::fs::write(&s.plan, &plan).unwrap();
+    let out = planrun(&["apply", "--yes", s.plan_path()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("already exists on `milvus_b`"), "{err}");
+    let plan = plan.replace(
+        "suffix = \"_bak\"",
+        "suffix = \"_bak\"\non_conflict = \"drop\"",
+    );
+    std::fs::write(&s.plan, &plan).unwrap();
+    let out = planrun(&["apply", "--yes", s.plan_path()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("dropping existing"), "{err}");
+    s.assert_restored();
+    for b in ["bucket-a", "bucket-b"] {
+        data(&[
+            "s3-clean",
+            "--bucket",
+            b,
+            "--prefix",
+            &format!("backup/{second}/"),
+        ]);
+    }
     s.cleanup();
 }
 
@@ -206,15 +246,29 @@ fn migrate_direct_into_bucket_b() {
     s.cleanup();
 }
 
-/// Everything `planrun plan` could touch, as text: bucket listings, collections, the state dir.
+/// Everything of this scenario that `planrun plan` could touch, as text: its collections (with
+/// partitions and flushed row counts), its backup paths in both buckets, and the state dir.
+/// Other tests run at the same time, so the rest of the servers is not compared.
 fn world(s: &Scenario) -> String {
     let mut w = String::new();
     for (uri, token) in [(MILVUS_A.uri(), "root:Milvus"), (MILVUS_B.uri(), "")] {
-        let out = data(&["dump-names", "--uri", &uri, "--token", token]);
-        w += &String::from_utf8_lossy(&out.stdout);
+        let out = ok(data(&["dump-names", "--uri", &uri, "--token", token]));
+        w += &out
+            .lines()
+            .filter(|l| l.starts_with(&s.coll))
+            .map(|l| format!("{uri} {l}\n"))
+            .collect::<String>();
     }
+    assert!(
+        w.contains(&s.coll),
+        "the seeded collections are listed: {w}"
+    );
     for b in ["bucket-a", "bucket-b"] {
-        w += &ok(data(&["s3-list", "--bucket", b]));
+        w += &ok(data(&["s3-list", "--bucket", b]))
+            .lines()
+            .filter(|l| l.contains(&s.backup))
+            .map(|l| format!("{l}\n"))
+            .collect::<String>();
     }
     if s.state.exists() {
         for e in walk(&s.state) {
@@ -307,5 +361,24 @@ fn resume_after_kill_at_many_points_loses_nothing_and_duplicates_nothing() {
     }
     assert!(kills >= 3, "the kill schedule hit only {kills} times");
     s.assert_restored();
+    s.cleanup();
+}
+
+#[test]
+fn restore_stages_a_backup_kept_outside_the_target_bucket() {
+    // The backup stays in bucket A; Milvus B imports only from bucket B, so planrun stages it.
+    let s = Scenario::edited("migrate-direct.toml", |t| {
+        t.replace("bucket_b:backup/", "bucket_a:backup/")
+    });
+    let out = planrun(&["apply", "--yes", s.plan_path()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("stage the backup into `bucket_b`"), "{err}");
+    s.assert_restored();
+    let left = ok(data(&["s3-list", "--bucket", "bucket-b"]));
+    assert!(
+        !left.lines().any(|l| l.contains("planrun-staging")),
+        "staged files were not removed"
+    );
     s.cleanup();
 }

@@ -1,5 +1,6 @@
 //! All integration tests compile into this one binary.
 
+mod apply_local;
 mod cli;
 mod e2e;
 mod milvus;

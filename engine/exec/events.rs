@@ -1,5 +1,7 @@
 //! What the executor tells the world: a stream of events that reporters render and tests assert on.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -64,19 +66,39 @@ pub enum Outcome {
     Interrupted,
 }
 
+type Redact = Arc<dyn Fn(&str) -> String + Send + Sync>;
+
 /// The sending side, cheap to clone into every task. Sending never blocks the executor.
 #[derive(Clone)]
 pub struct Events {
     tx: mpsc::UnboundedSender<Event>,
+    redact: Option<Redact>,
 }
 
 impl Events {
     pub fn channel() -> (Events, mpsc::UnboundedReceiver<Event>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Events { tx }, rx)
+        (Events { tx, redact: None }, rx)
     }
 
-    pub fn send(&self, event: Event) {
+    /// Every message sent from now on passes through `redact` (the plan's, which masks values
+    /// that came from the environment), so no reporter or log can show them.
+    pub fn redacting(mut self, redact: impl Fn(&str) -> String + Send + Sync + 'static) -> Events {
+        self.redact = Some(Arc::new(redact));
+        self
+    }
+
+    pub fn send(&self, mut event: Event) {
+        if let Some(r) = &self.redact {
+            match &mut event {
+                Event::Info { message: m, .. }
+                | Event::Warning { message: m, .. }
+                | Event::StepFinished { summary: m, .. }
+                | Event::StepFailed { error: m, .. }
+                | Event::StepSkipped { reason: m, .. } => *m = r(m),
+                _ => {}
+            }
+        }
         // A reporter that has gone away must not stop the run.
         let _ = self.tx.send(event);
     }

@@ -17,7 +17,7 @@ use crate::plan::{
     VerifyStep,
 };
 use crate::steps::alias::Change;
-use crate::steps::copy::{dir_prefix, same_content};
+use crate::steps::copy::{dir_prefix, present};
 use crate::steps::meta::{self, BackupInfo};
 use crate::steps::restore::{read_meta, selected};
 use crate::steps::select::Pattern;
@@ -81,13 +81,19 @@ pub async fn preview(compiled: &Compiled) -> Result<Preview, crate::checkpoint::
     let plan = Arc::new(compiled.plan.clone());
     let res = Resources::new(plan.clone());
     let snapshot = Store::open_snapshot(&plan.settings.state_dir)?;
+    let file = crate::exec::run::plan_file(&plan.path);
+    let mut finished = None;
     let (run, tasks): (Option<RunRecord>, Option<Tasks>) = match &snapshot {
-        Some((store, _)) => match store.unfinished_run(&crate::exec::run::plan_file(&plan.path))? {
+        Some((store, _)) => match store.unfinished_run(&file)? {
             Some(r) if r.fingerprint == plan.fingerprint() => {
                 let t = store.tasks(&r.id)?;
                 (Some(r), Some(t))
             }
-            _ => (None, None),
+            Some(_) => (None, None),
+            None => {
+                finished = store.last_done_run(&file, &plan.fingerprint())?;
+                (None, None)
+            }
         },
         None => (None, None),
     };
@@ -117,11 +123,39 @@ pub async fn preview(compiled: &Compiled) -> Result<Preview, crate::checkpoint::
             action: "run".into(),
             ..Default::default()
         };
+        if let Some(done) = &finished {
+            // Applied completely before: apply would do nothing, so there is nothing to inspect.
+            p.action = "done".into();
+            p.description = format!(
+                "{} (done by run {})",
+                plan.describe_step(step),
+                crate::exec::report::short(&done.id)
+            );
+            out.summary.steps_done += 1;
+            out.steps.push(p);
+            continue;
+        }
         if let Some(t) = &tasks {
             if t.done::<String>(&format!("{id}/@done"))?.is_some() {
                 p.action = "done".into();
-            } else if t.count(&format!("{id}/"))?.0 > 0 {
+            } else if t.count(&format!("{id}/"))?.1 > 0 {
+                // Any record, an intent included: the target may exist because this run made it.
                 p.action = "resume".into();
+            }
+        }
+        // A missing or unreachable bucket stops a step before it does anything: say so first.
+        let mut buckets: Vec<&str> = step
+            .kind
+            .reads()
+            .into_iter()
+            .chain(step.kind.writes())
+            .map(|l| l.bucket.as_str())
+            .collect();
+        buckets.sort();
+        buckets.dedup();
+        for b in buckets {
+            if let Some(problem) = bucket_problem(&res, b).await {
+                p.conflicts.push(problem);
             }
         }
         match &step.kind {
@@ -140,6 +174,13 @@ pub async fn preview(compiled: &Compiled) -> Result<Preview, crate::checkpoint::
         out.steps.push(p);
     }
     Ok(out)
+}
+
+async fn bucket_problem(res: &Resources, id: &str) -> Option<String> {
+    match res.storage(id).await {
+        Err(e) => Some(e.to_string()),
+        Ok(s) => s.check().await.err().map(|e| e.to_string()),
+    }
 }
 
 async fn backup(
@@ -294,16 +335,16 @@ async fn copy(
         let dst = res.storage(&step.to.bucket).await?;
         let prefix = dir_prefix(&step.from.path);
         let objects: Vec<_> = src.list(&prefix).try_collect().await?;
-        let mut present = 0u64;
+        let mut there = 0u64;
         for o in &objects {
             let to = join_key(&step.to.path, &o.key[prefix.len()..]);
-            if let Some(have) = dst.head(&to).await? {
-                if same_content(o, &have) {
-                    present += 1;
-                }
+            if let Some(have) = dst.head(&to).await?
+                && present(src.as_ref(), o, dst.as_ref(), &have).await?
+            {
+                there += 1;
             }
         }
-        Ok::<_, crate::steps::StepError>((objects, present))
+        Ok::<_, crate::steps::StepError>((objects, there))
     }
     .await;
     match (listed, upstream) {
@@ -389,13 +430,13 @@ async fn restore(
             "instance `{}` has no `data`; a binlog restore needs it",
             step.instance
         ));
-    } else if let Some(d) = &inst.data {
-        if !res.same_bucket(&d.bucket, &step.from.bucket) {
-            p.changes.push(format!(
+    } else if let Some(d) = &inst.data
+        && !res.same_bucket(&d.bucket, &step.from.bucket)
+    {
+        p.changes.push(format!(
                 "~ stage the backup into `{}` (the instance's own bucket) for import, removed afterwards",
                 d.bucket
             ));
-        }
     }
     let client = match res.milvus(&step.instance).await {
         Ok(c) => Some(c),
@@ -597,7 +638,7 @@ pub fn render(p: &Preview) -> String {
             _ => "+",
         };
         s += &format!("{mark} {} ({}): {}\n", st.id, st.kind, st.description);
-        if st.action == "done" {
+        if st.action == "done" && p.resumes.is_some() {
             s += "    already done in the unfinished run\n";
         }
         for c in &st.changes {

@@ -75,16 +75,14 @@ pub async fn render(mut rx: mpsc::UnboundedReceiver<Event>, style: Style) -> Rep
                 resumed,
                 done,
                 total,
-            } => {
-                if style != Style::Json {
-                    if *resumed {
-                        line(format!(
-                            "resuming run {}: {done} of {total} tasks done",
-                            short(run)
-                        ));
-                    } else {
-                        line(format!("starting run {}", short(run)));
-                    }
+            } if style != Style::Json => {
+                if *resumed {
+                    line(format!(
+                        "resuming run {}: {done} of {total} tasks done",
+                        short(run)
+                    ));
+                } else {
+                    line(format!("starting run {}", short(run)));
                 }
             }
             Event::StepStarted { step, kind } => {

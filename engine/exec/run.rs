@@ -60,17 +60,13 @@ pub async fn apply(
     let description = plan.describe_json();
 
     let mut resumed = false;
+    if !opts.restart {
+        check_unchanged(&store, &plan)?;
+    }
     let run = match store.unfinished_run(&plan_file(&plan.path))? {
         Some(r) if r.fingerprint == fingerprint => {
             resumed = true;
             r
-        }
-        Some(r) if !opts.restart => {
-            return Err(ApplyError::PlanChanged {
-                run: r.id.clone(),
-                started: checkpoint::format_time(r.started_at),
-                diff: json_diff(&r.plan, &description),
-            });
         }
         other => {
             if let Some(mut old) = other {
@@ -78,19 +74,19 @@ pub async fn apply(
                 old.error = Some("abandoned by `apply --restart`".into());
                 store.put_run(&old).await?;
             }
-            if let Some(done) = store.last_done_run(&plan_file(&plan.path), &fingerprint)? {
-                if !opts.restart {
-                    events.send(Event::RunFinished {
-                        run: done.id.clone(),
-                        outcome: Outcome::Done,
-                    });
-                    return Ok(Applied {
-                        run: done.id,
-                        outcome: Outcome::Done,
-                        nothing_to_do: true,
-                        resumed: false,
-                    });
-                }
+            if let Some(done) = store.last_done_run(&plan_file(&plan.path), &fingerprint)?
+                && !opts.restart
+            {
+                events.send(Event::RunFinished {
+                    run: done.id.clone(),
+                    outcome: Outcome::Done,
+                });
+                return Ok(Applied {
+                    run: done.id,
+                    outcome: Outcome::Done,
+                    nothing_to_do: true,
+                    resumed: false,
+                });
             }
             let now = checkpoint::now();
             RunRecord {
@@ -214,7 +210,9 @@ pub async fn apply(
                         StepKind::Verify(v) => steps::verify::run(&ctx, v).await,
                         StepKind::Alias(a) => steps::alias::run(&ctx, a).await,
                     };
-                    let r = match r {
+                    // Lazily recorded object copies reach the disk whatever the outcome.
+                    let synced = ctx.tasks.sync().await;
+                    let r = match r.and_then(|s| synced.map(|_| s).map_err(StepError::from)) {
                         Ok(summary) => ctx
                             .tasks
                             .set(&done_key, &TaskState::Done(serde_json::json!(summary)))
@@ -291,7 +289,8 @@ pub async fn apply(
         Outcome::Failed => RunStatus::Failed,
         Outcome::Interrupted => RunStatus::Interrupted,
     };
-    run.error = failure;
+    // The run record is in the state dir, where env-derived values must not go.
+    run.error = failure.map(|f| plan.redact(&f));
     run.updated_at = checkpoint::now();
     store.put_run(&run).await?;
     events.send(Event::RunFinished {
@@ -304,6 +303,18 @@ pub async fn apply(
         nothing_to_do: false,
         resumed,
     })
+}
+
+/// Fails when the plan has an unfinished run that was started from a different version of it.
+pub fn check_unchanged(store: &Store, plan: &crate::plan::Plan) -> Result<(), ApplyError> {
+    match store.unfinished_run(&plan_file(&plan.path))? {
+        Some(r) if r.fingerprint != plan.fingerprint() => Err(ApplyError::PlanChanged {
+            run: r.id.clone(),
+            started: checkpoint::format_time(r.started_at),
+            diff: json_diff(&r.plan, &plan.describe_json()),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// The plan file as runs record it: absolute, so a run is found from any working directory.
@@ -333,6 +344,17 @@ pub fn json_diff(old: &serde_json::Value, new: &serde_json::Value) -> String {
                         format!("{path}.{k}")
                     };
                     flatten(v, p, out);
+                }
+            }
+            // Steps are a list of objects with ids: key them by id so a diff names the step.
+            serde_json::Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    let key = v
+                        .get("id")
+                        .and_then(|id| id.as_str())
+                        .map(String::from)
+                        .unwrap_or_else(|| i.to_string());
+                    flatten(v, format!("{path}.{key}"), out);
                 }
             }
             other => {
@@ -379,5 +401,10 @@ mod tests {
         );
         assert!(d.contains("- steps.copy.to = \"b:x\""), "{d}");
         assert!(d.contains("+ steps.verify.x = 1"), "{d}");
+        let d = json_diff(
+            &json!({"steps": [{"id": "copy", "to": "b:x"}]}),
+            &json!({"steps": [{"id": "copy", "to": "b:y"}]}),
+        );
+        assert!(d.contains("~ steps.copy.to: \"b:x\" → \"b:y\""), "{d}");
     }
 }

@@ -828,6 +828,28 @@ impl MilvusClient {
         consistency_level: ConsistencyLevel,
         properties: &[(String, String)],
     ) -> Result<(), MilvusError> {
+        self.create_collection_partitioned(
+            name,
+            schema,
+            shards_num,
+            consistency_level,
+            properties,
+            0,
+        )
+        .await
+    }
+
+    /// `create_collection` with the number of partitions a partition-key collection gets
+    /// (0 = the server's default).
+    pub async fn create_collection_partitioned(
+        &self,
+        name: &str,
+        schema: &CollectionSchema,
+        shards_num: i32,
+        consistency_level: ConsistencyLevel,
+        properties: &[(String, String)],
+        num_partitions: i64,
+    ) -> Result<(), MilvusError> {
         let mut schema = schema.clone();
         schema.name = name.to_string();
         let req = m::CreateCollectionRequest {
@@ -838,7 +860,7 @@ impl MilvusClient {
             shards_num,
             consistency_level: consistency_level as i32,
             properties: kv(properties),
-            num_partitions: 0,
+            num_partitions,
         };
         self.call(
             "CreateCollection",

@@ -4,7 +4,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::{Result, StepCtx, join};
 use crate::plan::CopyStep;
-use crate::storage::{self, ObjectMeta};
+use crate::storage::{self, ObjectMeta, Storage};
 
 pub async fn run(ctx: &StepCtx, step: &CopyStep) -> Result<String> {
     let src = ctx.res.storage(&step.from.bucket).await?;
@@ -28,13 +28,13 @@ pub async fn run(ctx: &StepCtx, step: &CopyStep) -> Result<String> {
                 let o = &o;
                 let rel = &o.key[prefix.len()..];
                 let to = join(&step.to, rel);
-                let (outcome, _) = ctx
+                let (outcome, earlier) = ctx
                     .once_lazy(&format!("obj/{rel}"), || async {
                         // Present with the same size and checksum: nothing to move.
-                        if let Some(have) = dst.head(&to).await? {
-                            if same_content(o, &have) {
-                                return Ok(Outcome::Present);
-                            }
+                        if let Some(have) = dst.head(&to).await?
+                            && present(src.as_ref(), o, dst.as_ref(), &have).await?
+                        {
+                            return Ok(Outcome::Present);
                         }
                         let r =
                             storage::copy_object(src.as_ref(), &o.key, dst.as_ref(), &to, &|_| {})
@@ -47,7 +47,8 @@ pub async fn run(ctx: &StepCtx, step: &CopyStep) -> Result<String> {
                     })
                     .await?;
                 ctx.events.progress(&ctx.step, 1, o.size);
-                Ok::<_, super::StepError>(outcome)
+                // Copied by an earlier, interrupted apply of this run: nothing moved now.
+                Ok::<_, super::StepError>(if earlier { Outcome::Present } else { outcome })
             }
         })
         .buffer_unordered(ctx.concurrency() * 4)
@@ -93,11 +94,35 @@ pub fn dir_prefix(path: &str) -> String {
     }
 }
 
-/// Same size, and the same MD5 when both sides know it (a multipart ETag is not an MD5).
-pub fn same_content(a: &ObjectMeta, b: &ObjectMeta) -> bool {
-    a.size == b.size
-        && match (&a.md5, &b.md5) {
-            (Some(x), Some(y)) => x == y,
-            _ => false,
-        }
+/// Whether `dst` already holds `src`'s content. Sizes decide most cases; with equal sizes the MD5s
+/// decide, read from the content where a store does not report one (local files, multipart
+/// uploads), which costs a read but never a wrong skip.
+pub async fn present(
+    src_store: &dyn Storage,
+    src: &ObjectMeta,
+    dst_store: &dyn Storage,
+    dst: &ObjectMeta,
+) -> super::Result<bool> {
+    if src.size != dst.size {
+        return Ok(false);
+    }
+    let a = match &src.md5 {
+        Some(m) => m.clone(),
+        None => md5_of(src_store, &src.key).await?,
+    };
+    let b = match &dst.md5 {
+        Some(m) => m.clone(),
+        None => md5_of(dst_store, &dst.key).await?,
+    };
+    Ok(a == b)
+}
+
+async fn md5_of(store: &dyn Storage, key: &str) -> super::Result<String> {
+    use md5::Digest;
+    let mut h = md5::Md5::new();
+    let mut body = store.get(key).await?;
+    while let Some(chunk) = body.next().await {
+        h.update(&chunk?);
+    }
+    Ok(hex::encode(h.finalize()))
 }

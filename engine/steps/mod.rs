@@ -232,6 +232,7 @@ impl StepCtx {
         }
         self.check_cancel()?;
         let v = self.retry(task, f).await?;
+        crate::fault::point("object-copied");
         self.tasks
             .set_lazy(&self.key(task), &TaskState::Done(to_json(&v)))?;
         Ok((v, false))

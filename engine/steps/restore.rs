@@ -152,7 +152,10 @@ pub async fn run(ctx: &StepCtx, step: &RestoreStep) -> Result<String> {
             &db,
             info,
             target,
-            staged.then_some((&from_store, &data_store)),
+            staged.then_some(Stage {
+                from: &from_store,
+                data: &data_store,
+            }),
             &import_root,
         )
         .await?;
@@ -181,6 +184,13 @@ fn non_empty(s: &str, default: &str) -> String {
     }
 }
 
+/// Where a backup outside the instance's bucket is read from and staged into.
+#[derive(Clone, Copy)]
+struct Stage<'a> {
+    from: &'a Arc<dyn Storage>,
+    data: &'a Arc<dyn Storage>,
+}
+
 #[derive(Serialize, Deserialize)]
 struct Started {
     tasks: Vec<i64>,
@@ -194,7 +204,7 @@ async fn restore_collection(
     db: &str,
     info: &CollectionBackupInfo,
     target: &str,
-    stage: Option<(&Arc<dyn Storage>, &Arc<dyn Storage>)>,
+    stage: Option<Stage<'_>>,
     import_root: &Location,
 ) -> Result<String> {
     let key = format!("coll/{db}.{target}");
@@ -225,6 +235,7 @@ async fn restore_collection(
     }
 
     // Create the collection: intent first, reconciled against the server on resume.
+    let partition_key = info.schema.fields.iter().any(|f| f.is_partition_key);
     let create_key = format!("{key}/create");
     match ctx.state(&create_key)? {
         Some(TaskState::Done(_)) => {}
@@ -277,13 +288,20 @@ async fn restore_collection(
                 ctx.set(&create_key, TaskState::Intent(to_json(&target)))
                     .await?;
                 client
-                    .create_collection(
+                    .create_collection_partitioned(
                         target,
                         &info.schema.to_pb(target),
                         info.shards_num,
                         ConsistencyLevel::try_from(info.consistency_level)
                             .unwrap_or(ConsistencyLevel::Bounded),
                         &meta::kv_to_pairs(&info.properties),
+                        // A partition-key collection gets as many (automatic) partitions as the
+                        // source had, so every segment finds its partition by name.
+                        if partition_key {
+                            info.partition_backups.len() as i64
+                        } else {
+                            0
+                        },
                     )
                     .await?;
             }
@@ -293,7 +311,8 @@ async fn restore_collection(
     }
 
     ctx.once(&format!("{key}/partitions"), || async {
-        for p in &info.partition_backups {
+        // Partition-key collections make their partitions themselves and refuse new ones.
+        for p in info.partition_backups.iter().filter(|_| !partition_key) {
             if !client.has_partition(target, &p.partition_name).await? {
                 client.create_partition(target, &p.partition_name).await?;
             }
@@ -317,7 +336,7 @@ async fn restore_collection(
     let rows: Vec<i64> = futures::stream::iter(work)
         .map(|(partition, seg): (String, SegmentBackupInfo)| async move {
             let (key, seg, partition) = (key_ref, &seg, partition.as_str());
-            if let Some((from, data)) = stage {
+            if let Some(Stage { from, data }) = stage {
                 for (rel, _, _) in seg.files() {
                     ctx.once_lazy(&format!("{key}/stage/{rel}"), || async {
                         storage::copy_object(
@@ -333,7 +352,7 @@ async fn restore_collection(
                     .await?;
                 }
             }
-            let n = import_segment(ctx, client, &key, target, partition, seg, import_root).await?;
+            let n = import_segment(ctx, client, key, target, partition, seg, import_root).await?;
             let bytes: i64 = seg.size;
             ctx.events.progress(&ctx.step, 1, bytes as u64);
             Ok::<_, StepError>(n)
@@ -495,6 +514,20 @@ async fn import_segment(
     let mut rows = 0;
     for id in tasks {
         rows += wait_import(ctx, client, target, seg, id).await?;
+    }
+    // Milvus 2.3 "completes" an import of a path it cannot see with 0 rows and no error.
+    let no_deletes = seg.deltalogs.iter().all(|d| d.binlogs.is_empty());
+    if rows == 0 && seg.num_of_rows > 0 && no_deletes {
+        return fail(format!(
+            "importing segment {} into `{target}` on `{}` read 0 of its {} rows from `{}`: \
+             the instance does not see those files; check that `data` of `{}` names its \
+             minio.bucketName and minio.rootPath",
+            seg.segment_id,
+            client.name(),
+            seg.num_of_rows,
+            files[0],
+            client.name()
+        ));
     }
     ctx.set(&task, TaskState::Done(to_json(&rows))).await?;
     Ok(rows)
