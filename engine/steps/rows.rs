@@ -552,6 +552,10 @@ fn page_limit(cols: &[Col]) -> usize {
 
 /// A file name part for a partition or collection name that is safe in any store.
 fn safe(name: &str) -> String {
+    if name.is_empty() {
+        // The whole of a partition-key collection; `-` never occurs in a partition name.
+        return "all-partitions".to_string();
+    }
     name.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
@@ -698,7 +702,24 @@ async fn backup_collection(
     let limit = page_limit(&cols);
     let mut parts = Vec::new();
     let mut total = 0;
-    for p in &partitions {
+    // With a partition key Milvus routes rows itself and refuses queries naming partitions:
+    // the collection is read whole, into one unit with no partition name.
+    let partition_key = schema.fields.iter().any(|f| f.is_partition_key);
+    let units: Vec<String> = if partition_key {
+        vec![String::new()]
+    } else {
+        partitions.iter().map(|p| p.name.clone()).collect()
+    };
+    for unit in &units {
+        let p = crate::milvus::PartitionInfo {
+            name: unit.clone(),
+            id: 0,
+        };
+        let names: Vec<String> = if unit.is_empty() {
+            Vec::new()
+        } else {
+            vec![unit.clone()]
+        };
         let mut files = Vec::new();
         let mut after: Option<Pk> = None;
         for seq in 0.. {
@@ -719,7 +740,7 @@ async fn backup_collection(
                 .retry("query", || async {
                     Ok(c.query_page(
                         name,
-                        std::slice::from_ref(&p.name),
+                        &names,
                         &pk,
                         after.as_ref(),
                         "",
@@ -950,7 +971,7 @@ async fn restore_collection(
     }
     ctx.once(&format!("{key}/partitions"), || async {
         for p in &rc.partitions {
-            if !c.has_partition(target, &p.name).await? {
+            if !p.name.is_empty() && !c.has_partition(target, &p.name).await? {
                 c.create_partition(target, &p.name).await?;
             }
         }
@@ -1009,8 +1030,8 @@ async fn restore_collection(
             for b in &batches {
                 let fields = batch_to_fields(&cols, b)
                     .map_err(|e| StepError::Failed(format!("`{}/{}`: {e}", step.from, f.key)))?;
-                c.insert(target, Some(&p.name), fields, b.num_rows() as u32)
-                    .await?;
+                let part = (!p.name.is_empty()).then_some(p.name.as_str());
+                c.insert(target, part, fields, b.num_rows() as u32).await?;
             }
             crate::fault::point("rows-inserted");
             ctx.set(&task, TaskState::Done(to_json(&f.rows))).await?;

@@ -310,32 +310,41 @@ pub async fn compare(
     let limit = page_limit(&ss);
     let common: Vec<&String> = sp.intersection(&tp).collect();
     report.partitions = common.len();
+    // With a partition key Milvus refuses queries naming partitions: compare the collection whole.
+    let partition_key = ss.fields.iter().any(|f| f.is_partition_key);
+    let units: Vec<(String, Vec<String>)> = if partition_key {
+        vec![("(all, partition key)".to_string(), Vec::new())]
+    } else {
+        common
+            .iter()
+            .map(|p| (p.to_string(), vec![p.to_string()]))
+            .collect()
+    };
     // Exact counts first, so progress knows how many rows both walks will read. Milvus Lite
     // ignores the partition in count(*) (it counts the whole collection), so there the walk's
     // count stands for the partition and the collection total is checked separately.
-    let count = |c: &'_ MilvusClient, coll: &'_ str, p: &'_ str| {
-        let (c, coll, part) = (c.clone(), coll.to_string(), vec![p.to_string()]);
+    let count = |c: &'_ MilvusClient, coll: &'_ str, part: &'_ [String]| {
+        let (c, coll, part) = (c.clone(), coll.to_string(), part.to_vec());
         async move {
-            if c.is_lite() {
+            if c.is_lite() && !part.is_empty() {
                 Ok::<_, StepError>(None)
             } else {
                 Ok(Some(c.query_count(&coll, &part, "").await?))
             }
         }
     };
-    let mut counts = Vec::with_capacity(common.len());
-    for p in &common {
-        let sc = count(src, &source.collection, p).await?;
-        let tc = count(dst, &target.collection, p).await?;
+    let mut counts = Vec::with_capacity(units.len());
+    for (_, part) in &units {
+        let sc = count(src, &source.collection, part).await?;
+        let tc = count(dst, &target.collection, part).await?;
         counts.push((sc, tc));
     }
     let s_total = src.query_count(&source.collection, &[], "").await?;
     let t_total = dst.query_count(&target.collection, &[], "").await?;
     ctx.events.planned(&ctx.step, s_total + t_total, 0);
     let (mut s_walked, mut t_walked) = (0, 0);
-    for (p, (sc, tc)) in common.into_iter().zip(counts) {
+    for ((p, part), (sc, tc)) in units.into_iter().zip(counts) {
         ctx.check_cancel()?;
-        let part = vec![p.clone()];
         let mut a = Walk::new(src, &source.collection, &part, &pk, limit);
         let mut b = Walk::new(dst, &target.collection, &part, &pk, limit);
         let m = merge(ctx, &mut a, &mut b).await?;
