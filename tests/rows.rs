@@ -380,3 +380,36 @@ fn rows_mode_resumes_after_crashes_in_backup_and_restore_without_duplicates() {
     m.assert_equal();
     m.cleanup();
 }
+
+/// Milvus refuses queries naming a partition of a partition-key collection: rows mode reads it
+/// whole and lets the target route the rows by their key.
+#[test]
+fn rows_mode_migrates_a_partition_key_collection() {
+    let from = milvus_a();
+    let coll = support::unique("rowpk");
+    ok(data(&[
+        "seed",
+        "--uri",
+        &from.uri,
+        "--token",
+        from.token,
+        "--collection",
+        &coll,
+        "--rows",
+        "600",
+        "--partition-key",
+        "4",
+        "--partitions",
+        "1",
+    ]));
+    let m = Migration::seeded(from, milvus_b(), coll);
+    let (good, out) = apply(&m.plan, None);
+    assert!(good, "{out}");
+    assert!(out.contains("equals"), "{out}");
+    assert!(
+        out.contains("all-partitions") || m.parquet_files() >= 3,
+        "{out}"
+    );
+    m.assert_equal();
+    m.cleanup();
+}

@@ -955,13 +955,20 @@ async fn restore_collection(
             if !c.has_collection(target).await? {
                 ctx.set(&create_key, TaskState::Intent(to_json(&target)))
                     .await?;
-                c.create_collection(
+                // A partition-key collection gets as many partitions as the source had.
+                let num_partitions = if schema.fields.iter().any(|f| f.is_partition_key) {
+                    info.partition_backups.len() as i64
+                } else {
+                    0
+                };
+                c.create_collection_partitioned(
                     target,
                     &schema.to_pb(target),
                     info.shards_num.max(1),
                     ConsistencyLevel::try_from(info.consistency_level)
                         .unwrap_or(ConsistencyLevel::Bounded),
                     &meta::kv_to_pairs(&info.properties),
+                    num_partitions,
                 )
                 .await?;
             }
