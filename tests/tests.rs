@@ -6,5 +6,7 @@ mod cli;
 mod e2e;
 mod milvus;
 mod plan_load;
+mod rows;
 mod storage;
 mod support;
+mod verify;

@@ -12,7 +12,11 @@ use serde::Serialize;
 
 use crate::checkpoint::{RunRecord, Store, Tasks};
 use crate::exec::report::human_bytes;
-use crate::plan::{BackupStep, Compiled, CopyStep, Location, OnConflict, RestoreStep, StepKind};
+use crate::plan::{
+    AliasStep, BackupStep, Compiled, CopyStep, Location, Mode, OnConflict, RestoreStep, StepKind,
+    VerifyStep,
+};
+use crate::steps::alias::Change;
 use crate::steps::copy::{dir_prefix, listing, present};
 use crate::steps::meta::{self, BackupInfo};
 use crate::steps::restore::{read_meta, selected};
@@ -158,6 +162,8 @@ pub async fn preview(compiled: &Compiled) -> Result<Preview, crate::checkpoint::
             StepKind::Backup(b) => backup(&res, b, &mut p, &mut produced, run.is_some()).await,
             StepKind::Copy(c) => copy(&res, c, &mut p, &mut produced).await,
             StepKind::Restore(r) => restore(&res, r, &mut p, &produced).await,
+            StepKind::Verify(v) => verify(&res, v, &mut p),
+            StepKind::Alias(a) => alias(&res, a, &mut p).await,
         }
         out.summary.conflicts += p.conflicts.len();
         if p.action == "done" {
@@ -202,6 +208,9 @@ async fn backup(
             Err(e) => p.conflicts.push(e.to_string()),
             _ => {}
         }
+    }
+    if step.mode == Mode::Rows {
+        return rows_backup(&client, step, p, produced).await;
     }
     let Some(data) = &inst.data else {
         return p
@@ -414,7 +423,9 @@ async fn restore(
         (Err(e), None) => return p.conflicts.push(e.to_string()),
     };
     let inst = &res.plan.instances[&step.instance];
-    if inst.data.is_none() {
+    if backup.format == crate::steps::rows::FORMAT {
+        // Rows are inserted through the API: no bucket access needed.
+    } else if inst.data.is_none() {
         p.conflicts.push(format!(
             "instance `{}` has no `data`; a binlog restore needs it",
             step.instance
@@ -490,6 +501,123 @@ async fn restore(
         } else {
             p.changes.push(format!("+ {what}"));
         }
+    }
+}
+
+/// A rows-mode backup: what it would read, by counting (no bucket access needed).
+async fn rows_backup(
+    client: &crate::milvus::MilvusClient,
+    step: &BackupStep,
+    p: &mut StepPreview,
+    produced: &mut BTreeMap<String, (BackupInfo, Counts)>,
+) {
+    let patterns: Vec<Pattern> = step.collections.iter().map(|s| Pattern::parse(s)).collect();
+    let mut info = BackupInfo {
+        format: crate::steps::rows::FORMAT.to_string(),
+        ..Default::default()
+    };
+    let dbs = match client.list_databases().await {
+        Ok(d) => d,
+        Err(e) => return p.conflicts.push(e.to_string()),
+    };
+    for db in dbs {
+        let c = client.with_database(&db);
+        let Ok(names) = c.show_collections().await else {
+            continue;
+        };
+        for name in names
+            .into_iter()
+            .filter(|n| patterns.iter().any(|pt| pt.matches(&db, n)))
+        {
+            let parts = c.show_partitions(&name).await.unwrap_or_default();
+            let rows = c.query_count(&name, &[], "").await.ok();
+            p.counts.collections += 1;
+            p.counts.partitions += parts.len() as u64;
+            p.counts.rows += rows.unwrap_or(0);
+            p.changes.push(format!(
+                "+ {db}.{name}: {} partitions, {} rows read by primary key into Parquet files",
+                parts.len(),
+                rows.map_or("?".to_string(), |n| n.to_string())
+            ));
+            info.collection_backups.push(meta::CollectionBackupInfo {
+                db_name: db.clone(),
+                collection_name: name.clone(),
+                partition_backups: parts
+                    .iter()
+                    .map(|pt| meta::PartitionBackupInfo {
+                        partition_name: pt.name.clone(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                planrun_row_count: rows,
+                ..Default::default()
+            });
+        }
+    }
+    for pt in patterns.iter().filter(|pt| pt.is_literal()) {
+        if !info
+            .collection_backups
+            .iter()
+            .any(|c| pt.matches(&c.db_name, &c.collection_name))
+        {
+            p.conflicts.push(format!(
+                "collection `{}` does not exist in database `{}` on `{}`",
+                pt.coll,
+                pt.database(),
+                step.instance
+            ));
+        }
+    }
+    produced.insert(step.to.to_string(), (info, p.counts.clone()));
+}
+
+/// A verify step only reads; the preview says what it will compare.
+fn verify(res: &Resources, step: &VerifyStep, p: &mut StepPreview) {
+    match step {
+        VerifyStep::Pair { source, target } => {
+            p.description = format!(
+                "verify `{}` on `{}` against `{}` on `{}`",
+                res.plan.show(&target.collection),
+                target.instance,
+                res.plan.show(&source.collection),
+                source.instance
+            );
+            p.counts.collections = 1;
+        }
+        VerifyStep::Restore(r) => {
+            p.description = format!("verify every collection restored by `{r}` against its source")
+        }
+    }
+    p.changes.push(
+        "? compare schema, partitions, row counts per partition, indexes and a digest of every row"
+            .into(),
+    );
+}
+
+async fn alias(res: &Resources, step: &AliasStep, p: &mut StepPreview) {
+    let db = crate::steps::alias::database(&res.plan, step);
+    p.description = format!(
+        "point alias `{}` at `{}` on `{}`",
+        step.alias, step.collection, step.instance
+    );
+    let client = match res.milvus(&step.instance).await {
+        Ok(c) => c.with_database(&db),
+        Err(e) => return p.conflicts.push(e.to_string()),
+    };
+    match crate::steps::alias::change(&client, step).await {
+        Ok(Change::Create) => p.changes.push(format!(
+            "+ alias `{}`: (none) → `{}`",
+            step.alias, step.collection
+        )),
+        Ok(Change::Move(old)) => p.changes.push(format!(
+            "~ alias `{}`: `{old}` → `{}`",
+            step.alias, step.collection
+        )),
+        Ok(Change::Unchanged) => p.changes.push(format!(
+            "= alias `{}` already points at `{}`",
+            step.alias, step.collection
+        )),
+        Err(e) => p.conflicts.push(e.to_string()),
     }
 }
 

@@ -207,6 +207,8 @@ pub async fn apply(
                         StepKind::Backup(b) => steps::backup::run(&ctx, b).await,
                         StepKind::Copy(c) => steps::copy::run(&ctx, c).await,
                         StepKind::Restore(r) => steps::restore::run(&ctx, r).await,
+                        StepKind::Verify(v) => steps::verify::run(&ctx, v).await,
+                        StepKind::Alias(a) => steps::alias::run(&ctx, a).await,
                     };
                     // Lazily recorded object copies reach the disk whatever the outcome.
                     let synced = ctx.tasks.sync().await;

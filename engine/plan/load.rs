@@ -11,8 +11,11 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use super::diag::{Diag, did_you_mean, suggest};
 use super::raw::{
-    RawBackup, RawCopy, RawLocal, RawMilvus, RawRestore, RawS3, RawSettings, Sp, keys,
+    RawAlias, RawBackup, RawCopy, RawLocal, RawMilvus, RawRestore, RawS3, RawSettings, RawVerify,
+    Sp, keys,
 };
+
+const STEP_TYPES: [&str; 5] = ["backup", "copy", "restore", "verify", "alias"];
 
 /// One `[<section>.<id>]` entry.
 #[derive(Debug)]
@@ -39,6 +42,8 @@ pub(crate) enum RawStep {
     Backup(RawBackup),
     Copy(RawCopy),
     Restore(RawRestore),
+    Verify(RawVerify),
+    Alias(RawAlias),
 }
 
 /// The plan file parsed, nothing resolved yet.
@@ -165,11 +170,15 @@ pub(crate) fn parse(text: &str, diags: &mut Vec<Diag>) -> RawPlan {
                     let (id, id_span) = (k.get_ref().to_string(), k.span());
                     plan.step_ids.push((id.clone(), id_span.clone()));
                     let place = format!("`steps.{id}`");
-                    let parsed = typed(v, &place, &id_span, &["backup", "copy", "restore"], diags)
-                        .and_then(|(ty, v)| match ty.as_str() {
+                    let parsed =
+                        typed(v, &place, &id_span, &STEP_TYPES, diags).and_then(|(ty, v)| match ty
+                            .as_str()
+                        {
                             "backup" => de(v, text, diags).map(RawStep::Backup),
                             "copy" => de(v, text, diags).map(RawStep::Copy),
                             "restore" => de(v, text, diags).map(RawStep::Restore),
+                            "verify" => de(v, text, diags).map(RawStep::Verify),
+                            "alias" => de(v, text, diags).map(RawStep::Alias),
                             _ => None,
                         });
                     if let Some(raw) = parsed {

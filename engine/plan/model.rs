@@ -163,6 +163,8 @@ pub enum StepKind {
     Backup(BackupStep),
     Copy(CopyStep),
     Restore(RestoreStep),
+    Verify(VerifyStep),
+    Alias(AliasStep),
 }
 
 impl StepKind {
@@ -172,6 +174,8 @@ impl StepKind {
             StepKind::Backup(_) => "backup",
             StepKind::Copy(_) => "copy",
             StepKind::Restore(_) => "restore",
+            StepKind::Verify(_) => "verify",
+            StepKind::Alias(_) => "alias",
         }
     }
 
@@ -181,6 +185,7 @@ impl StepKind {
             StepKind::Backup(_) => vec![],
             StepKind::Copy(c) => vec![&c.from],
             StepKind::Restore(r) => vec![&r.from],
+            StepKind::Verify(_) | StepKind::Alias(_) => vec![],
         }
     }
 
@@ -189,7 +194,7 @@ impl StepKind {
         match self {
             StepKind::Backup(b) => vec![&b.to],
             StepKind::Copy(c) => vec![&c.to],
-            StepKind::Restore(_) => vec![],
+            StepKind::Restore(_) | StepKind::Verify(_) | StepKind::Alias(_) => vec![],
         }
     }
 }
@@ -242,6 +247,37 @@ pub struct RestoreStep {
     pub on_conflict: OnConflict,
     pub indexes: bool,
     pub load: bool,
+}
+
+/// One collection of one instance, as a verify step names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollectionRef {
+    pub instance: String,
+    pub collection: String,
+    /// `None` = the instance's database (or `default`).
+    pub database: Option<String>,
+}
+
+/// Compare collections with their copies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerifyStep {
+    /// One explicit pair.
+    Pair {
+        source: CollectionRef,
+        target: CollectionRef,
+    },
+    /// Every collection the named restore step restores, against its source.
+    Restore(String),
+}
+
+/// Point an alias at a collection (create it, or move it from another collection).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AliasStep {
+    pub instance: String,
+    pub alias: String,
+    pub collection: String,
+    /// `None` = the instance's database (or `default`).
+    pub database: Option<String>,
 }
 
 /// How restored collections are named.
@@ -363,6 +399,22 @@ impl Plan {
                     r.on_conflict.as_str()
                 )
             }
+            StepKind::Verify(VerifyStep::Pair { source, target }) => format!(
+                "verify {}:{} against {}:{}",
+                target.instance,
+                self.show(&target.collection),
+                source.instance,
+                self.show(&source.collection)
+            ),
+            StepKind::Verify(VerifyStep::Restore(r)) => {
+                format!("verify the collections restored by `{r}` against their sources")
+            }
+            StepKind::Alias(a) => format!(
+                "alias {}:{} → `{}`",
+                a.instance,
+                self.show(&a.alias),
+                self.show(&a.collection)
+            ),
         }
     }
 
@@ -493,6 +545,23 @@ impl Plan {
                         "on_conflict": r.on_conflict.as_str(),
                         "indexes": r.indexes,
                         "load": r.load,
+                    }),
+                    StepKind::Verify(VerifyStep::Pair { source, target }) => {
+                        let cref = |c: &CollectionRef| {
+                            json!({
+                                "instance": c.instance,
+                                "collection": s(&c.collection),
+                                "database": os(&c.database),
+                            })
+                        };
+                        json!({ "source": cref(source), "target": cref(target) })
+                    }
+                    StepKind::Verify(VerifyStep::Restore(r)) => json!({ "restore": r }),
+                    StepKind::Alias(a) => json!({
+                        "instance": a.instance,
+                        "alias": s(&a.alias),
+                        "collection": s(&a.collection),
+                        "database": os(&a.database),
                     }),
                 };
                 let o = v.as_object_mut().expect("built as an object");

@@ -103,6 +103,10 @@ enum StepSchema {
     Copy(RawCopy),
     /// Restore a backup from a location into an instance.
     Restore(RawRestore),
+    /// Compare collections with their copies: schema, partitions, row counts, indexes, content.
+    Verify(RawVerify),
+    /// Point an alias at a collection (create it, or move it from another collection).
+    Alias(RawAlias),
 }
 
 /// `[settings]`
@@ -254,6 +258,50 @@ pub struct RawRestore {
     pub load: Option<Sp<bool>>,
 }
 
+/// `source`/`target` of a verify step: `{ instance = "...", collection = "..." }`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(rename = "CollectionRef")]
+#[serde(deny_unknown_fields)]
+pub struct RawCollectionRef {
+    /// Id of the instance.
+    pub instance: Sp<String>,
+    /// Collection name (or `db.name`).
+    pub collection: Sp<String>,
+    /// Database (default: the instance's, or `default`).
+    pub database: Option<Sp<String>>,
+}
+
+/// `[steps.<id>]` with `type = "verify"`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawVerify {
+    /// Ids of steps that must finish first.
+    pub needs: Option<Vec<Sp<String>>>,
+    /// The original collection (with `target`; instead of `restore`).
+    pub source: Option<RawCollectionRef>,
+    /// The copy to check (with `source`; instead of `restore`).
+    pub target: Option<RawCollectionRef>,
+    /// Id of a restore step: verify every collection it restores against the collection its
+    /// backup was taken from. Runs after that step.
+    pub restore: Option<Sp<String>>,
+}
+
+/// `[steps.<id>]` with `type = "alias"`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlias {
+    /// Ids of steps that must finish first; must include a verify step.
+    pub needs: Option<Vec<Sp<String>>>,
+    /// Id of the instance.
+    pub instance: Sp<String>,
+    /// The alias to create or move.
+    pub alias: Sp<String>,
+    /// The collection the alias points at afterwards.
+    pub collection: Sp<String>,
+    /// Database of the alias and collection (default: the instance's, or `default`).
+    pub database: Option<Sp<String>>,
+}
+
 /// The keys a table of this type accepts, and which are required, from its schema.
 #[derive(Debug)]
 pub struct Keys {
@@ -294,6 +342,8 @@ pub fn keys(kind: &str) -> &'static Keys {
             ("backup", Keys::of::<RawBackup>()),
             ("copy", Keys::of::<RawCopy>()),
             ("restore", Keys::of::<RawRestore>()),
+            ("verify", Keys::of::<RawVerify>()),
+            ("alias", Keys::of::<RawAlias>()),
         ])
     });
     &ALL[kind]

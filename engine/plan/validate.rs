@@ -9,7 +9,7 @@ use minijinja::Value;
 use super::diag::{Diag, suggest};
 use super::load::{RawBucket, RawInstance, RawPlan, RawStep};
 use super::model::*;
-use super::raw::{RawMode, RawOnConflict, Sp};
+use super::raw::{RawCollectionRef, RawMode, RawOnConflict, Sp};
 use super::template::{Renderer, TemplateError};
 use crate::secret::Secret;
 
@@ -551,6 +551,8 @@ pub(crate) fn resolve(
             RawStep::Backup(b) => &b.needs,
             RawStep::Copy(c) => &c.needs,
             RawStep::Restore(r) => &r.needs,
+            RawStep::Verify(v) => &v.needs,
+            RawStep::Alias(a) => &a.needs,
         };
         let mut needs = Vec::new();
         let mut need_spans = BTreeMap::new();
@@ -767,6 +769,185 @@ pub(crate) fn resolve(
                         indexes: r.indexes.as_ref().is_none_or(|v| *v.get()),
                         load: r.load.as_ref().is_none_or(|v| *v.get()),
                     })),
+                    _ => None,
+                }
+            }
+            RawStep::Verify(v) => {
+                let cref = |cx: &mut Ctx, c: &RawCollectionRef| -> Option<CollectionRef> {
+                    let instance = instance_ref(cx, &c.instance);
+                    let collection = cx.text(&c.collection)?;
+                    if let Err(msg) = check_collection(&collection).and_then(|_| {
+                        if is_glob(&collection) {
+                            Err("verify compares one named collection, not a pattern".into())
+                        } else {
+                            Ok(())
+                        }
+                    }) {
+                        cx.diags.push(
+                            Diag::new(
+                                c.collection.span(),
+                                format!(
+                                    "bad collection `{}` in `steps.{}`: {msg}",
+                                    mask_if(&cx.tainted, &collection),
+                                    e.id
+                                ),
+                                "bad name",
+                            )
+                            .help("write `name` or `db.name`"),
+                        );
+                    }
+                    let (db, coll) = match collection.split_once('.') {
+                        Some((d, c)) => (Some(d.to_string()), c.to_string()),
+                        None => (None, collection),
+                    };
+                    let database = cx.opt_text(&c.database).or(db);
+                    Some(CollectionRef {
+                        instance: instance?,
+                        collection: coll,
+                        database,
+                    })
+                };
+                match (&v.source, &v.target, &v.restore) {
+                    (Some(src), Some(dst), None) => {
+                        let source = cref(&mut cx, src);
+                        let target = cref(&mut cx, dst);
+                        match (source, target) {
+                            (Some(source), Some(target)) => {
+                                if source == target {
+                                    cx.diags.push(
+                                        Diag::new(
+                                            dst.collection.span(),
+                                            format!("verify step `{}` compares a collection with itself", e.id),
+                                            "same as `source`",
+                                        )
+                                        .help("`target` is the copy to check, e.g. the restored collection"),
+                                    );
+                                }
+                                Some(StepKind::Verify(VerifyStep::Pair { source, target }))
+                            }
+                            _ => None,
+                        }
+                    }
+                    (None, None, Some(r)) => {
+                        let target = r.get();
+                        let is_restore = raw
+                            .steps
+                            .iter()
+                            .any(|s| &s.id == target && matches!(s.raw, RawStep::Restore(_)));
+                        if !is_restore {
+                            let restores: Vec<&str> = raw
+                                .steps
+                                .iter()
+                                .filter(|s| matches!(s.raw, RawStep::Restore(_)))
+                                .map(|s| s.id.as_str())
+                                .collect();
+                            cx.diags.push(
+                                Diag::new(
+                                    r.span(),
+                                    format!(
+                                        "`{target}` in `steps.{}.restore` is not a restore step",
+                                        e.id
+                                    ),
+                                    "no restore step with this id",
+                                )
+                                .help(suggest(
+                                    target,
+                                    "restore steps",
+                                    restores.iter().copied(),
+                                )),
+                            );
+                            None
+                        } else {
+                            // The verify runs after the restore it checks.
+                            if !needs.contains(target) {
+                                needs.push(target.clone());
+                                if let Some(n) = spans.needs.get_mut(&e.id) {
+                                    n.insert(target.clone(), r.span());
+                                }
+                            }
+                            Some(StepKind::Verify(VerifyStep::Restore(target.clone())))
+                        }
+                    }
+                    _ => {
+                        cx.diags.push(
+                            Diag::new(
+                                e.id_span.clone(),
+                                format!("verify step `{}` needs either `source` and `target`, or `restore`", e.id),
+                                "what to compare?",
+                            )
+                            .help("write `source = { instance = \"a\", collection = \"c\" }` and `target = { ... }`, or `restore = \"<restore step id>\"`"),
+                        );
+                        None
+                    }
+                }
+            }
+            RawStep::Alias(a) => {
+                let instance = instance_ref(&mut cx, &a.instance);
+                let alias = cx.text(&a.alias);
+                let collection = cx.text(&a.collection);
+                for (sp, v) in [(&a.alias, &alias), (&a.collection, &collection)] {
+                    if let Some(v) = v
+                        && let Err(msg) = check_collection(v).and_then(|_| {
+                            if is_glob(v) || v.contains('.') {
+                                Err(
+                                    "a plain name is needed here; set the database with `database`"
+                                        .into(),
+                                )
+                            } else {
+                                Ok(())
+                            }
+                        })
+                    {
+                        cx.diags.push(
+                            Diag::new(
+                                sp.span(),
+                                format!(
+                                    "bad name `{}` in `steps.{}`: {msg}",
+                                    mask_if(&cx.tainted, v),
+                                    e.id
+                                ),
+                                "bad name",
+                            )
+                            .help("use letters, digits and `_`"),
+                        );
+                    }
+                }
+                // A cutover is only safe once the copy is proven equal to its source.
+                let verified = needs.iter().any(|n| {
+                    raw.steps
+                        .iter()
+                        .any(|s| &s.id == n && matches!(s.raw, RawStep::Verify(_)))
+                });
+                if !verified {
+                    let verifies: Vec<&str> = raw
+                        .steps
+                        .iter()
+                        .filter(|s| matches!(s.raw, RawStep::Verify(_)))
+                        .map(|s| s.id.as_str())
+                        .collect();
+                    let help = if verifies.is_empty() {
+                        "add a `type = \"verify\"` step that compares the collection with its source, and list it in `needs`".to_string()
+                    } else {
+                        format!("add `needs = [\"{}\"]`", verifies.join("\", \""))
+                    };
+                    cx.diags.push(
+                        Diag::new(
+                            e.id_span.clone(),
+                            format!("alias step `{}` does not need a verify step", e.id),
+                            "moves an alias without a verified copy",
+                        )
+                        .help(help),
+                    );
+                }
+                match (instance, alias, collection) {
+                    (Some(instance), Some(alias), Some(collection)) => {
+                        Some(StepKind::Alias(AliasStep {
+                            instance,
+                            alias,
+                            collection,
+                            database: cx.opt_text(&a.database),
+                        }))
+                    }
                     _ => None,
                 }
             }

@@ -37,11 +37,7 @@ pub struct Snapshot {
 
 pub async fn run(ctx: &StepCtx, step: &BackupStep) -> Result<String> {
     if step.mode == Mode::Rows {
-        return fail(format!(
-            "step `{}`: mode = \"rows\" is not available in this version of planrun; \
-             use mode = \"binlog\" with an instance that has `data`",
-            ctx.step
-        ));
+        return super::rows::backup(ctx, step).await;
     }
     let plan = &ctx.res.plan;
     let inst = &plan.instances[&step.instance];
@@ -158,7 +154,10 @@ pub async fn run(ctx: &StepCtx, step: &BackupStep) -> Result<String> {
 }
 
 /// The (database, collection) pairs the step's patterns select, in a stable order.
-async fn resolve(client: &MilvusClient, patterns: &[String]) -> Result<Vec<(String, String)>> {
+pub(super) async fn resolve(
+    client: &MilvusClient,
+    patterns: &[String],
+) -> Result<Vec<(String, String)>> {
     let patterns: Vec<Pattern> = patterns.iter().map(|p| Pattern::parse(p)).collect();
     let mut out = Vec::new();
     let dbs = client.list_databases().await?;

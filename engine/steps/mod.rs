@@ -1,10 +1,13 @@
 //! One module per step type; each runs itself task by task through a `StepCtx` that checkpoints.
 
+pub mod alias;
 pub mod backup;
 pub mod copy;
 pub mod meta;
 pub mod restore;
+pub mod rows;
 pub mod select;
+pub mod verify;
 
 use std::collections::HashMap;
 use std::future::Future;

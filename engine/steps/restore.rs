@@ -98,6 +98,9 @@ pub async fn run(ctx: &StepCtx, step: &RestoreStep) -> Result<String> {
             ctx.step
         ));
     };
+    if backup.format == super::rows::FORMAT {
+        return super::rows::restore(ctx, step, &backup).await;
+    }
     if !backup.format.is_empty() {
         return fail(format!(
             "the backup at `{}` has format `{}`, which this version of planrun cannot restore",

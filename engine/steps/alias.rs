@@ -1,0 +1,65 @@
+//! The `alias` step: point an alias at a collection, creating it or moving it from another one.
+//!
+//! Idempotent by looking first: the alias is described, then created, moved, or left alone when
+//! it already points at the collection, so a retried or resumed step never fails on its own work.
+
+use super::{Result, StepCtx, fail};
+use crate::milvus::MilvusClient;
+use crate::plan::{AliasStep, Plan};
+
+/// What the step would do, or did, to the alias.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    Create,
+    /// Move from this collection.
+    Move(String),
+    Unchanged,
+}
+
+/// The database the step works in.
+pub fn database(plan: &Plan, step: &AliasStep) -> String {
+    step.database
+        .clone()
+        .or_else(|| plan.instances[&step.instance].database.clone())
+        .unwrap_or_else(|| "default".into())
+}
+
+/// How the alias would change, by looking only.
+pub async fn change(client: &MilvusClient, step: &AliasStep) -> Result<Change> {
+    Ok(match client.describe_alias(&step.alias).await? {
+        Some(old) if old == step.collection => Change::Unchanged,
+        Some(old) => Change::Move(old),
+        None => Change::Create,
+    })
+}
+
+pub async fn run(ctx: &StepCtx, step: &AliasStep) -> Result<String> {
+    let db = database(&ctx.res.plan, step);
+    let client = ctx.res.milvus(&step.instance).await?.with_database(&db);
+    ctx.once("alias", || async {
+        if !client.has_collection(&step.collection).await? {
+            return fail(format!(
+                "collection `{}` does not exist in database `{db}` of `{}`, so alias `{}` \
+                 cannot point at it; check `collection` in step `{}`",
+                step.collection, step.instance, step.alias, ctx.step
+            ));
+        }
+        let line = match change(&client, step).await? {
+            Change::Unchanged => format!(
+                "alias `{}` already points at `{}`",
+                step.alias, step.collection
+            ),
+            Change::Move(old) => {
+                client.alter_alias(&step.collection, &step.alias).await?;
+                format!("alias `{}`: `{old}` → `{}`", step.alias, step.collection)
+            }
+            Change::Create => {
+                client.create_alias(&step.collection, &step.alias).await?;
+                format!("alias `{}` created → `{}`", step.alias, step.collection)
+            }
+        };
+        ctx.events.info(&ctx.step, &line);
+        Ok(line)
+    })
+    .await
+}

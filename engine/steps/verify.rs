@@ -1,0 +1,848 @@
+//! The `verify` step: proves a copy equals its source (schema, partitions, counts, indexes, rows).
+//!
+//! Row content is compared by an order-independent digest: every row is hashed canonically
+//! (SHA-256 over its field names and values, sorted by field name, JSON re-serialised with sorted
+//! keys) and the first 128 bits of each hash are summed. A sum, unlike XOR, does not let two
+//! equal rows cancel out. Both sides are walked together by primary key, so the same pass also
+//! finds a few example keys that are missing, extra or different, in bounded memory.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
+
+use sha2::{Digest, Sha256};
+
+use super::meta::{self, CollectionSchema};
+use super::restore::{read_meta, selected};
+use super::{Result, StepCtx, StepError, fail, to_json};
+use crate::checkpoint::TaskState;
+use crate::milvus::pb::common::LoadState;
+use crate::milvus::pb::schema::{
+    DataType, FieldData, ScalarField, field_data, scalar_field, vector_field,
+};
+use crate::milvus::{MilvusClient, Pk};
+use crate::plan::{CollectionRef, Location, Plan, StepKind, VerifyStep};
+
+/// How many example keys of each kind a mismatch reports.
+const EXAMPLES: usize = 5;
+/// Bytes one query page may carry, well under the 64 MiB message limit.
+const PAGE_BYTES: usize = 8 << 20;
+const LOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1800);
+
+/// One side of a comparison: a collection of a database of an instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Side {
+    pub instance: String,
+    pub database: String,
+    pub collection: String,
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}.{}", self.instance, self.database, self.collection)
+    }
+}
+
+impl Side {
+    fn of(plan: &Plan, c: &CollectionRef) -> Side {
+        Side {
+            instance: c.instance.clone(),
+            database: c
+                .database
+                .clone()
+                .or_else(|| plan.instances[&c.instance].database.clone())
+                .unwrap_or_else(|| "default".into()),
+            collection: c.collection.clone(),
+        }
+    }
+}
+
+pub async fn run(ctx: &StepCtx, step: &VerifyStep) -> Result<String> {
+    let plan = ctx.res.plan.clone();
+    let pairs = match step {
+        VerifyStep::Pair { source, target } => {
+            vec![(Side::of(&plan, source), Side::of(&plan, target))]
+        }
+        VerifyStep::Restore(id) => pairs_of_restore(ctx, id).await?,
+    };
+    let mut lines = Vec::new();
+    let mut problems = Vec::new();
+    for (source, target) in &pairs {
+        ctx.check_cancel()?;
+        // Only a success is recorded: a failed comparison is made again on the next apply.
+        let key = format!("pair/{target}");
+        if let Some(line) = ctx.done::<String>(&key)? {
+            lines.push(line);
+            continue;
+        }
+        let src = ctx
+            .res
+            .milvus(&source.instance)
+            .await?
+            .with_database(&source.database);
+        let dst = ctx
+            .res
+            .milvus(&target.instance)
+            .await?
+            .with_database(&target.database);
+        let report = compare(ctx, &src, source, &dst, target).await?;
+        if report.differences.is_empty() {
+            let line = format!(
+                "`{target}` equals `{source}`: {} rows in {} partitions, digest {:032x}",
+                report.rows, report.partitions, report.digest
+            );
+            ctx.set(&key, TaskState::Done(to_json(&line))).await?;
+            lines.push(line);
+        } else {
+            problems.push(format!(
+                "`{target}` differs from `{source}`:\n  - {}",
+                report.differences.join("\n  - ")
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        return fail(format!(
+            "verification failed ({} of {} collection(s) differ):\n{}",
+            problems.len(),
+            pairs.len(),
+            problems.join("\n")
+        ));
+    }
+    Ok(lines.join("; "))
+}
+
+/// The (source, target) pairs of every collection a restore step restores. The source instance
+/// is the one whose backup step wrote the restored location (following copy steps).
+pub async fn pairs_of_restore(ctx: &StepCtx, id: &str) -> Result<Vec<(Side, Side)>> {
+    let plan = &ctx.res.plan;
+    let Some(StepKind::Restore(r)) = plan.step(id).map(|s| &s.kind) else {
+        return fail(format!("step `{id}` is not a restore step"));
+    };
+    let Some(source_instance) = backup_instance(plan, &r.from, plan.steps.len()) else {
+        return fail(format!(
+            "cannot tell which instance the backup at `{}` (restored by `{id}`) was taken from: \
+             no backup step of this plan writes it. Name the collections with `source` and \
+             `target` in step `{}` instead",
+            plan.show_location(&r.from),
+            ctx.step
+        ));
+    };
+    let store = ctx.res.storage(&r.from.bucket).await?;
+    let Some(backup) = read_meta(&store, &r.from).await? else {
+        return fail(format!(
+            "no backup at `{}` (`{}` not found), so the collections restored by `{id}` are unknown",
+            plan.show_location(&r.from),
+            meta::BACKUP_META
+        ));
+    };
+    let target_db_default = plan.instances[&r.instance]
+        .database
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let mut out = Vec::new();
+    for (info, target) in selected(r, &backup) {
+        let db = if info.db_name.is_empty() {
+            "default".to_string()
+        } else {
+            info.db_name.clone()
+        };
+        out.push((
+            Side {
+                instance: source_instance.clone(),
+                database: db.clone(),
+                collection: info.collection_name.clone(),
+            },
+            Side {
+                instance: r.instance.clone(),
+                database: r.database.clone().unwrap_or_else(|| {
+                    if info.db_name.is_empty() {
+                        target_db_default.clone()
+                    } else {
+                        db
+                    }
+                }),
+                collection: target,
+            },
+        ));
+    }
+    if out.is_empty() {
+        return fail(format!(
+            "restore step `{id}` restores no collection of the backup at `{}`; nothing to verify",
+            plan.show_location(&r.from)
+        ));
+    }
+    Ok(out)
+}
+
+/// The instance of the backup step whose output ends up at `loc`, following copies.
+fn backup_instance(plan: &Plan, loc: &Location, depth: usize) -> Option<String> {
+    if depth == 0 {
+        return None;
+    }
+    plan.steps.iter().find_map(|s| match &s.kind {
+        StepKind::Backup(b) if b.to.overlaps(loc) => Some(b.instance.clone()),
+        StepKind::Copy(c) if c.to.overlaps(loc) => {
+            let from = Location {
+                bucket: c.from.bucket.clone(),
+                path: if loc.path.len() > c.to.path.len() && loc.path.starts_with(&c.to.path) {
+                    c.from
+                        .join(loc.path[c.to.path.len()..].trim_start_matches('/'))
+                } else {
+                    c.from.path.clone()
+                },
+            };
+            backup_instance(plan, &from, depth - 1)
+        }
+        _ => None,
+    })
+}
+
+/// What a comparison found.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub rows: u64,
+    pub partitions: usize,
+    /// The sum of the partition digests of the source.
+    pub digest: u128,
+    /// One line per difference; empty when the copy is equal.
+    pub differences: Vec<String>,
+}
+
+async fn ensure_loaded(ctx: &StepCtx, c: &MilvusClient, side: &Side) -> Result<()> {
+    match c.get_load_state(&side.collection).await? {
+        LoadState::Loaded => Ok(()),
+        LoadState::NotExist => fail(format!(
+            "collection `{side}` does not exist; check the step's `source`/`target`"
+        )),
+        _ => {
+            // Queries on Milvus 2.3 need the collection in memory.
+            ctx.events
+                .info(&ctx.step, format!("loading `{side}` to read its rows"));
+            c.load_collection(&side.collection).await?;
+            c.wait_loaded(&side.collection, LOAD_TIMEOUT).await?;
+            Ok(())
+        }
+    }
+}
+
+/// Compares `target` with `source`; differences are returned, errors reaching a server are not.
+pub async fn compare(
+    ctx: &StepCtx,
+    src: &MilvusClient,
+    source: &Side,
+    dst: &MilvusClient,
+    target: &Side,
+) -> Result<Report> {
+    let mut report = Report::default();
+    let diff = &mut report.differences;
+    for (c, side) in [(src, source), (dst, target)] {
+        if !c.has_collection(&side.collection).await? {
+            return fail(format!(
+                "collection `{side}` does not exist; check the step's `source`/`target` \
+                 (or that the restore created it)"
+            ));
+        }
+    }
+    let sd = src.describe_collection(&source.collection).await?;
+    let td = dst.describe_collection(&target.collection).await?;
+    let (ss, ts) = (
+        CollectionSchema::from(&sd.schema),
+        CollectionSchema::from(&td.schema),
+    );
+    let (sshape, tshape) = (ss.shape(), ts.shape());
+    if sshape != tshape {
+        let only_s: Vec<&String> = sshape.iter().filter(|f| !tshape.contains(f)).collect();
+        let only_t: Vec<&String> = tshape.iter().filter(|f| !sshape.contains(f)).collect();
+        diff.push(format!(
+            "schema: source has {only_s:?}, target has {only_t:?} \
+             (name:type:element type:params:primary:auto id:partition key)"
+        ));
+    }
+
+    let parts = |v: Vec<crate::milvus::PartitionInfo>| -> BTreeSet<String> {
+        v.into_iter().map(|p| p.name).collect()
+    };
+    let sp = parts(src.show_partitions(&source.collection).await?);
+    let tp = parts(dst.show_partitions(&target.collection).await?);
+    if sp != tp {
+        diff.push(format!(
+            "partitions: only in source {:?}, only in target {:?}",
+            sp.difference(&tp).collect::<Vec<_>>(),
+            tp.difference(&sp).collect::<Vec<_>>()
+        ));
+    }
+
+    // Presence by field: Milvus Lite reports the field name as the index name.
+    let indexed = |v: Vec<crate::milvus::IndexInfo>| -> BTreeSet<String> {
+        v.into_iter().map(|i| i.field_name).collect()
+    };
+    let si = indexed(src.describe_index(&source.collection).await?);
+    let ti = indexed(dst.describe_index(&target.collection).await?);
+    if si != ti {
+        diff.push(format!(
+            "indexes: fields indexed only in source {:?}, only in target {:?}",
+            si.difference(&ti).collect::<Vec<_>>(),
+            ti.difference(&si).collect::<Vec<_>>()
+        ));
+    }
+
+    let Some(pk) = sd.primary_field().map(|f| f.name.clone()) else {
+        return fail(format!("`{source}` has no primary key field"));
+    };
+    if td.primary_field().map(|f| f.name.as_str()) != Some(pk.as_str()) {
+        diff.push(format!(
+            "primary key: source `{pk}`, target {:?}",
+            td.primary_field().map(|f| &f.name)
+        ));
+        return Ok(report);
+    }
+    for (c, side) in [(src, source), (dst, target)] {
+        match ensure_loaded(ctx, c, side).await {
+            Ok(()) => {}
+            // A copy already known to differ may be unloadable (no index): report, don't hide.
+            Err(e) if !diff.is_empty() => {
+                diff.push(format!("rows not compared: `{side}` cannot be loaded: {e}"));
+                return Ok(report);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+
+    let limit = page_limit(&ss);
+    let common: Vec<&String> = sp.intersection(&tp).collect();
+    report.partitions = common.len();
+    // With a partition key Milvus refuses queries naming partitions: compare the collection whole.
+    let partition_key = ss.fields.iter().any(|f| f.is_partition_key);
+    let units: Vec<(String, Vec<String>)> = if partition_key {
+        vec![("(all, partition key)".to_string(), Vec::new())]
+    } else {
+        common
+            .iter()
+            .map(|p| (p.to_string(), vec![p.to_string()]))
+            .collect()
+    };
+    // Exact counts first, so progress knows how many rows both walks will read. Milvus Lite
+    // ignores the partition in count(*) (it counts the whole collection), so there the walk's
+    // count stands for the partition and the collection total is checked separately.
+    let count = |c: &'_ MilvusClient, coll: &'_ str, part: &'_ [String]| {
+        let (c, coll, part) = (c.clone(), coll.to_string(), part.to_vec());
+        async move {
+            if c.is_lite() && !part.is_empty() {
+                Ok::<_, StepError>(None)
+            } else {
+                Ok(Some(c.query_count(&coll, &part, "").await?))
+            }
+        }
+    };
+    let mut counts = Vec::with_capacity(units.len());
+    for (_, part) in &units {
+        let sc = count(src, &source.collection, part).await?;
+        let tc = count(dst, &target.collection, part).await?;
+        counts.push((sc, tc));
+    }
+    let s_total = src.query_count(&source.collection, &[], "").await?;
+    let t_total = dst.query_count(&target.collection, &[], "").await?;
+    ctx.events.planned(&ctx.step, s_total + t_total, 0);
+    let (mut s_walked, mut t_walked) = (0, 0);
+    for ((p, part), (sc, tc)) in units.into_iter().zip(counts) {
+        ctx.check_cancel()?;
+        let mut a = Walk::new(src, &source.collection, &part, &pk, limit);
+        let mut b = Walk::new(dst, &target.collection, &part, &pk, limit);
+        let m = merge(ctx, &mut a, &mut b).await?;
+        report.rows += m.source_rows;
+        report.digest = report.digest.wrapping_add(m.source_digest);
+        s_walked += m.source_rows;
+        t_walked += m.target_rows;
+        let mut what = Vec::new();
+        let (sn, tn) = (sc.unwrap_or(m.source_rows), tc.unwrap_or(m.target_rows));
+        if sn != tn {
+            what.push(format!("{sn} rows in source, {tn} in target"));
+        }
+        if sn != m.source_rows || tn != m.target_rows {
+            what.push(format!(
+                "reading by key found {} and {} rows where count(*) says {sn} and {tn}",
+                m.source_rows, m.target_rows
+            ));
+        }
+        if m.source_digest != m.target_digest {
+            what.push(format!(
+                "content digests differ ({:032x} vs {:032x})",
+                m.source_digest, m.target_digest
+            ));
+        }
+        if !what.is_empty() {
+            let examples = m.examples();
+            diff.push(format!(
+                "partition `{p}`: {}{}",
+                what.join("; "),
+                if examples.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {examples}")
+                }
+            ));
+        }
+    }
+    if diff.is_empty() && (s_total != s_walked || t_total != t_walked) {
+        diff.push(format!(
+            "count(*) says {s_total} rows in source and {t_total} in target, reading by key \
+             found {s_walked} and {t_walked}"
+        ));
+    }
+    Ok(report)
+}
+
+/// Rows per page so that one page stays near `PAGE_BYTES`, from the schema's declared sizes.
+fn page_limit(schema: &CollectionSchema) -> usize {
+    let param = |f: &meta::FieldSchema, k: &str| -> Option<usize> {
+        f.type_params
+            .iter()
+            .find(|kv| kv.key == k)
+            .and_then(|kv| kv.value.parse().ok())
+    };
+    let mut row = 64usize;
+    for f in &schema.fields {
+        let dim = param(f, "dim").unwrap_or(0);
+        row += match DataType::try_from(f.data_type).unwrap_or(DataType::None) {
+            DataType::FloatVector => dim * 4,
+            DataType::Float16Vector | DataType::BFloat16Vector => dim * 2,
+            DataType::BinaryVector => dim.div_ceil(8),
+            DataType::SparseFloatVector => 4096,
+            DataType::VarChar | DataType::String => param(f, "max_length").unwrap_or(256),
+            DataType::Json => 2048,
+            DataType::Array => param(f, "max_capacity").unwrap_or(64) * 64,
+            _ => 8,
+        };
+    }
+    if schema.enable_dynamic_field {
+        row += 2048;
+    }
+    (PAGE_BYTES / row).clamp(1, crate::milvus::MAX_QUERY_LIMIT)
+}
+
+/// A primary-key walk over one partition, yielding (key, row hash).
+struct Walk<'a> {
+    client: &'a MilvusClient,
+    collection: &'a str,
+    partitions: &'a [String],
+    pk: &'a str,
+    limit: usize,
+    after: Option<Pk>,
+    buf: VecDeque<(Pk, u128)>,
+    done: bool,
+}
+
+impl<'a> Walk<'a> {
+    fn new(
+        client: &'a MilvusClient,
+        collection: &'a str,
+        partitions: &'a [String],
+        pk: &'a str,
+        limit: usize,
+    ) -> Self {
+        Walk {
+            client,
+            collection,
+            partitions,
+            pk,
+            limit,
+            after: None,
+            buf: VecDeque::new(),
+            done: false,
+        }
+    }
+
+    async fn next(&mut self, ctx: &StepCtx) -> Result<Option<(Pk, u128)>> {
+        if self.buf.is_empty() && !self.done {
+            let page = ctx
+                .retry("query", || async {
+                    Ok(self
+                        .client
+                        .query_page(
+                            self.collection,
+                            self.partitions,
+                            self.pk,
+                            self.after.as_ref(),
+                            "",
+                            self.limit,
+                            &["*".to_string()],
+                        )
+                        .await?)
+                })
+                .await?;
+            if page.num_rows == 0 {
+                self.done = true;
+            } else {
+                ctx.events.progress(&ctx.step, page.num_rows as u64, 0);
+                self.after = page.last_pk.clone();
+                self.buf = hash_rows(&page.fields, self.pk, page.num_rows)
+                    .map_err(|e| {
+                        StepError::Failed(format!(
+                            "reading `{}` on `{}`: {e}",
+                            self.collection,
+                            self.client.name()
+                        ))
+                    })?
+                    .into();
+            }
+        }
+        Ok(self.buf.pop_front())
+    }
+}
+
+/// What walking both sides of one partition found.
+#[derive(Debug, Default)]
+struct Merged {
+    source_rows: u64,
+    target_rows: u64,
+    source_digest: u128,
+    target_digest: u128,
+    missing: Vec<Pk>,
+    extra: Vec<Pk>,
+    changed: Vec<Pk>,
+}
+
+impl Merged {
+    fn examples(&self) -> String {
+        let list = |v: &[Pk]| {
+            v.iter()
+                .map(|k| format!("`{}`", k.to_expr()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut out = Vec::new();
+        if !self.missing.is_empty() {
+            out.push(format!("missing in target: {}", list(&self.missing)));
+        }
+        if !self.extra.is_empty() {
+            out.push(format!("only in target: {}", list(&self.extra)));
+        }
+        if !self.changed.is_empty() {
+            out.push(format!("different content: {}", list(&self.changed)));
+        }
+        out.join("; ")
+    }
+}
+
+async fn merge(ctx: &StepCtx, a: &mut Walk<'_>, b: &mut Walk<'_>) -> Result<Merged> {
+    let mut m = Merged::default();
+    let mut x = a.next(ctx).await?;
+    let mut y = b.next(ctx).await?;
+    loop {
+        match (&x, &y) {
+            (None, None) => break,
+            (Some((k, h)), None) => {
+                m.source_rows += 1;
+                m.source_digest = m.source_digest.wrapping_add(*h);
+                push(&mut m.missing, k);
+                x = a.next(ctx).await?;
+            }
+            (None, Some((k, h))) => {
+                m.target_rows += 1;
+                m.target_digest = m.target_digest.wrapping_add(*h);
+                push(&mut m.extra, k);
+                y = b.next(ctx).await?;
+            }
+            (Some((ka, ha)), Some((kb, hb))) => match ka.cmp(kb) {
+                std::cmp::Ordering::Less => {
+                    m.source_rows += 1;
+                    m.source_digest = m.source_digest.wrapping_add(*ha);
+                    push(&mut m.missing, ka);
+                    x = a.next(ctx).await?;
+                }
+                std::cmp::Ordering::Greater => {
+                    m.target_rows += 1;
+                    m.target_digest = m.target_digest.wrapping_add(*hb);
+                    push(&mut m.extra, kb);
+                    y = b.next(ctx).await?;
+                }
+                std::cmp::Ordering::Equal => {
+                    m.source_rows += 1;
+                    m.target_rows += 1;
+                    m.source_digest = m.source_digest.wrapping_add(*ha);
+                    m.target_digest = m.target_digest.wrapping_add(*hb);
+                    if ha != hb {
+                        push(&mut m.changed, ka);
+                    }
+                    x = a.next(ctx).await?;
+                    y = b.next(ctx).await?;
+                }
+            },
+        }
+    }
+    Ok(m)
+}
+
+fn push(v: &mut Vec<Pk>, k: &Pk) {
+    if v.len() < EXAMPLES {
+        v.push(k.clone());
+    }
+}
+
+/// The key and canonical hash of every row of a page. Columns are taken by field name, so the
+/// order the server returns them in does not matter.
+pub fn hash_rows(
+    fields: &[FieldData],
+    pk: &str,
+    n: usize,
+) -> std::result::Result<Vec<(Pk, u128)>, String> {
+    let pk_col = fields
+        .iter()
+        .find(|f| f.field_name == pk)
+        .ok_or_else(|| format!("the page has no primary-key column `{pk}`"))?;
+    let keys = crate::milvus::data::pks(pk_col)
+        .ok_or_else(|| format!("primary-key column `{pk}` is neither Int64 nor VarChar"))?;
+    if keys.len() != n {
+        return Err(format!("the page has {} keys for {n} rows", keys.len()));
+    }
+    let mut cols: BTreeMap<&str, &FieldData> = BTreeMap::new();
+    for f in fields {
+        let name = if f.is_dynamic {
+            "$meta"
+        } else {
+            f.field_name.as_str()
+        };
+        cols.insert(name, f);
+    }
+    let cols: Vec<(&str, &FieldData, Vec<Option<usize>>)> = cols
+        .into_iter()
+        .map(|(name, f)| (name, f, value_index(f, n)))
+        .collect();
+    let mut out = Vec::with_capacity(n);
+    for (i, key) in keys.into_iter().enumerate() {
+        let mut h = Sha256::new();
+        for (name, f, idx) in &cols {
+            h.update((name.len() as u32).to_le_bytes());
+            h.update(name.as_bytes());
+            match idx[i] {
+                None => h.update([0u8]),
+                Some(j) => {
+                    h.update([1u8]);
+                    cell(&mut h, f, j, *name == "$meta")?;
+                }
+            }
+        }
+        let d = h.finalize();
+        let mut first = [0u8; 16];
+        first.copy_from_slice(&d[..16]);
+        out.push((key, u128::from_le_bytes(first)));
+    }
+    Ok(out)
+}
+
+/// Where row `i`'s value sits in the column, `None` for a null. Nullable columns come either
+/// full length (a placeholder under each null) or compacted to the valid values.
+pub(crate) fn value_index(f: &FieldData, n: usize) -> Vec<Option<usize>> {
+    if f.valid_data.is_empty() {
+        return (0..n).map(Some).collect();
+    }
+    let compact = crate::milvus::data::column_len(f) < n;
+    let mut next = 0;
+    f.valid_data
+        .iter()
+        .enumerate()
+        .map(|(i, &valid)| {
+            if !valid {
+                None
+            } else if compact {
+                next += 1;
+                Some(next - 1)
+            } else {
+                Some(i)
+            }
+        })
+        .chain(std::iter::repeat(None))
+        .take(n)
+        .collect()
+}
+
+fn bytes(h: &mut Sha256, b: &[u8]) {
+    h.update((b.len() as u64).to_le_bytes());
+    h.update(b);
+}
+
+/// JSON with sorted keys, so two servers that order an object's keys differently agree.
+fn json(h: &mut Sha256, raw: &[u8]) {
+    match serde_json::from_slice::<serde_json::Value>(raw) {
+        Ok(v) => bytes(h, &serde_json::to_vec(&v).expect("values serialise")),
+        Err(_) => bytes(h, raw),
+    }
+}
+
+fn cell(h: &mut Sha256, f: &FieldData, i: usize, dynamic: bool) -> std::result::Result<(), String> {
+    let short = || format!("column `{}` is shorter than the page", f.field_name);
+    match &f.field {
+        Some(field_data::Field::Scalars(s)) => scalar(h, s, i, dynamic).ok_or_else(short),
+        Some(field_data::Field::Vectors(v)) => {
+            let dim = v.dim.max(0) as usize;
+            let slice = |b: &[u8], width: usize| -> Option<Vec<u8>> {
+                b.get(i * width..(i + 1) * width).map(<[u8]>::to_vec)
+            };
+            let raw = match &v.data {
+                Some(vector_field::Data::FloatVector(a)) => a
+                    .data
+                    .get(i * dim..(i + 1) * dim)
+                    .map(|s| s.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect()),
+                Some(vector_field::Data::BinaryVector(b)) => slice(b, dim.div_ceil(8)),
+                Some(vector_field::Data::Float16Vector(b))
+                | Some(vector_field::Data::Bfloat16Vector(b)) => slice(b, dim * 2),
+                Some(vector_field::Data::SparseFloatVector(s)) => s.contents.get(i).cloned(),
+                None => Some(Vec::new()),
+            };
+            let raw = raw.ok_or_else(short)?;
+            bytes(h, &raw);
+            Ok(())
+        }
+        None => Ok(()),
+    }
+}
+
+fn scalar(h: &mut Sha256, s: &ScalarField, i: usize, dynamic: bool) -> Option<()> {
+    use scalar_field::Data;
+    match &s.data {
+        Some(Data::BoolData(a)) => h.update([*a.data.get(i)? as u8]),
+        Some(Data::IntData(a)) => h.update(a.data.get(i)?.to_le_bytes()),
+        Some(Data::LongData(a)) => h.update(a.data.get(i)?.to_le_bytes()),
+        Some(Data::FloatData(a)) => h.update(a.data.get(i)?.to_bits().to_le_bytes()),
+        Some(Data::DoubleData(a)) => h.update(a.data.get(i)?.to_bits().to_le_bytes()),
+        Some(Data::StringData(a)) => bytes(h, a.data.get(i)?.as_bytes()),
+        Some(Data::BytesData(a)) => bytes(h, a.data.get(i)?),
+        Some(Data::JsonData(a)) => {
+            let raw = a.data.get(i)?;
+            // An empty dynamic object and no dynamic value at all mean the same row.
+            if dynamic && (raw.is_empty() || raw.as_slice() == b"{}") {
+                bytes(h, b"{}");
+            } else {
+                json(h, raw);
+            }
+        }
+        Some(Data::ArrayData(a)) => {
+            let elem = a.data.get(i)?;
+            let n = crate::milvus::data::column_len(&FieldData {
+                field: Some(field_data::Field::Scalars(elem.clone())),
+                ..Default::default()
+            });
+            h.update((n as u64).to_le_bytes());
+            for j in 0..n {
+                scalar(h, elem, j, false)?;
+            }
+        }
+        None => {}
+    }
+    Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::milvus::data::{
+        double_column, dynamic_column, float_vector_column, int64_column, json_column,
+        varchar_column,
+    };
+
+    fn page(scores: Vec<f64>, json: Vec<&str>) -> Vec<FieldData> {
+        let n = scores.len();
+        vec![
+            int64_column("id", (0..n as i64).collect()),
+            double_column("score", scores),
+            float_vector_column("v", 2, (0..n * 2).map(|x| x as f32).collect()),
+            json_column("j", json.iter().map(|s| s.as_bytes().to_vec()).collect()),
+            dynamic_column(vec![b"{}".to_vec(); n]),
+        ]
+    }
+
+    #[test]
+    fn hashes_ignore_column_order_and_json_key_order() {
+        let a = hash_rows(
+            &page(vec![1.0, 2.0], vec![r#"{"a":1,"b":2}"#, "[]"]),
+            "id",
+            2,
+        )
+        .unwrap();
+        let mut cols = page(vec![1.0, 2.0], vec![r#"{"b":2,"a":1}"#, "[]"]);
+        cols.reverse();
+        let b = hash_rows(&cols, "id", 2).unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn a_changed_value_changes_only_its_row() {
+        let a = hash_rows(&page(vec![1.0, 2.0], vec!["1", "2"]), "id", 2).unwrap();
+        let b = hash_rows(&page(vec![1.0, 2.5], vec!["1", "2"]), "id", 2).unwrap();
+        assert_eq!(a[0], b[0]);
+        assert_ne!(a[1].1, b[1].1);
+        assert_eq!(a[1].0, Pk::Int(1));
+    }
+
+    #[test]
+    fn same_rows_swapped_between_keys_differ() {
+        // Row content moved to another key must not look equal.
+        let a = hash_rows(
+            &[
+                int64_column("id", vec![1, 2]),
+                varchar_column("t", vec!["x".into(), "y".into()]),
+            ],
+            "id",
+            2,
+        )
+        .unwrap();
+        let b = hash_rows(
+            &[
+                int64_column("id", vec![1, 2]),
+                varchar_column("t", vec!["y".into(), "x".into()]),
+            ],
+            "id",
+            2,
+        )
+        .unwrap();
+        let sum = |v: &[(Pk, u128)]| v.iter().fold(0u128, |s, r| s.wrapping_add(r.1));
+        assert_ne!(sum(&a), sum(&b));
+    }
+
+    #[test]
+    fn nulls_differ_from_values_in_both_layouts() {
+        let mut full = int64_column("x", vec![5, 0]);
+        full.valid_data = vec![true, false];
+        let mut compact = int64_column("x", vec![5]);
+        compact.valid_data = vec![true, false];
+        let ids = int64_column("id", vec![1, 2]);
+        let a = hash_rows(&[ids.clone(), full], "id", 2).unwrap();
+        let b = hash_rows(&[ids.clone(), compact], "id", 2).unwrap();
+        assert_eq!(a, b);
+        let c = hash_rows(&[ids, int64_column("x", vec![5, 0])], "id", 2).unwrap();
+        assert_eq!(a[0], c[0]);
+        assert_ne!(a[1], c[1]);
+    }
+
+    #[test]
+    fn short_columns_are_an_error() {
+        let err = hash_rows(
+            &[
+                int64_column("id", vec![1, 2]),
+                double_column("s", vec![1.0]),
+            ],
+            "id",
+            2,
+        )
+        .unwrap_err();
+        assert!(err.contains("`s`"), "{err}");
+    }
+
+    #[test]
+    fn page_limit_follows_row_size() {
+        let schema = |dim: &str| CollectionSchema {
+            fields: vec![meta::FieldSchema {
+                name: "v".into(),
+                data_type: DataType::FloatVector as i32,
+                type_params: vec![meta::KeyValue {
+                    key: "dim".into(),
+                    value: dim.into(),
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert_eq!(page_limit(&schema("8")), crate::milvus::MAX_QUERY_LIMIT);
+        let big = page_limit(&schema("4096"));
+        assert!(big < 1000 && big > 100, "{big}");
+    }
+}

@@ -1,0 +1,415 @@
+//! `mode = "rows"` migrations between Milvus 2.3.5 and Milvus Lite, compared row by row, and
+//! resumed after crashes in the middle of the backup and of the restore.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use assert_cmd::cargo::cargo_bin;
+
+use crate::support::{self, LITE, MILVUS_A, MILVUS_B};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn data(args: &[&str]) -> Output {
+    let py = root().join(".venv/bin/python");
+    assert!(
+        py.exists(),
+        "{} is missing: run `scripts/services.sh up` (it installs the test servers and clients)",
+        py.display()
+    );
+    Command::new(py)
+        .arg(root().join("scripts/milvus_data.py"))
+        .args(args)
+        .output()
+        .expect("run scripts/milvus_data.py")
+}
+
+fn ok(out: Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "command failed ({}):\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn apply(plan: &Path, crash: Option<&str>) -> (bool, String) {
+    let mut cmd = Command::new(cargo_bin("planrun"));
+    cmd.args(["apply", "--yes", plan.to_str().unwrap()])
+        .env("NO_COLOR", "1")
+        .env_remove("PLANRUN_CRASH");
+    if let Some(c) = crash {
+        cmd.env("PLANRUN_CRASH", c);
+    }
+    let out = cmd.output().expect("run planrun");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// A server of the test: id in the plan, uri, token for scripts/milvus_data.py, plan keys.
+struct Server {
+    id: &'static str,
+    uri: String,
+    token: &'static str,
+    auth: &'static str,
+}
+
+fn milvus_a() -> Server {
+    Server {
+        id: "a",
+        uri: MILVUS_A.require().uri(),
+        token: "root:Milvus",
+        auth: "user = \"root\"\npassword = \"Milvus\"\n",
+    }
+}
+
+fn milvus_b() -> Server {
+    Server {
+        id: "b",
+        uri: MILVUS_B.require().uri(),
+        token: "",
+        auth: "",
+    }
+}
+
+fn lite() -> Server {
+    Server {
+        id: "lite",
+        uri: LITE.require().uri(),
+        token: "",
+        auth: "",
+    }
+}
+
+struct Migration {
+    dir: tempfile::TempDir,
+    plan: PathBuf,
+    coll: String,
+    from: Server,
+    to: Server,
+}
+
+impl Migration {
+    /// Seeds `coll` (int64 keys) and `coll_str` (varchar keys) on `from`; the plan backs both up
+    /// in rows mode into a local directory, restores them on `to` with `_bak` and verifies.
+    fn new(from: Server, to: Server) -> Migration {
+        let coll = support::unique("rows");
+        Migration::seeded(from, to, coll)
+    }
+
+    /// A migration of `coll` and `coll_str`; seeds them unless they exist on `from`.
+    fn seeded(from: Server, to: Server, coll: String) -> Migration {
+        for (c, pk) in [(coll.clone(), "int64"), (format!("{coll}_str"), "varchar")] {
+            if has_collection(&from, &c) {
+                continue;
+            }
+            ok(data(&[
+                "seed",
+                "--uri",
+                &from.uri,
+                "--token",
+                from.token,
+                "--collection",
+                &c,
+                "--pk",
+                pk,
+                "--rows",
+                "800",
+                "--partitions",
+                "2",
+                "--segments",
+                "2",
+                "--delete-every",
+                "9",
+            ]));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let plan = dir.path().join("plan.toml");
+        let text = format!(
+            r#"version = 1
+name = "rows"
+
+[instances.{fid}]
+type = "milvus"
+uri = "{furi}"
+{fauth}
+[instances.{tid}]
+type = "milvus"
+uri = "{turi}"
+{tauth}
+[buckets.local]
+type = "local"
+path = "{backups}"
+
+[steps.backup]
+type = "backup"
+instance = "{fid}"
+collections = ["{coll}", "{coll}_str"]
+to = "local:backup/{coll}"
+mode = "rows"
+
+[steps.restore]
+type = "restore"
+instance = "{tid}"
+from = "local:backup/{coll}"
+suffix = "_bak"
+
+[steps.verify]
+type = "verify"
+restore = "restore"
+
+[settings]
+state_dir = "{state}"
+"#,
+            fid = from.id,
+            furi = from.uri,
+            fauth = from.auth,
+            tid = to.id,
+            turi = to.uri,
+            tauth = to.auth,
+            backups = dir.path().join("backups").display(),
+            state = dir.path().join("state").display(),
+        );
+        std::fs::create_dir_all(dir.path().join("backups")).unwrap();
+        std::fs::write(&plan, text).unwrap();
+        Migration {
+            dir,
+            plan,
+            coll,
+            from,
+            to,
+        }
+    }
+
+    /// Row by row with pymilvus, partitions and indexes too.
+    fn assert_equal(&self) {
+        for c in [self.coll.clone(), format!("{}_str", self.coll)] {
+            let out = data(&[
+                "compare",
+                "--uri",
+                &self.from.uri,
+                "--token",
+                self.from.token,
+                "--collection",
+                &c,
+                "--target-uri",
+                &self.to.uri,
+                "--target-token",
+                self.to.token,
+                "--target-collection",
+                &format!("{c}_bak"),
+            ]);
+            let report = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(
+                out.status.success(),
+                "`{c}_bak` differs from `{c}`: {report}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let v: serde_json::Value = serde_json::from_str(report.trim()).unwrap();
+            assert!(v["source_rows"].as_u64().unwrap() >= 300, "{v}");
+        }
+    }
+
+    fn parquet_files(&self) -> usize {
+        fn walk(p: &Path) -> usize {
+            std::fs::read_dir(p)
+                .map(|d| {
+                    d.map(|e| {
+                        let e = e.unwrap().path();
+                        if e.is_dir() {
+                            walk(&e)
+                        } else {
+                            usize::from(e.extension().is_some_and(|x| x == "parquet"))
+                        }
+                    })
+                    .sum()
+                })
+                .unwrap_or(0)
+        }
+        walk(&self.dir.path().join("backups"))
+    }
+
+    fn cleanup(&self) {
+        for c in [self.coll.clone(), format!("{}_str", self.coll)] {
+            data(&[
+                "drop",
+                "--uri",
+                &self.from.uri,
+                "--token",
+                self.from.token,
+                &c,
+            ]);
+            let bak = format!("{c}_bak");
+            data(&[
+                "drop",
+                "--uri",
+                &self.to.uri,
+                "--token",
+                self.to.token,
+                &bak,
+            ]);
+        }
+    }
+}
+
+fn has_collection(s: &Server, coll: &str) -> bool {
+    let out = ok(data(&["dump-names", "--uri", &s.uri, "--token", s.token]));
+    out.lines().any(|l| l.split(' ').next() == Some(coll))
+}
+
+/// Runs a pymilvus snippet with `c` connected to the server.
+fn pymilvus(s: &Server, code: &str) -> String {
+    let script = format!(
+        "import random\nfrom pymilvus import MilvusClient, DataType\n\
+         c = MilvusClient(uri={:?}, token={:?}, timeout=60)\n{code}\n",
+        s.uri, s.token
+    );
+    ok(Command::new(root().join(".venv/bin/python"))
+        .arg("-c")
+        .arg(script)
+        .output()
+        .unwrap())
+}
+
+/// Binary vectors, int8/int16/float, arrays of int64 and varchar, nulls-free, on a collection
+/// without a dynamic field; 2.3.5 allows one vector field per collection.
+fn seed_types(s: &Server, coll: &str, binary: bool) {
+    let binary_py = if binary { "True" } else { "False" };
+    let (vec_field, index, value) = if binary {
+        (
+            "schema.add_field(\"v\", DataType.BINARY_VECTOR, dim=16)",
+            "idx.add_index(\"v\", index_type=\"BIN_FLAT\", metric_type=\"HAMMING\")",
+            "bytes([r.randrange(256), r.randrange(256)])",
+        )
+    } else {
+        (
+            "schema.add_field(\"v\", DataType.FLOAT_VECTOR, dim=4)",
+            "idx.add_index(\"v\", index_type=\"FLAT\", metric_type=\"L2\")",
+            "[r.random() for _ in range(4)]",
+        )
+    };
+    pymilvus(
+        s,
+        &format!(
+            r#"
+schema = c.create_schema(auto_id=False, enable_dynamic_field=False)
+schema.add_field("id", DataType.INT64, is_primary=True)
+{vec_field}
+schema.add_field("i8", DataType.INT8)
+schema.add_field("i16", DataType.INT16)
+schema.add_field("f", DataType.FLOAT)
+schema.add_field("ai", DataType.ARRAY, element_type=DataType.INT64, max_capacity=4)
+# Milvus Lite forgets `max_length` of a varchar array (verify reports it), so 2.3.5 only.
+if {binary_py}:
+    schema.add_field("av", DataType.ARRAY, element_type=DataType.VARCHAR, max_capacity=3, max_length=10)
+idx = c.prepare_index_params()
+{index}
+c.create_collection({coll:?}, schema=schema, index_params=idx, consistency_level="Strong")
+r = random.Random(3)
+rows = [dict(id=i, v={value}, i8=r.randint(-128, 127),
+             i16=r.randint(-30000, 30000), f=r.random(), ai=[r.randint(-9, 9) for _ in range(i % 5)],
+             **(dict(av=["x" * (i % 4)] * (i % 4)) if {binary_py} else {{}})) for i in range(300)]
+c.insert({coll:?}, rows)
+c.load_collection({coll:?})
+print(len(rows))
+"#
+        ),
+    );
+}
+
+/// Milvus Lite has no binary vectors: those go 2.3.5 → 2.3.5, the rest also 2.3.5 → Lite.
+#[test]
+fn rows_mode_keeps_binary_vectors_small_ints_floats_and_arrays() {
+    for (binary, to) in [(false, lite()), (true, milvus_b())] {
+        let coll = support::unique("rowty");
+        let from = milvus_a();
+        seed_types(&from, &coll, binary);
+        seed_types(&from, &format!("{coll}_str"), binary);
+        let m = Migration::seeded(from, to, coll);
+        let (good, out) = apply(&m.plan, None);
+        assert!(good, "{out}");
+        assert!(out.contains("equals"), "{out}");
+        m.assert_equal();
+        m.cleanup();
+    }
+}
+
+#[test]
+fn rows_mode_migrates_milvus_2_3_to_lite() {
+    let m = Migration::new(milvus_a(), lite());
+    let (good, out) = apply(&m.plan, None);
+    assert!(good, "{out}");
+    assert!(out.contains("Parquet"), "{out}");
+    assert!(out.contains("equals"), "{out}");
+    assert!(m.parquet_files() >= 4, "one file per partition at least");
+    m.assert_equal();
+    m.cleanup();
+}
+
+#[test]
+fn rows_mode_migrates_lite_to_milvus_2_3() {
+    let m = Migration::new(lite(), milvus_b());
+    let (good, out) = apply(&m.plan, None);
+    assert!(good, "{out}");
+    assert!(out.contains("equals"), "{out}");
+    m.assert_equal();
+    m.cleanup();
+}
+
+#[test]
+fn rows_mode_resumes_after_crashes_in_backup_and_restore_without_duplicates() {
+    let m = Migration::new(milvus_a(), milvus_b());
+    let (good, out) = apply(&m.plan, Some("rows-file-written:2"));
+    assert!(!good && out.contains("PLANRUN_CRASH"), "{out}");
+    let (good, out) = apply(&m.plan, Some("rows-inserted:3"));
+    assert!(!good && out.contains("PLANRUN_CRASH"), "{out}");
+    let (good, out) = apply(&m.plan, None);
+    assert!(good, "{out}");
+    // The verify step of the plan proves counts and content; pymilvus compares again.
+    assert!(out.contains("equals"), "{out}");
+    m.assert_equal();
+    m.cleanup();
+}
+
+/// Milvus refuses queries naming a partition of a partition-key collection: rows mode reads it
+/// whole and lets the target route the rows by their key.
+#[test]
+fn rows_mode_migrates_a_partition_key_collection() {
+    let from = milvus_a();
+    let coll = support::unique("rowpk");
+    ok(data(&[
+        "seed",
+        "--uri",
+        &from.uri,
+        "--token",
+        from.token,
+        "--collection",
+        &coll,
+        "--rows",
+        "600",
+        "--partition-key",
+        "4",
+        "--partitions",
+        "1",
+    ]));
+    let m = Migration::seeded(from, milvus_b(), coll);
+    let (good, out) = apply(&m.plan, None);
+    assert!(good, "{out}");
+    assert!(out.contains("equals"), "{out}");
+    assert!(
+        out.contains("all-partitions") || m.parquet_files() >= 3,
+        "{out}"
+    );
+    m.assert_equal();
+    m.cleanup();
+}
