@@ -9,37 +9,7 @@ use std::process::{Command, Output};
 use assert_cmd::cargo::cargo_bin;
 use serde_json::Value;
 
-use crate::support::{self, MILVUS_A, MILVUS_B, S3};
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// `scripts/milvus_data.py` through the project's virtualenv (pymilvus, the users' own client).
-fn data(args: &[&str]) -> Output {
-    let py = root().join(".venv/bin/python");
-    assert!(
-        py.exists(),
-        "{} is missing: run `scripts/services.sh up` (it installs the test servers and clients)",
-        py.display()
-    );
-    Command::new(py)
-        .arg(root().join("scripts/milvus_data.py"))
-        .args(args)
-        .output()
-        .expect("run scripts/milvus_data.py")
-}
-
-fn ok(out: Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "command failed ({}):\nstdout:\n{stdout}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
+use crate::support::{self, MILVUS_A, MILVUS_B, S3, data, ok, root};
 
 fn planrun(args: &[&str]) -> Output {
     Command::new(cargo_bin("planrun"))

@@ -2,40 +2,11 @@
 //! resumed after crashes in the middle of the backup and of the restore.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use assert_cmd::cargo::cargo_bin;
 
-use crate::support::{self, LITE, MILVUS_A, MILVUS_B};
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn data(args: &[&str]) -> Output {
-    let py = root().join(".venv/bin/python");
-    assert!(
-        py.exists(),
-        "{} is missing: run `scripts/services.sh up` (it installs the test servers and clients)",
-        py.display()
-    );
-    Command::new(py)
-        .arg(root().join("scripts/milvus_data.py"))
-        .args(args)
-        .output()
-        .expect("run scripts/milvus_data.py")
-}
-
-fn ok(out: Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "command failed ({}):\nstdout:\n{stdout}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
+use crate::support::{self, LITE, MILVUS_A, MILVUS_B, data, ok, root};
 
 fn apply(plan: &Path, crash: Option<&str>) -> (bool, String) {
     let mut cmd = Command::new(cargo_bin("planrun"));

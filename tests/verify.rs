@@ -5,33 +5,11 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use assert_cmd::cargo::cargo_bin;
 
-use crate::support::{self, LITE, MILVUS_A, MILVUS_B, S3};
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn python() -> PathBuf {
-    let py = root().join(".venv/bin/python");
-    assert!(
-        py.exists(),
-        "{} is missing: run `scripts/services.sh up` (it installs the test servers and clients)",
-        py.display()
-    );
-    py
-}
-
-fn data(args: &[&str]) -> Output {
-    Command::new(python())
-        .arg(root().join("scripts/milvus_data.py"))
-        .args(args)
-        .output()
-        .expect("run scripts/milvus_data.py")
-}
+use crate::support::{self, LITE, MILVUS_A, MILVUS_B, S3, data, ok, python};
 
 /// Runs a pymilvus snippet with `c` connected to `uri` (`token` may be empty).
 fn pymilvus(uri: &str, token: &str, code: &str) -> String {
@@ -44,17 +22,6 @@ fn pymilvus(uri: &str, token: &str, code: &str) -> String {
         .arg(script)
         .output()
         .unwrap())
-}
-
-fn ok(out: Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "command failed ({}):\nstdout:\n{stdout}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
 }
 
 fn planrun(args: &[&str]) -> (bool, String) {

@@ -58,3 +58,40 @@ pub fn unique(prefix: &str) -> String {
         % 1_000_000_000;
     format!("{prefix}_{}_{t}_{n}", std::process::id())
 }
+
+/// The project root, where `scripts/` and the services' `.venv` live.
+pub fn root() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The services' Python (pymilvus, boto3), installed by `scripts/services.sh up`.
+pub fn python() -> std::path::PathBuf {
+    let py = root().join(".venv/bin/python");
+    assert!(
+        py.exists(),
+        "{} is missing: run `scripts/services.sh up` (it installs the test servers and clients)",
+        py.display()
+    );
+    py
+}
+
+/// `scripts/milvus_data.py ARGS` (seed, dump, compare, drop, s3-list, ...) with pymilvus.
+pub fn data(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(python())
+        .arg(root().join("scripts/milvus_data.py"))
+        .args(args)
+        .output()
+        .expect("run scripts/milvus_data.py")
+}
+
+/// Stdout of a command that must succeed; otherwise fails the test showing both streams.
+pub fn ok(out: std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "command failed ({}):\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
