@@ -51,30 +51,7 @@ pub async fn run(ctx: &StepCtx, step: &BackupStep) -> Result<String> {
     let src = ctx.res.storage(&data.bucket).await?;
     let dst = ctx.res.storage(&step.to.bucket).await?;
 
-    // A backup that exists and is not this run's own is never overwritten.
-    if ctx.done::<bool>("started")?.is_none() {
-        if dst
-            .head(&join(&step.to, meta::BACKUP_META))
-            .await?
-            .is_some()
-        {
-            return fail(format!(
-                "a backup already exists at `{}`; choose another `to` in step `{}` or delete it",
-                step.to, ctx.step
-            ));
-        }
-        ctx.once("started", || async { Ok(true) }).await?;
-    }
-
-    let collections: Vec<(String, String)> = ctx
-        .once("collections", || resolve(&client, &step.collections))
-        .await?;
-    if collections.is_empty() {
-        return fail(format!(
-            "step `{}`: no collection on `{}` matches {:?}",
-            ctx.step, step.instance, step.collections
-        ));
-    }
+    let collections = start(ctx, step, &client, &dst).await?;
 
     let gc = inst.management.clone();
     if let Some(url) = &gc {
@@ -151,6 +128,39 @@ pub async fn run(ctx: &StepCtx, step: &BackupStep) -> Result<String> {
         crate::exec::report::human_bytes(size as u64),
         step.to
     ))
+}
+
+/// What both backup modes do first: refuse to overwrite a backup that is not this run's own,
+/// then fix (and checkpoint) the collections the step's patterns select.
+pub(super) async fn start(
+    ctx: &StepCtx,
+    step: &BackupStep,
+    client: &MilvusClient,
+    dst: &Arc<dyn Storage>,
+) -> Result<Vec<(String, String)>> {
+    if ctx.done::<bool>("started")?.is_none() {
+        if dst
+            .head(&join(&step.to, meta::BACKUP_META))
+            .await?
+            .is_some()
+        {
+            return fail(format!(
+                "a backup already exists at `{}`; choose another `to` in step `{}` or delete it",
+                step.to, ctx.step
+            ));
+        }
+        ctx.once("started", || async { Ok(true) }).await?;
+    }
+    let collections: Vec<(String, String)> = ctx
+        .once("collections", || resolve(client, &step.collections))
+        .await?;
+    if collections.is_empty() {
+        return fail(format!(
+            "step `{}`: no collection on `{}` matches {:?}",
+            ctx.step, step.instance, step.collections
+        ));
+    }
+    Ok(collections)
 }
 
 /// The (database, collection) pairs the step's patterns select, in a stable order.

@@ -576,30 +576,7 @@ struct Written {
 pub async fn backup(ctx: &StepCtx, step: &BackupStep) -> Result<String> {
     let client = ctx.res.milvus(&step.instance).await?;
     let dst = ctx.res.storage(&step.to.bucket).await?;
-    if ctx.done::<bool>("started")?.is_none() {
-        if dst
-            .head(&join(&step.to, meta::BACKUP_META))
-            .await?
-            .is_some()
-        {
-            return fail(format!(
-                "a backup already exists at `{}`; choose another `to` in step `{}` or delete it",
-                step.to, ctx.step
-            ));
-        }
-        ctx.once("started", || async { Ok(true) }).await?;
-    }
-    let collections: Vec<(String, String)> = ctx
-        .once("collections", || {
-            super::backup::resolve(&client, &step.collections)
-        })
-        .await?;
-    if collections.is_empty() {
-        return fail(format!(
-            "step `{}`: no collection on `{}` matches {:?}",
-            ctx.step, step.instance, step.collections
-        ));
-    }
+    let collections = super::backup::start(ctx, step, &client, &dst).await?;
     let mut infos = Vec::new();
     let mut rows_meta = RowsMeta::default();
     for (db, name) in &collections {
