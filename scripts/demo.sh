@@ -29,7 +29,7 @@ echo "== planrun apply --yes plans/migrate.toml"
 "$bin" apply --yes plans/migrate.toml
 
 echo "== coll_bak on Milvus B (127.0.0.1:19540): first rows"
-data dump --uri http://127.0.0.1:19540 --token "" --collection coll_bak | head -n 5
+data dump --uri http://127.0.0.1:19540 --token "" --collection coll_bak --limit 5
 echo "== coll (Milvus A) against coll_bak (Milvus B), row by row"
 data compare --collection coll --target-collection coll_bak
 echo

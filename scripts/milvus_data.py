@@ -133,7 +133,8 @@ def norm(v):
 def dump(a):
     c = client(a.uri, a.token)
     rows = rows_of(c, a.collection)
-    for k in sorted(rows):
+    keys = sorted(rows)
+    for k in keys[: a.limit] if a.limit else keys:
         print(json.dumps(norm(rows[k]), sort_keys=True))
 
 
@@ -219,6 +220,7 @@ def main():
     sp.add_argument("--seed", type=int, default=1)
     sp = sub.add_parser("dump"); common(sp)
     sp.add_argument("--collection", default="coll_bak")
+    sp.add_argument("--limit", type=int, default=0, help="print only the first N rows")
     sp = sub.add_parser("compare"); common(sp)
     sp.add_argument("--collection", default="coll")
     sp.add_argument("--target-uri", default="http://127.0.0.1:19540")
