@@ -34,8 +34,14 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 spawn() {
   local name=$1; shift
   mkdir -p "$dir/logs"
-  setsid "$@" >"$dir/logs/$name.log" 2>&1 < /dev/null &
-  echo $! >"$dir/$name.pgid"
+  rm -f "$dir/$name.pgid"
+  # setsid forks when its caller leads a process group (job control), so `$!` may not be the
+  # server: the new session's first process writes its own pid, which is the group id.
+  setsid bash -c 'echo $$ >"$0"; exec "$@"' "$dir/$name.pgid" "$@" >"$dir/logs/$name.log" 2>&1 < /dev/null &
+  local i
+  for i in $(seq 50); do [ -s "$dir/$name.pgid" ] && return 0; sleep 0.1; done
+  log "$name did not start; see $dir/logs/$name.log"
+  return 1
 }
 
 running() {
