@@ -20,7 +20,6 @@ use crate::steps::alias::Change;
 use crate::steps::copy::{dir_prefix, listing, present};
 use crate::steps::meta::{self, BackupInfo};
 use crate::steps::restore::{read_meta, selected};
-use crate::steps::select::Pattern;
 use crate::steps::{Resources, join_key};
 
 pub const FORMAT_VERSION: u32 = 1;
@@ -221,98 +220,75 @@ async fn backup(
         Ok(s) => s,
         Err(e) => return p.conflicts.push(e.to_string()),
     };
-    let patterns: Vec<Pattern> = step.collections.iter().map(|s| Pattern::parse(s)).collect();
     let mut info = BackupInfo::default();
-    let dbs = match client.list_databases().await {
-        Ok(d) => d,
+    // The same selection the step makes, a missing literal name included.
+    let selected = match crate::steps::backup::resolve(&client, &step.collections).await {
+        Ok(s) => s,
         Err(e) => return p.conflicts.push(e.to_string()),
     };
-    for db in dbs {
+    for (db, name) in selected {
         let c = client.with_database(&db);
-        let Ok(names) = c.show_collections().await else {
-            continue;
+        let parts = c.show_partitions(&name).await.unwrap_or_default();
+        let segs = c
+            .get_persistent_segment_info(&name)
+            .await
+            .unwrap_or_default();
+        let desc = c.describe_collection(&name).await.ok();
+        let rows = match c.query_count(&name, &[], "").await {
+            Ok(n) => n,
+            Err(_) => segs.iter().map(|s| s.num_rows as u64).sum(),
         };
-        for name in names
-            .into_iter()
-            .filter(|n| patterns.iter().any(|pt| pt.matches(&db, n)))
-        {
-            let parts = c.show_partitions(&name).await.unwrap_or_default();
-            let segs = c
-                .get_persistent_segment_info(&name)
-                .await
-                .unwrap_or_default();
-            let desc = c.describe_collection(&name).await.ok();
-            let rows = match c.query_count(&name, &[], "").await {
-                Ok(n) => n,
-                Err(_) => segs.iter().map(|s| s.num_rows as u64).sum(),
-            };
-            let (mut objects, mut bytes) = (0, 0);
-            if let Some(d) = &desc {
-                for s in &segs {
-                    for kind in ["insert_log", "delta_log"] {
-                        let prefix = join_key(
-                            &data.path,
-                            &format!("{kind}/{}/{}/{}/", d.collection_id, s.partition_id, s.id),
-                        );
-                        if let Ok(list) = src.list(&prefix).try_collect::<Vec<_>>().await {
-                            objects += list.len() as u64;
-                            bytes += list.iter().map(|o| o.size).sum::<u64>();
-                        }
+        let (mut objects, mut bytes) = (0, 0);
+        if let Some(d) = &desc {
+            for s in &segs {
+                for kind in ["insert_log", "delta_log"] {
+                    let prefix = join_key(
+                        &data.path,
+                        &format!("{kind}/{}/{}/{}/", d.collection_id, s.partition_id, s.id),
+                    );
+                    if let Ok(list) = src.list(&prefix).try_collect::<Vec<_>>().await {
+                        objects += list.len() as u64;
+                        bytes += list.iter().map(|o| o.size).sum::<u64>();
                     }
                 }
             }
-            p.counts.collections += 1;
-            p.counts.partitions += parts.len() as u64;
-            p.counts.segments += segs.len() as u64;
-            p.counts.rows += rows;
-            p.counts.objects += objects;
-            p.counts.bytes += bytes;
-            p.changes.push(format!(
-                "+ {db}.{name}: {} partitions, {} sealed segments, {rows} rows, {objects} binlogs ({}); growing rows are flushed first",
-                parts.len(),
-                segs.len(),
-                human_bytes(bytes)
-            ));
-            info.collection_backups.push(meta::CollectionBackupInfo {
-                db_name: db.clone(),
-                collection_name: name.clone(),
-                partition_backups: parts
-                    .iter()
-                    .map(|pt| meta::PartitionBackupInfo {
-                        partition_name: pt.name.clone(),
-                        ..Default::default()
-                    })
-                    .collect(),
-                index_infos: c
-                    .describe_index(&name)
-                    .await
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|i| meta::IndexInfo {
-                        field_name: i.field_name,
-                        index_name: i.index_name,
-                        ..Default::default()
-                    })
-                    .collect(),
-                planrun_row_count: Some(rows),
-                ..Default::default()
-            });
         }
-    }
-    for pt in &patterns {
-        if pt.is_literal()
-            && !info
-                .collection_backups
+        p.counts.collections += 1;
+        p.counts.partitions += parts.len() as u64;
+        p.counts.segments += segs.len() as u64;
+        p.counts.rows += rows;
+        p.counts.objects += objects;
+        p.counts.bytes += bytes;
+        p.changes.push(format!(
+            "+ {db}.{name}: {} partitions, {} sealed segments, {rows} rows, {objects} binlogs ({}); growing rows are flushed first",
+            parts.len(),
+            segs.len(),
+            human_bytes(bytes)
+        ));
+        info.collection_backups.push(meta::CollectionBackupInfo {
+            db_name: db.clone(),
+            collection_name: name.clone(),
+            partition_backups: parts
                 .iter()
-                .any(|c| pt.matches(&c.db_name, &c.collection_name))
-        {
-            p.conflicts.push(format!(
-                "collection `{}` does not exist in database `{}` on `{}`",
-                pt.coll,
-                pt.database(),
-                step.instance
-            ));
-        }
+                .map(|pt| meta::PartitionBackupInfo {
+                    partition_name: pt.name.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+            index_infos: c
+                .describe_index(&name)
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .map(|i| meta::IndexInfo {
+                    field_name: i.field_name,
+                    index_name: i.index_name,
+                    ..Default::default()
+                })
+                .collect(),
+            planrun_row_count: Some(rows),
+            ..Default::default()
+        });
     }
     produced.insert(step.to.to_string(), (info, p.counts.clone()));
 }
@@ -511,62 +487,40 @@ async fn rows_backup(
     p: &mut StepPreview,
     produced: &mut BTreeMap<String, (BackupInfo, Counts)>,
 ) {
-    let patterns: Vec<Pattern> = step.collections.iter().map(|s| Pattern::parse(s)).collect();
     let mut info = BackupInfo {
         format: crate::steps::rows::FORMAT.to_string(),
         ..Default::default()
     };
-    let dbs = match client.list_databases().await {
-        Ok(d) => d,
+    // The same selection the step makes, a missing literal name included.
+    let selected = match crate::steps::backup::resolve(client, &step.collections).await {
+        Ok(s) => s,
         Err(e) => return p.conflicts.push(e.to_string()),
     };
-    for db in dbs {
+    for (db, name) in selected {
         let c = client.with_database(&db);
-        let Ok(names) = c.show_collections().await else {
-            continue;
-        };
-        for name in names
-            .into_iter()
-            .filter(|n| patterns.iter().any(|pt| pt.matches(&db, n)))
-        {
-            let parts = c.show_partitions(&name).await.unwrap_or_default();
-            let rows = c.query_count(&name, &[], "").await.ok();
-            p.counts.collections += 1;
-            p.counts.partitions += parts.len() as u64;
-            p.counts.rows += rows.unwrap_or(0);
-            p.changes.push(format!(
-                "+ {db}.{name}: {} partitions, {} rows read by primary key into Parquet files",
-                parts.len(),
-                rows.map_or("?".to_string(), |n| n.to_string())
-            ));
-            info.collection_backups.push(meta::CollectionBackupInfo {
-                db_name: db.clone(),
-                collection_name: name.clone(),
-                partition_backups: parts
-                    .iter()
-                    .map(|pt| meta::PartitionBackupInfo {
-                        partition_name: pt.name.clone(),
-                        ..Default::default()
-                    })
-                    .collect(),
-                planrun_row_count: rows,
-                ..Default::default()
-            });
-        }
-    }
-    for pt in patterns.iter().filter(|pt| pt.is_literal()) {
-        if !info
-            .collection_backups
-            .iter()
-            .any(|c| pt.matches(&c.db_name, &c.collection_name))
-        {
-            p.conflicts.push(format!(
-                "collection `{}` does not exist in database `{}` on `{}`",
-                pt.coll,
-                pt.database(),
-                step.instance
-            ));
-        }
+        let parts = c.show_partitions(&name).await.unwrap_or_default();
+        let rows = c.query_count(&name, &[], "").await.ok();
+        p.counts.collections += 1;
+        p.counts.partitions += parts.len() as u64;
+        p.counts.rows += rows.unwrap_or(0);
+        p.changes.push(format!(
+            "+ {db}.{name}: {} partitions, {} rows read by primary key into Parquet files",
+            parts.len(),
+            rows.map_or("?".to_string(), |n| n.to_string())
+        ));
+        info.collection_backups.push(meta::CollectionBackupInfo {
+            db_name: db.clone(),
+            collection_name: name.clone(),
+            partition_backups: parts
+                .iter()
+                .map(|pt| meta::PartitionBackupInfo {
+                    partition_name: pt.name.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+            planrun_row_count: rows,
+            ..Default::default()
+        });
     }
     produced.insert(step.to.to_string(), (info, p.counts.clone()));
 }

@@ -164,10 +164,7 @@ pub(super) async fn start(
 }
 
 /// The (database, collection) pairs the step's patterns select, in a stable order.
-pub(super) async fn resolve(
-    client: &MilvusClient,
-    patterns: &[String],
-) -> Result<Vec<(String, String)>> {
+pub async fn resolve(client: &MilvusClient, patterns: &[String]) -> Result<Vec<(String, String)>> {
     let patterns: Vec<Pattern> = patterns.iter().map(|p| Pattern::parse(p)).collect();
     let mut out = Vec::new();
     let dbs = client.list_databases().await?;
