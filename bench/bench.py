@@ -624,6 +624,9 @@ def report(results, args):
                          f"{c['durable_us_per_task']:.0f} us/task", "-", "-", "-"))
             rows.append(("6 checkpoint: lookup of a done task",
                          f"{c['lookup_us_per_task']:.1f} us/task", "-", "-", "-"))
+    if "binlog" in results or "rows" in results:
+        import milvus_bench
+        rows += milvus_bench.report_rows(results)
     print("\n## planrun benchmark results" + (" (smoke: tiny sizes, numbers mean nothing)" if args.smoke else ""))
     print()
     print(table(rows))
@@ -659,7 +662,7 @@ def machine():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, one round: checks the suite runs")
-    ap.add_argument("--only", default="1,2,5,6", help="comma-separated benchmark numbers")
+    ap.add_argument("--only", default="1,2,3,4,5,6", help="comma-separated benchmark numbers")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--objects", type=int, default=2000)
     ap.add_argument("--concurrency", type=int, default=4,
@@ -667,6 +670,12 @@ def main():
                          "and rclone gets --transfers/--checkers of 4x this")
     ap.add_argument("--big", default="256M,1G", help="sizes of the single large object (benchmark 2)")
     ap.add_argument("--json", help="also write the raw results here")
+    ap.add_argument("--binlog-rows", type=int, default=1_000_000, help="rows of benchmark 3")
+    ap.add_argument("--rows-rows", type=int, default=200_000, help="rows of benchmark 4")
+    ap.add_argument("--dim", type=int, default=128, help="vector dimensions (benchmarks 3, 4)")
+    ap.add_argument("--milvus-rounds", type=int, default=3, help="rounds of benchmarks 3 and 4")
+    ap.add_argument("--iterator-batch", type=int, default=1000,
+                    help="the script's query_iterator batch size (benchmark 4; pymilvus default)")
     args = ap.parse_args()
     only = {int(x) for x in args.only.split(",")}
     if args.smoke:
@@ -675,6 +684,7 @@ def main():
         args.big_sizes = [16 * MIB]
         args.big_rounds = args.resume_rounds = 1
         args.plan_collections, args.plan_steps, args.checkpoint_tasks = 200, 40, 2000
+        args.binlog_rows, args.rows_rows, args.dim, args.milvus_rounds = 3000, 2000, 8, 1
     else:
         max_size = 8 * MIB
         args.big_sizes = [parse_size(s) for s in args.big.split(",")]
@@ -722,6 +732,14 @@ def main():
         if 5 in only:
             log("benchmark 5: resume after kill -9")
             results["resume"] = resume_benchmark(args, pr, moto, moto_s3, src, expect, sizes_by_key)
+        if only & {3, 4}:
+            import milvus_bench
+            if 3 in only:
+                log("benchmark 3: binlog migration, planrun vs a pymilvus + boto3 script")
+                results["binlog"] = milvus_bench.binlog_benchmark(args, binary, work, alternate)
+            if 4 in only:
+                log("benchmark 4: rows mode, planrun vs query_iterator + insert")
+                results["rows"] = milvus_bench.rows_benchmark(args, binary, work, alternate)
         if 6 in only:
             log("benchmark 6: engine overhead (offline)")
             results["engine"] = engine_benchmark(args, binary, work)

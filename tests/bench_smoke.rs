@@ -7,7 +7,14 @@ use crate::support;
 
 #[test]
 fn bench_smoke_run_prints_a_result_table() {
-    support::S3.require();
+    for service in [
+        support::S3,
+        support::MILVUS_A,
+        support::MILVUS_B,
+        support::LITE,
+    ] {
+        service.require();
+    }
     let root = env!("CARGO_MANIFEST_DIR");
     let out = Command::new("bash")
         .arg(format!("{root}/bench/run.sh"))
@@ -33,6 +40,10 @@ fn bench_smoke_run_prints_a_result_table() {
         "2 one 16.0 MiB object, streamed",
         "5 kill -9 at half, resume: total time",
         "6 `validate` of 200 collections / 40 steps",
+        "3 binlog migration, 3,000 rows x 8 dims, A -> B",
+        "3 phases, planrun",
+        "4 rows mode 2.3.5 -> 2.3.5, 2,000 rows",
+        "4 rows mode 2.3.5 -> Lite, 2,000 rows",
     ] {
         assert!(stdout.contains(row), "no `{row}` row:\n{stdout}");
     }

@@ -31,6 +31,14 @@ pub enum Event {
         objects: u64,
         bytes: u64,
     },
+    /// One phase of a step's work on one collection ended (flush, copy, import, index, load):
+    /// where the time of a migration went, without a profiler.
+    Phase {
+        step: String,
+        collection: String,
+        phase: String,
+        seconds: f64,
+    },
     Info {
         step: String,
         message: String,
@@ -114,6 +122,16 @@ impl Events {
         self.send(Event::Warning {
             step: step.to_string(),
             message: message.into(),
+        });
+    }
+
+    /// `phase` of `collection` took from `since` until now.
+    pub fn phase(&self, step: &str, collection: &str, phase: &str, since: std::time::Instant) {
+        self.send(Event::Phase {
+            step: step.to_string(),
+            collection: collection.to_string(),
+            phase: phase.to_string(),
+            seconds: since.elapsed().as_secs_f64(),
         });
     }
 

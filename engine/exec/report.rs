@@ -133,6 +133,14 @@ pub async fn render(mut rx: mpsc::UnboundedReceiver<Event>, style: Style) -> Rep
                     }
                 }
             }
+            Event::Phase {
+                step,
+                collection,
+                phase,
+                seconds,
+            } if style != Style::Json => {
+                line(format!("{step}: `{collection}` {phase} {seconds:.1} s"))
+            }
             Event::Info { step, message } if style != Style::Json => {
                 line(format!("{step}: {message}"))
             }

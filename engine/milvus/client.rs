@@ -17,8 +17,8 @@ use super::error::{
     check_status,
 };
 use super::pb::common::{
-    ClientInfo, ConsistencyLevel, ErrorCode, ImportState, KeyValuePair, LoadState, SegmentState,
-    Status,
+    ClientInfo, ConsistencyLevel, ErrorCode, ImportState, IndexState, KeyValuePair, LoadState,
+    SegmentState, Status,
 };
 use super::pb::milvus as m;
 use super::pb::milvus::milvus_service_client::MilvusServiceClient;
@@ -26,6 +26,10 @@ use super::pb::schema::{CollectionSchema, FieldData, FieldSchema};
 
 /// Query pages are capped by Milvus: `offset + limit` must lie in [1, 16384].
 pub const MAX_QUERY_LIMIT: usize = 16384;
+
+/// The longest pause between two polls of a server-side job (flush, import, index build, load):
+/// the state calls are cheap, and every pause is time added to the migration after the job ends.
+pub const POLL_MAX: Duration = Duration::from_millis(500);
 /// Large enough for a full query page of wide vectors and for big insert batches.
 const MAX_MESSAGE: usize = 512 * 1024 * 1024;
 
@@ -161,6 +165,7 @@ pub struct IndexInfo {
     pub indexed_rows: i64,
     pub total_rows: i64,
     pub pending_index_rows: i64,
+    pub fail_reason: String,
 }
 
 /// The state of one bulk-import task.
@@ -1052,7 +1057,7 @@ impl MilvusClient {
                 });
             }
             tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(2));
+            delay = (delay * 2).min(POLL_MAX);
         }
     }
 
@@ -1308,6 +1313,7 @@ impl MilvusClient {
                 indexed_rows: d.indexed_rows,
                 total_rows: d.total_rows,
                 pending_index_rows: d.pending_index_rows,
+                fail_reason: d.index_state_fail_reason,
             })
             .collect())
     }
@@ -1405,7 +1411,57 @@ impl MilvusClient {
                 });
             }
             tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(2));
+            delay = (delay * 2).min(POLL_MAX);
+        }
+    }
+
+    /// Polls DescribeIndex until every index of the collection covers all its rows, so that a
+    /// load which follows does not wait on index builds it cannot report.
+    pub async fn wait_indexed(
+        &self,
+        collection: &str,
+        timeout: Duration,
+    ) -> Result<(), MilvusError> {
+        let deadline = Instant::now() + timeout;
+        let mut delay = Duration::from_millis(200);
+        loop {
+            let indexes = self.describe_index(collection).await?;
+            if let Some(f) = indexes
+                .iter()
+                .find(|i| i.state == IndexState::Failed as i32)
+            {
+                return Err(MilvusError::IndexFailed {
+                    instance: self.info.name.clone(),
+                    collection: collection.to_string(),
+                    index: f.index_name.clone(),
+                    reason: f.fail_reason.clone(),
+                });
+            }
+            let built = |i: &IndexInfo| {
+                i.indexed_rows >= i.total_rows
+                    && i.pending_index_rows == 0
+                    && matches!(
+                        IndexState::try_from(i.state),
+                        Ok(IndexState::Finished | IndexState::None)
+                    )
+            };
+            if indexes.iter().all(built) {
+                return Ok(());
+            }
+            if Instant::now() + delay > deadline {
+                let (done, all) = indexes
+                    .iter()
+                    .fold((0, 0), |(d, a), i| (d + i.indexed_rows, a + i.total_rows));
+                return Err(MilvusError::WaitTimeout {
+                    instance: self.info.name.clone(),
+                    what: "index build",
+                    collection: collection.to_string(),
+                    timeout,
+                    last: format!("{done} of {all} rows indexed"),
+                });
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(POLL_MAX);
         }
     }
 
@@ -1560,7 +1616,7 @@ impl MilvusClient {
                 });
             }
             tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(2));
+            delay = (delay * 2).min(POLL_MAX);
         }
     }
 

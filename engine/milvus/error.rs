@@ -125,6 +125,16 @@ pub enum MilvusError {
     },
 
     #[error(
+        "building index `{index}` of collection `{collection}` on `{instance}` failed: {reason}"
+    )]
+    IndexFailed {
+        instance: String,
+        collection: String,
+        index: String,
+        reason: String,
+    },
+
+    #[error(
         "{rpc} on `{instance}`{} returned an unexpected answer: {reason}",
         on(collection)
     )]

@@ -12,7 +12,7 @@ use crate::secret::Secret;
 
 pub use client::{
     CollectionInfo, FlushResult, ImportTask, IndexInfo, InsertResult, MAX_QUERY_LIMIT,
-    MilvusClient, PartitionInfo, QueryPage, SegmentInfo,
+    MilvusClient, POLL_MAX, PartitionInfo, QueryPage, SegmentInfo,
 };
 pub use data::Pk;
 pub use error::MilvusError;

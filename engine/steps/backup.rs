@@ -1,7 +1,7 @@
 //! The `backup` step in binlog mode: flush, snapshot the live segments, copy their binlogs, write meta.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
@@ -215,6 +215,7 @@ async fn backup_collection(
         return Ok(info);
     }
     let client = client.with_database(db);
+    let started = Instant::now();
     let snap: Snapshot = ctx
         .once(&format!("{key}/snapshot"), || {
             snapshot(&client, data, src, db, name)
@@ -223,6 +224,9 @@ async fn backup_collection(
     let bytes: u64 = snap.objects.iter().map(|o| o.size).sum();
     ctx.events
         .planned(&ctx.step, snap.objects.len() as u64, bytes);
+    // "flush" also covers describing the collection and listing its segments' binlogs.
+    ctx.events.phase(&ctx.step, name, "flush", started);
+    let started = Instant::now();
 
     // Copy every object, checkpointing each; a crash repeats at most the copies in flight.
     // Owned items and a plain closure: borrowed ones make the spawned step future not `Send`.
@@ -252,6 +256,7 @@ async fn backup_collection(
         .try_collect()
         .await?;
     ctx.tasks.sync().await?;
+    ctx.events.phase(&ctx.step, name, "copy", started);
 
     let md5s: std::collections::HashMap<String, Option<String>> = results.into_iter().collect();
     let mut info = snap.info;

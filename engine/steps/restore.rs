@@ -6,7 +6,7 @@
 //! repeating it. A collection with imports in flight is never dropped.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
@@ -22,6 +22,7 @@ use crate::storage::{self, Storage};
 
 const IMPORT_TIMEOUT: Duration = Duration::from_secs(3600);
 const LOAD_TIMEOUT: Duration = Duration::from_secs(1800);
+const INDEX_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Reads a backup's full meta (or, for milvus-backup's older layout, stitches it together).
 pub async fn read_meta(store: &Arc<dyn Storage>, at: &Location) -> Result<Option<BackupInfo>> {
@@ -235,6 +236,7 @@ async fn restore_collection(
     }
 
     // Create the collection: intent first, reconciled against the server on resume.
+    let started = Instant::now();
     let partition_key = info.schema.fields.iter().any(|f| f.is_partition_key);
     let create_key = format!("{key}/create");
     match ctx.state(&create_key)? {
@@ -362,7 +364,12 @@ async fn restore_collection(
         .await?;
     ctx.tasks.sync().await?;
     let imported: i64 = rows.iter().sum();
+    ctx.events.phase(&ctx.step, target, "import", started);
 
+    // The index builds while the collection loads (Milvus 2.3 loads unindexed segments and
+    // swaps the index in later): waiting for the build after the load costs max(load, build),
+    // not their sum, and "done" still means loaded and fully indexed.
+    let indexing = Instant::now();
     if step.indexes {
         ctx.once(&format!("{key}/indexes"), || async {
             let have = client.describe_index(target).await?;
@@ -384,6 +391,7 @@ async fn restore_collection(
     }
     let mut counted = String::new();
     if step.load {
+        let started = Instant::now();
         ctx.once(&format!("{key}/load"), || async {
             client.load_collection(target).await?;
             client.wait_loaded(target, LOAD_TIMEOUT).await?;
@@ -401,6 +409,15 @@ async fn restore_collection(
             }
             counted = format!(", {got} rows verified by count");
         }
+        ctx.events.phase(&ctx.step, target, "load", started);
+    }
+    if step.indexes {
+        ctx.once(&format!("{key}/indexed"), || async {
+            client.wait_indexed(target, INDEX_TIMEOUT).await?;
+            Ok(true)
+        })
+        .await?;
+        ctx.events.phase(&ctx.step, target, "index", indexing);
     }
     let line = format!(
         "`{}` → `{target}`: {} partitions, {} segments, {imported} rows imported{counted}",
@@ -572,6 +589,6 @@ async fn wait_import(
             _ = tokio::time::sleep(delay) => {}
             _ = ctx.cancel.cancelled() => return Err(StepError::Interrupted),
         }
-        delay = (delay * 2).min(Duration::from_secs(3));
+        delay = (delay * 2).min(crate::milvus::POLL_MAX);
     }
 }

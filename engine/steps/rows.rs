@@ -22,7 +22,7 @@ use arrow_array::{
     StringArray,
 };
 use arrow_schema::{DataType as Arrow, Field, Schema};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
@@ -655,6 +655,139 @@ async fn ensure_loaded(c: &MilvusClient, coll: &str) -> Result<()> {
     Ok(())
 }
 
+/// Reads one partition (or, with a partition key, the whole collection) page by page into
+/// Parquet files. Queries follow the key cursor one after another; each page is encoded and
+/// written while the next one is queried (up to `concurrency` pages in flight), so the source
+/// server is kept busy instead of waiting for planrun's encoder and the bucket.
+#[allow(clippy::too_many_arguments)]
+async fn read_unit(
+    ctx: &StepCtx,
+    c: &MilvusClient,
+    dst: &Arc<dyn Storage>,
+    step: &BackupStep,
+    db: &str,
+    name: &str,
+    key: &str,
+    partition: &str,
+    names: &[String],
+    pk: &str,
+    cols: &[Col],
+    limit: usize,
+) -> Result<Vec<RowsFile>> {
+    let task = |seq: usize| format!("{key}/{}/{seq:06}", safe(partition));
+    let cols: Arc<Vec<Col>> = Arc::new(cols.to_vec());
+    let mut files = Vec::new();
+    let mut after: Option<Pk> = None;
+    let mut seq = 0;
+    // Finished files of an earlier run, in order. Past the first gap nothing recorded is
+    // trusted: pages are queried again from the last key before it and rewritten.
+    loop {
+        match ctx.done::<Option<Written>>(&task(seq))? {
+            Some(Some(w)) => {
+                after = Some(Pk::from(&w.file.last));
+                files.push(w.file);
+                seq += 1;
+            }
+            Some(None) => return Ok(files),
+            None => break,
+        }
+    }
+    let (pages_tx, pages_rx) = tokio::sync::mpsc::channel(ctx.concurrency());
+    let query = async move {
+        loop {
+            ctx.check_cancel()?;
+            let page = ctx
+                .retry("query", || async {
+                    Ok(c.query_page(
+                        name,
+                        names,
+                        pk,
+                        after.as_ref(),
+                        "",
+                        limit,
+                        &["*".to_string()],
+                    )
+                    .await?)
+                })
+                .await?;
+            if page.num_rows == 0 {
+                return Ok::<_, StepError>(());
+            }
+            after = page.last_pk.clone();
+            if pages_tx.send((seq, page)).await.is_err() {
+                return Ok(()); // the writer failed; its error is the one reported
+            }
+            seq += 1;
+        }
+    };
+    let pages = futures::stream::unfold(pages_rx, |mut rx| async move {
+        rx.recv().await.map(|page| (page, rx))
+    });
+    let write = pages
+        .map(|(seq, page): (usize, crate::milvus::QueryPage)| {
+            let cols = cols.clone();
+            async move {
+                let pks = page
+                    .fields
+                    .iter()
+                    .find(|f| f.field_name == pk)
+                    .and_then(crate::milvus::data::pks)
+                    .unwrap_or_default();
+                let (Some(first), Some(last)) = (pks.first().cloned(), pks.last().cloned()) else {
+                    return fail(format!("a page of `{db}.{name}` has no primary keys"));
+                };
+                let rows = page.num_rows;
+                // Encoding is CPU work: off the async threads, so queries and puts go on.
+                let body = tokio::task::spawn_blocking(move || {
+                    let batch = page_to_batch(&cols, &page.fields, page.num_rows)?;
+                    to_parquet(&batch)
+                })
+                .await
+                .map_err(|e| StepError::Failed(format!("encoding a page: {e}")))?
+                .map_err(|e| {
+                    StepError::Failed(format!(
+                        "reading `{db}.{name}` on `{}` into Parquet: {e}",
+                        step.instance
+                    ))
+                })?;
+                let rel = format!(
+                    "rows/{}/{}/{}/{seq:06}.parquet",
+                    safe(db),
+                    safe(name),
+                    safe(partition)
+                );
+                dst.put_bytes(&join(&step.to, &rel), body.into()).await?;
+                crate::fault::point("rows-file-written");
+                let file = RowsFile {
+                    key: rel,
+                    rows: rows as u64,
+                    first: first.into(),
+                    last: last.into(),
+                };
+                ctx.set(
+                    &task(seq),
+                    TaskState::Done(to_json(&Some(Written { file: file.clone() }))),
+                )
+                .await?;
+                ctx.events.progress(&ctx.step, rows as u64, 0);
+                Ok(file)
+            }
+        })
+        .buffered(ctx.concurrency())
+        .try_collect::<Vec<RowsFile>>();
+    let (queried, written) = futures::join!(query, write);
+    let written = written?;
+    queried?;
+    files.extend(written);
+    // Files are numbered from 0 without gaps: the end marker takes the next number.
+    ctx.set(
+        &task(files.len()),
+        TaskState::Done(to_json(&None::<Written>)),
+    )
+    .await?;
+    Ok(files)
+}
+
 async fn backup_collection(
     ctx: &StepCtx,
     c: &MilvusClient,
@@ -687,95 +820,21 @@ async fn backup_collection(
     } else {
         partitions.iter().map(|p| p.name.clone()).collect()
     };
-    for unit in &units {
-        let p = crate::milvus::PartitionInfo {
-            name: unit.clone(),
-            id: 0,
-        };
+    let started = std::time::Instant::now();
+    for unit in units {
         let names: Vec<String> = if unit.is_empty() {
             Vec::new()
         } else {
             vec![unit.clone()]
         };
-        let mut files = Vec::new();
-        let mut after: Option<Pk> = None;
-        for seq in 0.. {
-            ctx.check_cancel()?;
-            let task = format!("{key}/{}/{seq:06}", safe(&p.name));
-            // A finished file: its last key is where the next one starts.
-            if let Some(w) = ctx.done::<Option<Written>>(&task)? {
-                match w {
-                    Some(w) => {
-                        after = Some(Pk::from(&w.file.last));
-                        files.push(w.file);
-                        continue;
-                    }
-                    None => break,
-                }
-            }
-            let page = ctx
-                .retry("query", || async {
-                    Ok(c.query_page(
-                        name,
-                        &names,
-                        &pk,
-                        after.as_ref(),
-                        "",
-                        limit,
-                        &["*".to_string()],
-                    )
-                    .await?)
-                })
-                .await?;
-            if page.num_rows == 0 {
-                ctx.set(&task, TaskState::Done(to_json(&None::<Written>)))
-                    .await?;
-                break;
-            }
-            let batch = page_to_batch(&cols, &page.fields, page.num_rows).map_err(|e| {
-                StepError::Failed(format!("reading `{db}.{name}` on `{}`: {e}", step.instance))
-            })?;
-            let pks = page
-                .fields
-                .iter()
-                .find(|f| f.field_name == pk)
-                .and_then(crate::milvus::data::pks)
-                .unwrap_or_default();
-            let (Some(first), Some(last)) = (pks.first().cloned(), pks.last().cloned()) else {
-                return fail(format!("a page of `{db}.{name}` has no primary keys"));
-            };
-            let body = to_parquet(&batch).map_err(|e| {
-                StepError::Failed(format!("writing Parquet for `{db}.{name}`: {e}"))
-            })?;
-            let rel = format!(
-                "rows/{}/{}/{}/{seq:06}.parquet",
-                safe(db),
-                safe(name),
-                safe(&p.name)
-            );
-            dst.put_bytes(&join(&step.to, &rel), body.into()).await?;
-            crate::fault::point("rows-file-written");
-            let file = RowsFile {
-                key: rel,
-                rows: page.num_rows as u64,
-                first: first.into(),
-                last: last.clone().into(),
-            };
-            ctx.set(
-                &task,
-                TaskState::Done(to_json(&Some(Written { file: file.clone() }))),
-            )
-            .await?;
-            ctx.events.progress(&ctx.step, page.num_rows as u64, 0);
-            after = Some(last);
-            files.push(file);
-        }
+        let files = read_unit(
+            ctx, c, dst, step, db, name, &key, &unit, &names, &pk, &cols, limit,
+        )
+        .await?;
         total += files.iter().map(|f| f.rows).sum::<u64>();
-        parts.push(RowsPartition {
-            name: p.name.clone(),
-            files,
-        });
+        parts.push(RowsPartition { name: unit, files });
     }
+    ctx.events.phase(&ctx.step, name, "read", started);
     let info = CollectionBackupInfo {
         id: String::new(),
         collection_id: desc.collection_id,
@@ -976,15 +1035,17 @@ async fn restore_collection(
         .map(|f| f.rows)
         .sum();
     ctx.events.planned(&ctx.step, total, 0);
+    let started = std::time::Instant::now();
+    // Files a crashed run may have inserted are reconciled first, one by one: count the file's
+    // key range in the target; all there → done, some → delete them and insert the file again.
     let mut queryable = false;
+    let mut todo: Vec<(String, RowsFile)> = Vec::new();
     for p in &rc.partitions {
         for f in &p.files {
-            ctx.check_cancel()?;
             let task = format!("{key}/insert/{}", f.key);
             match ctx.state(&task)? {
                 Some(TaskState::Done(_)) => continue,
                 Some(TaskState::Intent(_)) => {
-                    // The insert may have happened before the crash: count the file's key range.
                     if !queryable {
                         make_queryable(ctx, &c, target, info).await?;
                         queryable = true;
@@ -997,6 +1058,7 @@ async fn restore_collection(
                     let have = c.query_count(target, &[], &range).await?;
                     if have == f.rows {
                         ctx.set(&task, TaskState::Done(to_json(&f.rows))).await?;
+                        ctx.events.progress(&ctx.step, f.rows, 0);
                         continue;
                     }
                     if have > 0 {
@@ -1006,24 +1068,49 @@ async fn restore_collection(
                 }
                 _ => {}
             }
-            let data = get_all(from, &join(&step.from, &f.key)).await?;
-            let batches = from_parquet(data).map_err(|e| {
-                StepError::Failed(format!("reading `{}/{}`: {e}", step.from, f.key))
-            })?;
-            ctx.set(&task, TaskState::Intent(to_json(&f.rows))).await?;
-            for b in &batches {
-                let fields = batch_to_fields(&cols, b)
-                    .map_err(|e| StepError::Failed(format!("`{}/{}`: {e}", step.from, f.key)))?;
-                let part = (!p.name.is_empty()).then_some(p.name.as_str());
-                c.insert(target, part, fields, b.num_rows() as u32).await?;
-            }
-            crate::fault::point("rows-inserted");
-            ctx.set(&task, TaskState::Done(to_json(&f.rows))).await?;
-            ctx.events.progress(&ctx.step, f.rows, 0);
+            todo.push((p.name.clone(), f.clone()));
         }
     }
+    // The rest, `concurrency` files at a time (files never share a key, so their inserts are
+    // independent): the target server works on one insert while the next file is decoded.
+    let cols = Arc::new(cols);
+    let c = &c;
+    let key = key.as_str();
+    futures::stream::iter(todo)
+        .map(|(partition, f): (String, RowsFile)| {
+            let cols = cols.clone();
+            async move {
+                ctx.check_cancel()?;
+                let task = format!("{key}/insert/{}", f.key);
+                let data = get_all(from, &join(&step.from, &f.key)).await?;
+                let where_ = format!("`{}/{}`", step.from, f.key);
+                let pages = tokio::task::spawn_blocking(move || {
+                    from_parquet(data)?
+                        .iter()
+                        .map(|b| Ok((batch_to_fields(&cols, b)?, b.num_rows() as u32)))
+                        .collect::<std::result::Result<Vec<_>, String>>()
+                })
+                .await
+                .map_err(|e| StepError::Failed(format!("decoding {where_}: {e}")))?
+                .map_err(|e| StepError::Failed(format!("reading {where_}: {e}")))?;
+                ctx.set(&task, TaskState::Intent(to_json(&f.rows))).await?;
+                let part = (!partition.is_empty()).then_some(partition.as_str());
+                for (fields, n) in pages {
+                    c.insert(target, part, fields, n).await?;
+                }
+                crate::fault::point("rows-inserted");
+                ctx.set(&task, TaskState::Done(to_json(&f.rows))).await?;
+                ctx.events.progress(&ctx.step, f.rows, 0);
+                Ok::<_, StepError>(())
+            }
+        })
+        .buffer_unordered(ctx.concurrency())
+        .try_collect::<Vec<()>>()
+        .await?;
+    ctx.events.phase(&ctx.step, target, "insert", started);
+    let started = std::time::Instant::now();
     if step.indexes || step.load {
-        make_queryable(ctx, &c, target, info).await?;
+        make_queryable(ctx, c, target, info).await?;
     }
     let mut counted = String::new();
     if step.load {
@@ -1036,6 +1123,10 @@ async fn restore_collection(
             ));
         }
         counted = format!(", {got} rows verified by count");
+    }
+    if step.indexes || step.load {
+        ctx.events
+            .phase(&ctx.step, target, "index and load", started);
     }
     let line = format!(
         "`{}` → `{target}`: {} partitions, {total} rows inserted from Parquet{counted}",
