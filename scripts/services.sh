@@ -88,11 +88,23 @@ for b in ("bucket-a", "bucket-b"):
 EOF
 }
 
+# moto keeps objects in memory: a newly started S3 server is empty.
+s3_fresh=0
+
 start_s3() {
   running s3 || { port_open 9000 && { log "port 9000 is taken by another process"; return 1; }; \
-    spawn s3 "$venv/bin/moto_server" -H 127.0.0.1 -p 9000; }
+    spawn s3 "$venv/bin/moto_server" -H 127.0.0.1 -p 9000; s3_fresh=1; }
   wait_for s3 30 port_open 9000
   make_buckets
+}
+
+# A Milvus whose binlogs were in an earlier (now empty) S3 server keeps meta that points at
+# missing objects, and retries reading them forever (a storm of 404s that loads the machine).
+reset_if_stale() { # name
+  if [ "$s3_fresh" = 1 ] && [ -d "$dir/$1" ]; then
+    log "$1: the S3 server started empty, so its old meta is reset (rm -rf $dir/$1)"
+    rm -rf "${dir:?}/$1"
+  fi
 }
 
 milvus_common=(--extra-config common.storageType=minio
@@ -102,6 +114,7 @@ milvus_common=(--extra-config common.storageType=minio
 start_milvus_a() {
   running milvus-a && return 0
   port_open 19530 && { log "port 19530 is taken by another process"; return 1; }
+  reset_if_stale milvus-a
   mkdir -p "$dir/milvus-a"
   spawn milvus-a env -u AWS_CA_BUNDLE "$venv/bin/milvus-server" --data "$dir/milvus-a" \
     "${milvus_common[@]}" --extra-config minio.bucketName=bucket-a \
@@ -111,6 +124,7 @@ start_milvus_a() {
 start_milvus_b() {
   running milvus-b && return 0
   port_open 19540 && { log "port 19540 is taken by another process"; return 1; }
+  reset_if_stale milvus-b
   mkdir -p "$dir/milvus-b/data"
   # The embedded etcd's peer port is fixed unless it gets a config file of its own.
   cat >"$dir/milvus-b/etcd.yaml" <<EOF

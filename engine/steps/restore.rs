@@ -235,81 +235,22 @@ async fn restore_collection(
         .await?;
     }
 
-    // Create the collection: intent first, reconciled against the server on resume.
     let started = Instant::now();
     let partition_key = info.schema.fields.iter().any(|f| f.is_partition_key);
-    let create_key = format!("{key}/create");
-    match ctx.state(&create_key)? {
-        Some(TaskState::Done(_)) => {}
-        intent => {
-            let exists = client.has_collection(target).await?;
-            if exists {
-                let ours = matches!(intent, Some(TaskState::Intent(_)))
-                    && same_shape(client, target, info).await?;
-                if !ours {
-                    match step.on_conflict {
-                        OnConflict::Fail => {
-                            return fail(format!(
-                                "collection `{target}` already exists on `{}` (database `{db}`); \
-                                 set on_conflict = \"skip\" or \"drop\" in step `{}`, or drop it",
-                                step.instance, ctx.step
-                            ));
-                        }
-                        OnConflict::Skip => {
-                            let line =
-                                format!("`{target}` exists, skipped (on_conflict = \"skip\")");
-                            ctx.events.info(&ctx.step, &line);
-                            ctx.set(&key, TaskState::Done(to_json(&line))).await?;
-                            return Ok(line);
-                        }
-                        OnConflict::Drop => {
-                            let pending = client
-                                .list_import_tasks(target, 0)
-                                .await?
-                                .into_iter()
-                                .filter(|t| in_flight(t.state))
-                                .count();
-                            if pending > 0 {
-                                return fail(format!(
-                                    "collection `{target}` on `{}` has {pending} import(s) in \
-                                     flight; it is not dropped while they run (that wedges \
-                                     Milvus 2.3's import queue). Wait and apply again",
-                                    step.instance
-                                ));
-                            }
-                            ctx.events.warn(
-                                &ctx.step,
-                                format!("dropping existing `{target}` (on_conflict = \"drop\")"),
-                            );
-                            client.drop_collection(target).await?;
-                        }
-                    }
-                }
-            }
-            if !client.has_collection(target).await? {
-                ctx.set(&create_key, TaskState::Intent(to_json(&target)))
-                    .await?;
-                client
-                    .create_collection_partitioned(
-                        target,
-                        &info.schema.to_pb(target),
-                        info.shards_num,
-                        ConsistencyLevel::try_from(info.consistency_level)
-                            .unwrap_or(ConsistencyLevel::Bounded),
-                        &meta::kv_to_pairs(&info.properties),
-                        // A partition-key collection gets as many (automatic) partitions as the
-                        // source had, so every segment finds its partition by name.
-                        if partition_key {
-                            info.partition_backups.len() as i64
-                        } else {
-                            0
-                        },
-                    )
-                    .await?;
-            }
-            ctx.set(&create_key, TaskState::Done(to_json(&true)))
-                .await?;
-        }
+    if let Some(line) = create_target(
+        ctx,
+        step,
+        client,
+        db,
+        &key,
+        target,
+        info,
+        &info.schema,
+        true,
+    )
+    .await?
+    {
+        return Ok(line);
     }
 
     ctx.once(&format!("{key}/partitions"), || async {
@@ -429,16 +370,99 @@ async fn restore_collection(
     Ok(line)
 }
 
-/// Does the existing `target` look like what this restore creates? Used to adopt a collection
-/// that a crashed run created after recording its intent.
-async fn same_shape(
+/// Creates the restore's target collection, intent first; on resume an existing collection
+/// with the intent recorded and the same schema shape is the one a crashed run created. One
+/// that is not ours is handled by `on_conflict`. `imports`: a binlog restore, whose target is
+/// never dropped while imports into it run (that wedges Milvus 2.3's import queue). Returns
+/// the step's line when the collection is skipped.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn create_target(
+    ctx: &StepCtx,
+    step: &RestoreStep,
     client: &MilvusClient,
+    db: &str,
+    key: &str,
     target: &str,
     info: &CollectionBackupInfo,
-) -> Result<bool> {
-    let desc = client.describe_collection(target).await?;
-    let theirs = meta::CollectionSchema::from(&desc.schema);
-    Ok(theirs.shape() == info.schema.shape())
+    schema: &meta::CollectionSchema,
+    imports: bool,
+) -> Result<Option<String>> {
+    let create_key = format!("{key}/create");
+    let intent = match ctx.state(&create_key)? {
+        Some(TaskState::Done(_)) => return Ok(None),
+        intent => intent,
+    };
+    if client.has_collection(target).await? {
+        let ours = matches!(intent, Some(TaskState::Intent(_))) && {
+            let desc = client.describe_collection(target).await?;
+            meta::CollectionSchema::from(&desc.schema).shape() == schema.shape()
+        };
+        if !ours {
+            match step.on_conflict {
+                OnConflict::Fail => {
+                    return fail(format!(
+                        "collection `{target}` already exists on `{}` (database `{db}`); \
+                         set on_conflict = \"skip\" or \"drop\" in step `{}`, or drop it",
+                        step.instance, ctx.step
+                    ));
+                }
+                OnConflict::Skip => {
+                    let line = format!("`{target}` exists, skipped (on_conflict = \"skip\")");
+                    ctx.events.info(&ctx.step, &line);
+                    ctx.set(key, TaskState::Done(to_json(&line))).await?;
+                    return Ok(Some(line));
+                }
+                OnConflict::Drop => {
+                    if imports {
+                        let pending = client
+                            .list_import_tasks(target, 0)
+                            .await?
+                            .into_iter()
+                            .filter(|t| in_flight(t.state))
+                            .count();
+                        if pending > 0 {
+                            return fail(format!(
+                                "collection `{target}` on `{}` has {pending} import(s) in \
+                                 flight; it is not dropped while they run (that wedges \
+                                 Milvus 2.3's import queue). Wait and apply again",
+                                step.instance
+                            ));
+                        }
+                    }
+                    ctx.events.warn(
+                        &ctx.step,
+                        format!("dropping existing `{target}` (on_conflict = \"drop\")"),
+                    );
+                    client.drop_collection(target).await?;
+                }
+            }
+        }
+    }
+    if !client.has_collection(target).await? {
+        ctx.set(&create_key, TaskState::Intent(to_json(&target)))
+            .await?;
+        // A partition-key collection gets as many (automatic) partitions as the source had, so
+        // every segment (or file) finds its partition by name.
+        let partitions = if schema.fields.iter().any(|f| f.is_partition_key) {
+            info.partition_backups.len() as i64
+        } else {
+            0
+        };
+        client
+            .create_collection_partitioned(
+                target,
+                &schema.to_pb(target),
+                info.shards_num.max(1),
+                ConsistencyLevel::try_from(info.consistency_level)
+                    .unwrap_or(ConsistencyLevel::Bounded),
+                &meta::kv_to_pairs(&info.properties),
+                partitions,
+            )
+            .await?;
+    }
+    ctx.set(&create_key, TaskState::Done(to_json(&true)))
+        .await?;
+    Ok(None)
 }
 
 fn failed(s: ImportState) -> bool {

@@ -30,14 +30,13 @@ use super::meta::{self, BackupInfo, CollectionBackupInfo, CollectionSchema, Part
 use super::restore::selected;
 use super::{Result, StepCtx, StepError, fail, join, to_json};
 use crate::checkpoint::TaskState;
-use crate::milvus::pb::common::ConsistencyLevel;
 use crate::milvus::pb::schema::{
     ArrayArray, BoolArray, DataType, DoubleArray, FieldData, FloatArray, IntArray, JsonArray,
     LongArray, ScalarField, StringArray as PbStrings, VectorField, field_data, scalar_field,
     vector_field,
 };
 use crate::milvus::{MilvusClient, Pk};
-use crate::plan::{BackupStep, OnConflict, RestoreStep};
+use crate::plan::{BackupStep, RestoreStep};
 use crate::storage::Storage;
 
 pub const FORMAT: &str = "planrun-rows";
@@ -205,18 +204,22 @@ fn page_to_batch(
             .ok_or_else(|| format!("the query answer has no column `{}`", c.name))?;
         let idx = super::verify::value_index(f, n);
         let short = || format!("column `{}` is shorter than the page", c.name);
-        macro_rules! prim {
-            ($builder:ty, $variant:ident, $conv:expr) => {{
+        // One scalar column: the oneof variant it must hold, and how a value is appended.
+        macro_rules! column {
+            ($builder:expr, $variant:ident, |$v:ident| $value:expr) => {{
                 let Some(field_data::Field::Scalars(ScalarField {
                     data: Some(scalar_field::Data::$variant(a)),
                 })) = &f.field
                 else {
                     return Err(format!("column `{}` has an unexpected type", c.name));
                 };
-                let mut b = <$builder>::with_capacity(n);
+                let mut b = $builder;
                 for j in &idx {
                     match j {
-                        Some(j) => b.append_value($conv(a.data.get(*j).ok_or_else(short)?)),
+                        Some(j) => {
+                            let $v = a.data.get(*j).ok_or_else(short)?;
+                            b.append_value($value)
+                        }
                         None => b.append_null(),
                     }
                 }
@@ -224,63 +227,19 @@ fn page_to_batch(
             }};
         }
         let arr: ArrayRef = match c.ty {
-            DataType::Bool => prim!(BooleanBuilder, BoolData, |v: &bool| *v),
-            DataType::Int8 => prim!(Int8Builder, IntData, |v: &i32| *v as i8),
-            DataType::Int16 => prim!(Int16Builder, IntData, |v: &i32| *v as i16),
-            DataType::Int32 => prim!(Int32Builder, IntData, |v: &i32| *v),
-            DataType::Int64 => prim!(Int64Builder, LongData, |v: &i64| *v),
-            DataType::Float => prim!(Float32Builder, FloatData, |v: &f32| *v),
-            DataType::Double => prim!(Float64Builder, DoubleData, |v: &f64| *v),
+            DataType::Bool => column!(BooleanBuilder::with_capacity(n), BoolData, |v| *v),
+            DataType::Int8 => column!(Int8Builder::with_capacity(n), IntData, |v| *v as i8),
+            DataType::Int16 => column!(Int16Builder::with_capacity(n), IntData, |v| *v as i16),
+            DataType::Int32 => column!(Int32Builder::with_capacity(n), IntData, |v| *v),
+            DataType::Int64 => column!(Int64Builder::with_capacity(n), LongData, |v| *v),
+            DataType::Float => column!(Float32Builder::with_capacity(n), FloatData, |v| *v),
+            DataType::Double => column!(Float64Builder::with_capacity(n), DoubleData, |v| *v),
             DataType::VarChar | DataType::String => {
-                let Some(field_data::Field::Scalars(ScalarField {
-                    data: Some(scalar_field::Data::StringData(a)),
-                })) = &f.field
-                else {
-                    return Err(format!("column `{}` has an unexpected type", c.name));
-                };
-                let mut b = StringBuilder::new();
-                for j in &idx {
-                    match j {
-                        Some(j) => b.append_value(a.data.get(*j).ok_or_else(short)?),
-                        None => b.append_null(),
-                    }
-                }
-                Arc::new(b.finish())
+                column!(StringBuilder::new(), StringData, |v| v)
             }
-            DataType::Json => {
-                let Some(field_data::Field::Scalars(ScalarField {
-                    data: Some(scalar_field::Data::JsonData(a)),
-                })) = &f.field
-                else {
-                    return Err(format!("column `{}` has an unexpected type", c.name));
-                };
-                let mut b = BinaryBuilder::new();
-                for j in &idx {
-                    match j {
-                        Some(j) => b.append_value(a.data.get(*j).ok_or_else(short)?),
-                        None => b.append_null(),
-                    }
-                }
-                Arc::new(b.finish())
-            }
-            DataType::Array => {
-                let Some(field_data::Field::Scalars(ScalarField {
-                    data: Some(scalar_field::Data::ArrayData(a)),
-                })) = &f.field
-                else {
-                    return Err(format!("column `{}` has an unexpected type", c.name));
-                };
-                let mut b = BinaryBuilder::new();
-                for j in &idx {
-                    match j {
-                        Some(j) => {
-                            b.append_value(a.data.get(*j).ok_or_else(short)?.encode_to_vec())
-                        }
-                        None => b.append_null(),
-                    }
-                }
-                Arc::new(b.finish())
-            }
+            DataType::Json => column!(BinaryBuilder::new(), JsonData, |v| v),
+            // Arrays keep Milvus's own encoding of the element list: any element type, one column.
+            DataType::Array => column!(BinaryBuilder::new(), ArrayData, |v| v.encode_to_vec()),
             DataType::FloatVector => {
                 let Some(field_data::Field::Vectors(VectorField {
                     data: Some(vector_field::Data::FloatVector(a)),
@@ -367,63 +326,45 @@ fn batch_to_fields(
         }
         let scalar =
             |d: scalar_field::Data| Some(field_data::Field::Scalars(ScalarField { data: Some(d) }));
-        let field = match c.ty {
-            DataType::Bool => scalar(scalar_field::Data::BoolData(BoolArray {
-                data: get!(BooleanArray)
-                    .iter()
-                    .map(|v| v.unwrap_or_default())
-                    .collect(),
-            })),
-            DataType::Int8 => scalar(scalar_field::Data::IntData(IntArray {
-                data: get!(Int8Array)
-                    .iter()
-                    .map(|v| v.unwrap_or_default() as i32)
-                    .collect(),
-            })),
-            DataType::Int16 => scalar(scalar_field::Data::IntData(IntArray {
-                data: get!(Int16Array)
-                    .iter()
-                    .map(|v| v.unwrap_or_default() as i32)
-                    .collect(),
-            })),
-            DataType::Int32 => scalar(scalar_field::Data::IntData(IntArray {
-                data: get!(Int32Array)
-                    .iter()
-                    .map(|v| v.unwrap_or_default())
-                    .collect(),
-            })),
-            DataType::Int64 => scalar(scalar_field::Data::LongData(LongArray {
-                data: get!(Int64Array)
-                    .iter()
-                    .map(|v| v.unwrap_or_default())
-                    .collect(),
-            })),
-            DataType::Float => scalar(scalar_field::Data::FloatData(FloatArray {
-                data: get!(Float32Array)
-                    .iter()
-                    .map(|v| v.unwrap_or_default())
-                    .collect(),
-            })),
-            DataType::Double => scalar(scalar_field::Data::DoubleData(DoubleArray {
-                data: get!(Float64Array)
-                    .iter()
-                    .map(|v| v.unwrap_or_default())
-                    .collect(),
-            })),
-            DataType::VarChar | DataType::String => {
-                scalar(scalar_field::Data::StringData(PbStrings {
-                    data: get!(StringArray)
-                        .iter()
-                        .map(|v| v.unwrap_or_default().to_string())
-                        .collect(),
+        // One scalar column: its Arrow array type, the oneof variant and message it becomes, and
+        // the value of a row (nulls become the type's default; `valid_data` marks them).
+        macro_rules! scalars {
+            ($arrow:ty, $variant:ident, $message:ident, |$v:ident| $value:expr) => {
+                scalar(scalar_field::Data::$variant($message {
+                    data: get!($arrow).iter().map(|$v| $value).collect(),
                 }))
+            };
+        }
+        let field = match c.ty {
+            DataType::Bool => {
+                scalars!(BooleanArray, BoolData, BoolArray, |v| v.unwrap_or_default())
             }
-            DataType::Json => scalar(scalar_field::Data::JsonData(JsonArray {
-                data: get!(BinaryArray)
-                    .iter()
-                    .map(|v| v.map(<[u8]>::to_vec).unwrap_or_else(|| b"{}".to_vec()))
-                    .collect(),
-            })),
+            DataType::Int8 => {
+                scalars!(Int8Array, IntData, IntArray, |v| v.unwrap_or_default()
+                    as i32)
+            }
+            DataType::Int16 => {
+                scalars!(Int16Array, IntData, IntArray, |v| v.unwrap_or_default()
+                    as i32)
+            }
+            DataType::Int32 => scalars!(Int32Array, IntData, IntArray, |v| v.unwrap_or_default()),
+            DataType::Int64 => scalars!(Int64Array, LongData, LongArray, |v| v.unwrap_or_default()),
+            DataType::Float => {
+                scalars!(Float32Array, FloatData, FloatArray, |v| v
+                    .unwrap_or_default())
+            }
+            DataType::Double => {
+                scalars!(Float64Array, DoubleData, DoubleArray, |v| v
+                    .unwrap_or_default())
+            }
+            DataType::VarChar | DataType::String => {
+                scalars!(StringArray, StringData, PbStrings, |v| v
+                    .unwrap_or_default()
+                    .to_string())
+            }
+            DataType::Json => scalars!(BinaryArray, JsonData, JsonArray, |v| v
+                .map(<[u8]>::to_vec)
+                .unwrap_or_else(|| b"{}".to_vec())),
             DataType::Array => {
                 let mut data = Vec::with_capacity(n);
                 for v in get!(BinaryArray).iter() {
@@ -657,8 +598,8 @@ async fn ensure_loaded(c: &MilvusClient, coll: &str) -> Result<()> {
 
 /// Reads one partition (or, with a partition key, the whole collection) page by page into
 /// Parquet files. Queries follow the key cursor one after another; each page is encoded and
-/// written while the next one is queried (up to `concurrency` pages in flight), so the source
-/// server is kept busy instead of waiting for planrun's encoder and the bucket.
+/// written while the next one is queried, so the source server is kept busy instead of waiting
+/// for planrun's encoder and the bucket.
 #[allow(clippy::too_many_arguments)]
 async fn read_unit(
     ctx: &StepCtx,
@@ -692,7 +633,9 @@ async fn read_unit(
             None => break,
         }
     }
-    let (pages_tx, pages_rx) = tokio::sync::mpsc::channel(ctx.concurrency());
+    // One page queued and two being written: with the one being queried, at most four pages
+    // (16 MiB each, plus their Arrow and Parquet copies while encoding) are held at once.
+    let (pages_tx, pages_rx) = tokio::sync::mpsc::channel(1);
     let query = async move {
         loop {
             ctx.check_cancel()?;
@@ -773,7 +716,7 @@ async fn read_unit(
                 Ok(file)
             }
         })
-        .buffered(ctx.concurrency())
+        .buffered(2)
         .try_collect::<Vec<RowsFile>>();
     let (queried, written) = futures::join!(query, write);
     let written = written?;
@@ -967,50 +910,10 @@ async fn restore_collection(
     for f in &mut schema.fields {
         f.auto_id = false;
     }
-    let create_key = format!("{key}/create");
-    match ctx.state(&create_key)? {
-        Some(TaskState::Done(_)) => {}
-        intent => {
-            if c.has_collection(target).await? && !matches!(intent, Some(TaskState::Intent(_))) {
-                match step.on_conflict {
-                    OnConflict::Fail => {
-                        return fail(format!(
-                            "collection `{target}` already exists on `{}` (database `{db}`); set \
-                             on_conflict = \"skip\" or \"drop\" in step `{}`, or drop it",
-                            step.instance, ctx.step
-                        ));
-                    }
-                    OnConflict::Skip => {
-                        let line = format!("`{target}` exists, skipped (on_conflict = \"skip\")");
-                        ctx.set(&key, TaskState::Done(to_json(&line))).await?;
-                        return Ok(line);
-                    }
-                    OnConflict::Drop => c.drop_collection(target).await?,
-                }
-            }
-            if !c.has_collection(target).await? {
-                ctx.set(&create_key, TaskState::Intent(to_json(&target)))
-                    .await?;
-                // A partition-key collection gets as many partitions as the source had.
-                let num_partitions = if schema.fields.iter().any(|f| f.is_partition_key) {
-                    info.partition_backups.len() as i64
-                } else {
-                    0
-                };
-                c.create_collection_partitioned(
-                    target,
-                    &schema.to_pb(target),
-                    info.shards_num.max(1),
-                    ConsistencyLevel::try_from(info.consistency_level)
-                        .unwrap_or(ConsistencyLevel::Bounded),
-                    &meta::kv_to_pairs(&info.properties),
-                    num_partitions,
-                )
-                .await?;
-            }
-            ctx.set(&create_key, TaskState::Done(to_json(&true)))
-                .await?;
-        }
+    if let Some(line) =
+        super::restore::create_target(ctx, step, &c, db, &key, target, info, &schema, false).await?
+    {
+        return Ok(line);
     }
     ctx.once(&format!("{key}/partitions"), || async {
         for p in &rc.partitions {
