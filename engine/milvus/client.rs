@@ -1038,27 +1038,14 @@ impl MilvusClient {
             .await?
             .pop()
             .unwrap_or_default();
-        let deadline = Instant::now() + timeout;
-        let mut delay = Duration::from_millis(200);
-        loop {
-            if self
+        self.poll_until("Flush", collection, timeout, || async {
+            let flushed = self
                 .get_flush_state(collection, &fr.segment_ids, fr.flush_ts)
-                .await?
-            {
-                return Ok(fr);
-            }
-            if Instant::now() + delay > deadline {
-                return Err(MilvusError::WaitTimeout {
-                    instance: self.info.name.clone(),
-                    what: "Flush",
-                    collection: collection.to_string(),
-                    timeout,
-                    last: format!("{} segments not yet flushed", fr.segment_ids.len()),
-                });
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(POLL_MAX);
-        }
+                .await?;
+            Ok((!flushed).then(|| format!("{} segments not yet flushed", fr.segment_ids.len())))
+        })
+        .await?;
+        Ok(fr)
     }
 
     /// The collection's live persisted segments (sealed, flushing, flushed; not dropped).
@@ -1394,25 +1381,11 @@ impl MilvusClient {
         collection: &str,
         timeout: Duration,
     ) -> Result<(), MilvusError> {
-        let deadline = Instant::now() + timeout;
-        let mut delay = Duration::from_millis(200);
-        loop {
+        self.poll_until("LoadCollection", collection, timeout, || async {
             let p = self.get_loading_progress(collection).await?;
-            if p >= 100 {
-                return Ok(());
-            }
-            if Instant::now() + delay > deadline {
-                return Err(MilvusError::WaitTimeout {
-                    instance: self.info.name.clone(),
-                    what: "LoadCollection",
-                    collection: collection.to_string(),
-                    timeout,
-                    last: format!("progress {p}%"),
-                });
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(POLL_MAX);
-        }
+            Ok((p < 100).then(|| format!("progress {p}%")))
+        })
+        .await
     }
 
     /// Polls DescribeIndex until every index of the collection covers all its rows, so that a
@@ -1422,9 +1395,7 @@ impl MilvusClient {
         collection: &str,
         timeout: Duration,
     ) -> Result<(), MilvusError> {
-        let deadline = Instant::now() + timeout;
-        let mut delay = Duration::from_millis(200);
-        loop {
+        self.poll_until("index build", collection, timeout, || async {
             let indexes = self.describe_index(collection).await?;
             if let Some(f) = indexes
                 .iter()
@@ -1445,19 +1416,41 @@ impl MilvusClient {
                         Ok(IndexState::Finished | IndexState::None)
                     )
             };
-            if indexes.iter().all(built) {
+            let (done, all) = indexes
+                .iter()
+                .fold((0, 0), |(d, a), i| (d + i.indexed_rows, a + i.total_rows));
+            Ok((!indexes.iter().all(built)).then(|| format!("{done} of {all} rows indexed")))
+        })
+        .await
+    }
+
+    /// Calls `check` until it answers `None` (done), pausing 200 ms at first and at most
+    /// [`POLL_MAX`]; `Some(progress)` means not yet, and says what was seen last if `timeout`
+    /// runs out.
+    async fn poll_until<F, Fut>(
+        &self,
+        what: &'static str,
+        collection: &str,
+        timeout: Duration,
+        mut check: F,
+    ) -> Result<(), MilvusError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Option<String>, MilvusError>>,
+    {
+        let deadline = Instant::now() + timeout;
+        let mut delay = Duration::from_millis(200);
+        loop {
+            let Some(last) = check().await? else {
                 return Ok(());
-            }
+            };
             if Instant::now() + delay > deadline {
-                let (done, all) = indexes
-                    .iter()
-                    .fold((0, 0), |(d, a), i| (d + i.indexed_rows, a + i.total_rows));
                 return Err(MilvusError::WaitTimeout {
                     instance: self.info.name.clone(),
-                    what: "index build",
+                    what,
                     collection: collection.to_string(),
                     timeout,
-                    last: format!("{done} of {all} rows indexed"),
+                    last,
                 });
             }
             tokio::time::sleep(delay).await;
