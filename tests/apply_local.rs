@@ -288,3 +288,27 @@ fn ctrl_c_stops_records_progress_and_exits_130() {
     assert!(t.contains("resuming run"), "{t}");
     assert_eq!(walk(&dir.path().join("dst/c")).len(), 600);
 }
+
+#[test]
+fn a_missing_bucket_is_one_conflict_and_nothing_runs() {
+    let l = Local::new("backup/b1");
+    std::fs::remove_dir(l.dir.path().join("dst")).unwrap();
+    let plan = text(&l.planrun(&["plan"], None));
+    assert_eq!(
+        plan.matches("does not exist: create it or fix `buckets.dst.path`")
+            .count(),
+        1,
+        "the missing bucket should be named once:\n{plan}"
+    );
+    let out = l.planrun(&["apply", "--yes"], None);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("not applying: 1 conflict(s)"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        !l.dir.path().join("dst").exists(),
+        "apply created the bucket"
+    );
+}

@@ -164,6 +164,10 @@ pub async fn preview(compiled: &Compiled) -> Result<Preview, crate::checkpoint::
             StepKind::Verify(v) => verify(&res, v, &mut p),
             StepKind::Alias(a) => alias(&res, a, &mut p).await,
         }
+        // One cause seen by two checks (a missing bucket, also met by the existing-backup
+        // check) is one conflict.
+        let mut seen = std::collections::HashSet::new();
+        p.conflicts.retain(|c| seen.insert(c.clone()));
         out.summary.conflicts += p.conflicts.len();
         if p.action == "done" {
             out.summary.steps_done += 1;
