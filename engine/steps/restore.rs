@@ -225,16 +225,6 @@ async fn restore_collection(
         files.iter().map(|f| f.1 as u64).sum(),
     );
 
-    if db != "default" {
-        ctx.once(&format!("db/{db}"), || async {
-            if !client.list_databases().await?.iter().any(|d| d == db) {
-                client.create_database(db).await?;
-            }
-            Ok(true)
-        })
-        .await?;
-    }
-
     let started = Instant::now();
     let partition_key = info.schema.fields.iter().any(|f| f.is_partition_key);
     if let Some(line) = create_target(
@@ -370,7 +360,7 @@ async fn restore_collection(
     Ok(line)
 }
 
-/// Creates the restore's target collection, intent first; on resume an existing collection
+/// Creates the restore's target collection (and its database), intent first; on resume an existing collection
 /// with the intent recorded and the same schema shape is the one a crashed run created. One
 /// that is not ours is handled by `on_conflict`. `imports`: a binlog restore, whose target is
 /// never dropped while imports into it run (that wedges Milvus 2.3's import queue). Returns
@@ -387,6 +377,15 @@ pub(super) async fn create_target(
     schema: &meta::CollectionSchema,
     imports: bool,
 ) -> Result<Option<String>> {
+    if db != "default" {
+        ctx.once(&format!("db/{db}"), || async {
+            if !client.list_databases().await?.iter().any(|d| d == db) {
+                client.create_database(db).await?;
+            }
+            Ok(true)
+        })
+        .await?;
+    }
     let create_key = format!("{key}/create");
     let intent = match ctx.state(&create_key)? {
         Some(TaskState::Done(_)) => return Ok(None),

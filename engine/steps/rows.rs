@@ -892,15 +892,6 @@ async fn restore_collection(
     if let Some(line) = ctx.done::<String>(&key)? {
         return Ok(line);
     }
-    if db != "default" {
-        ctx.once(&format!("db/{db}"), || async {
-            if !client.list_databases().await?.iter().any(|d| d == db) {
-                client.create_database(db).await?;
-            }
-            Ok(true)
-        })
-        .await?;
-    }
     let c = client.with_database(db);
     let cols = columns(&info.schema)
         .map_err(|e| StepError::Failed(format!("`{}`: {e}", info.collection_name)))?;
