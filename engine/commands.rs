@@ -39,8 +39,9 @@ pub fn plan(path: &Path, json: bool, detailed: bool) -> Result<ExitCode, Failure
         }
         f
     })?;
+    let state = open_read(&compiled.plan.settings.state_dir)?;
     let p = runtime()
-        .block_on(preview::preview(&compiled))
+        .block_on(preview::preview(&compiled, state.as_ref().map(|(s, _)| s)))
         .map_err(fail)?;
     let mut out = std::io::stdout().lock();
     // Messages from servers may quote values that came from the environment: mask them.
@@ -75,12 +76,18 @@ fn apply_compiled(compiled: &Compiled, args: &ApplyArgs) -> Result<ExitCode, Fai
     let rt = runtime();
     let started = Instant::now();
     // A changed plan stops before anything is shown as if it would run.
+    // One read-only copy of the state dir serves the changed-plan check and the preview.
+    let state = open_read(&compiled.plan.settings.state_dir)?;
+    let store = state.as_ref().map(|(s, _)| s);
     if !args.restart
-        && let Some((store, _tmp)) = open_read(&compiled.plan.settings.state_dir)?
+        && let Some(store) = store
     {
-        run::check_unchanged(&store, &compiled.plan).map_err(fail)?;
+        run::check_unchanged(store, &compiled.plan).map_err(fail)?;
     }
-    let p: Preview = rt.block_on(preview::preview(compiled)).map_err(fail)?;
+    let p: Preview = rt
+        .block_on(preview::preview(compiled, store))
+        .map_err(fail)?;
+    drop(state);
     let mut err = std::io::stderr().lock();
     if p.summary.steps_to_run == 0 && p.resumes.is_none() {
         // Fall through: apply itself recognises a finished plan and says so.

@@ -76,14 +76,18 @@ pub struct Counts {
 
 /// What apply would do with this plan. Never fails on an unreachable server or a missing bucket:
 /// those are conflicts in the preview.
-pub async fn preview(compiled: &Compiled) -> Result<Preview, crate::checkpoint::CheckpointError> {
+/// `state`: the plan's state dir, opened read-only ([`Store::open_snapshot`]) by the caller, who
+/// may have read it already (apply checks for a changed plan first); `None` when it has none.
+pub async fn preview(
+    compiled: &Compiled,
+    state: Option<&Store>,
+) -> Result<Preview, crate::checkpoint::CheckpointError> {
     let plan = Arc::new(compiled.plan.clone());
     let res = Resources::new(plan.clone());
-    let snapshot = Store::open_snapshot(&plan.settings.state_dir)?;
     let file = crate::exec::run::plan_file(&plan.path);
     let mut finished = None;
-    let (run, tasks): (Option<RunRecord>, Option<Tasks>) = match &snapshot {
-        Some((store, _)) => match store.unfinished_run(&file)? {
+    let (run, tasks): (Option<RunRecord>, Option<Tasks>) = match state {
+        Some(store) => match store.unfinished_run(&file)? {
             Some(r) if r.fingerprint == plan.fingerprint() => {
                 let t = store.tasks(&r.id)?;
                 (Some(r), Some(t))
