@@ -2,7 +2,9 @@
 //!
 //! To add a subcommand: add a variant to [`Command`] and an arm to [`run`].
 
-mod commands;
+mod cli;
+
+use cli::commands;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -299,9 +301,9 @@ impl From<ApplyFlags> for commands::ApplyArgs {
             yes: f.yes,
             restart: f.restart,
             style: match f.progress {
-                Progress::Auto => planrun::exec::report::Style::Auto,
-                Progress::Plain => planrun::exec::report::Style::Plain,
-                Progress::Json => planrun::exec::report::Style::Json,
+                Progress::Auto => cli::report::Style::Auto,
+                Progress::Plain => cli::report::Style::Plain,
+                Progress::Json => cli::report::Style::Json,
             },
         }
     }

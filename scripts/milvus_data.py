@@ -38,7 +38,8 @@ def seed(a):
         schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=64)
     else:
         schema.add_field("pk", DataType.INT64, is_primary=True)
-    schema.add_field("vec", DataType.FLOAT_VECTOR, dim=a.dim)
+    if not a.binary:  # Milvus 2.3 allows one vector field
+        schema.add_field("vec", DataType.FLOAT_VECTOR, dim=a.dim)
     schema.add_field("title", DataType.VARCHAR, max_length=128)
     schema.add_field("score", DataType.DOUBLE)
     schema.add_field("rank", DataType.INT32)
@@ -46,10 +47,17 @@ def seed(a):
     schema.add_field("meta", DataType.JSON)
     if a.partition_key:
         schema.add_field("tenant", DataType.VARCHAR, max_length=16, is_partition_key=True)
+    if a.binary:
+        schema.add_field("bvec", DataType.BINARY_VECTOR, dim=16)
     index = c.prepare_index_params()
-    index.add_index("vec", index_type="IVF_FLAT", metric_type="L2", params={"nlist": 16})
+    if a.binary:
+        index.add_index("bvec", index_type="BIN_FLAT", metric_type="HAMMING")
+    else:
+        index.add_index("vec", index_type="IVF_FLAT", metric_type="L2", params={"nlist": 16})
     extra = {"num_partitions": a.partition_key} if a.partition_key else {}
-    c.create_collection(a.collection, schema=schema, index_params=index,
+    if not a.no_index:
+        extra["index_params"] = index
+    c.create_collection(a.collection, schema=schema,
                         consistency_level="Strong", shards_num=a.shards, **extra)
     if a.partition_key:
         parts = [None]  # rows find their partitions by `tenant`
@@ -78,6 +86,9 @@ def seed(a):
                 }
                 if a.partition_key:
                     row["tenant"] = f"t{n % 7}"
+                if a.binary:
+                    del row["vec"]
+                    row["bvec"] = bytes([rnd.randrange(256), rnd.randrange(256)])
                 if n % 5 == 0:  # dynamic fields on some rows only
                     row["extra"] = f"dyn-{n}"
                 rows.append(row)
@@ -87,6 +98,10 @@ def seed(a):
             else:
                 c.insert(a.collection, rows, partition_name=p)
         c.flush(a.collection)  # one sealed segment per partition per round
+    if a.no_index:  # a collection without an index cannot be loaded (nor deleted from)
+        print(json.dumps({"collection": a.collection, "inserted": n, "deleted": 0, "rows": n,
+                          "partitions": c.list_partitions(a.collection)}))
+        return
     c.load_collection(a.collection)
     deleted = keys[:: a.delete_every] if a.delete_every else []
     if deleted:
@@ -218,6 +233,8 @@ def main():
                     help="add a varchar partition-key field `tenant` with this many partitions")
     sp.add_argument("--delete-every", type=int, default=7, help="delete every Nth row at the end (0: none)")
     sp.add_argument("--seed", type=int, default=1)
+    sp.add_argument("--no-index", action="store_true", help="no index, so the collection stays unloaded")
+    sp.add_argument("--binary", action="store_true", help="a BINARY_VECTOR field `bvec` instead of `vec`")
     sp = sub.add_parser("dump"); common(sp)
     sp.add_argument("--collection", default="coll_bak")
     sp.add_argument("--limit", type=int, default=0, help="print only the first N rows")

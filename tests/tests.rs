@@ -6,6 +6,7 @@ mod cli;
 mod e2e;
 mod milvus;
 mod plan_load;
+mod preview_apply;
 mod rows;
 mod storage;
 mod support;

@@ -1,6 +1,6 @@
-//! Runs a compiled plan: schedules steps along the DAG, checkpoints every task, emits events.
+//! Runs a compiled plan: the scheduler (`run`), the DAG walk of the dry run (`preview`), and the
+//! events both emit.
 
 pub mod events;
 pub mod preview;
-pub mod report;
 pub mod run;

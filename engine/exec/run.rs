@@ -13,8 +13,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::events::{Event, Events, Outcome};
 use crate::checkpoint::{self, CheckpointError, RunLock, RunRecord, RunStatus, Store, TaskState};
-use crate::plan::{Compiled, StepKind};
-use crate::steps::{self, Resources, StepCtx, StepError};
+use crate::plan::Compiled;
+use crate::steps::{
+    self,
+    ctx::{Resources, StepCtx, StepError},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -203,13 +206,7 @@ pub async fn apply(
                     kind: step.kind.type_name().to_string(),
                 });
                 set.spawn(async move {
-                    let r = match &step.kind {
-                        StepKind::Backup(b) => steps::backup::run(&ctx, b).await,
-                        StepKind::Copy(c) => steps::copy::run(&ctx, c).await,
-                        StepKind::Restore(r) => steps::restore::run(&ctx, r).await,
-                        StepKind::Verify(v) => steps::verify::run(&ctx, v).await,
-                        StepKind::Alias(a) => steps::alias::run(&ctx, a).await,
-                    };
+                    let r = steps::run(&ctx, &step.kind).await;
                     // Lazily recorded object copies reach the disk whatever the outcome.
                     let synced = ctx.tasks.sync().await;
                     let r = match r.and_then(|s| synced.map(|_| s).map_err(StepError::from)) {

@@ -291,7 +291,19 @@ pub enum Naming {
     Keep,
 }
 
+/// The database a collection lives in when nothing names one.
+pub const DEFAULT_DATABASE: &str = "default";
+
 impl Naming {
+    /// The name a collection gets on the target.
+    pub fn target(&self, name: &str) -> String {
+        match self {
+            Naming::Keep => name.to_string(),
+            Naming::Suffix(s) => format!("{name}{s}"),
+            Naming::Rename(map) => map.get(name).cloned().unwrap_or_else(|| name.to_string()),
+        }
+    }
+
     /// The name a collection called `name` gets.
     pub fn apply(&self, name: &str) -> String {
         match self {

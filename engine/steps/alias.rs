@@ -3,9 +3,9 @@
 //! Idempotent by looking first: the alias is described, then created, moved, or left alone when
 //! it already points at the collection, so a retried or resumed step never fails on its own work.
 
-use super::{Result, StepCtx, fail};
+use super::ctx::{Look, Result, StepCtx, StepPreview, fail};
 use crate::milvus::MilvusClient;
-use crate::plan::{AliasStep, Plan};
+use crate::plan::{AliasStep, DEFAULT_DATABASE, Plan};
 
 /// What the step would do, or did, to the alias.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,15 +17,15 @@ pub enum Change {
 }
 
 /// The database the step works in.
-pub fn database(plan: &Plan, step: &AliasStep) -> String {
+fn database(plan: &Plan, step: &AliasStep) -> String {
     step.database
         .clone()
         .or_else(|| plan.instances[&step.instance].database.clone())
-        .unwrap_or_else(|| "default".into())
+        .unwrap_or_else(|| DEFAULT_DATABASE.into())
 }
 
 /// How the alias would change, by looking only.
-pub async fn change(client: &MilvusClient, step: &AliasStep) -> Result<Change> {
+async fn change(client: &MilvusClient, step: &AliasStep) -> Result<Change> {
     Ok(match client.describe_alias(&step.alias).await? {
         Some(old) if old == step.collection => Change::Unchanged,
         Some(old) => Change::Move(old),
@@ -62,4 +62,31 @@ pub async fn run(ctx: &StepCtx, step: &AliasStep) -> Result<String> {
         Ok(line)
     })
     .await
+}
+
+pub async fn preview(look: &mut Look<'_>, step: &AliasStep, p: &mut StepPreview) {
+    let db = database(&look.res.plan, step);
+    p.description = format!(
+        "point alias `{}` at `{}` on `{}`",
+        step.alias, step.collection, step.instance
+    );
+    let client = match look.res.milvus(&step.instance).await {
+        Ok(c) => c.with_database(&db),
+        Err(e) => return p.conflict(e),
+    };
+    match change(&client, step).await {
+        Ok(Change::Create) => p.changes.push(format!(
+            "+ alias `{}`: (none) → `{}`",
+            step.alias, step.collection
+        )),
+        Ok(Change::Move(old)) => p.changes.push(format!(
+            "~ alias `{}`: `{old}` → `{}`",
+            step.alias, step.collection
+        )),
+        Ok(Change::Unchanged) => p.changes.push(format!(
+            "= alias `{}` already points at `{}`",
+            step.alias, step.collection
+        )),
+        Err(e) => p.conflict(e),
+    }
 }

@@ -4,9 +4,21 @@ use std::collections::HashMap;
 
 use futures::{StreamExt, TryStreamExt};
 
-use super::{Result, StepCtx, join};
-use crate::plan::CopyStep;
+use super::ctx::{Look, Produced, Result, StepCtx, StepError, StepPreview, fail};
+use crate::format::meta;
+use crate::plan::{BucketKind, CopyStep};
 use crate::storage::{self, ObjectMeta, Storage};
+use crate::text::human_bytes;
+
+/// The refusal both the preview and apply make: there is nothing to copy.
+fn empty_source(step: &CopyStep) -> String {
+    format!(
+        "nothing to copy: `{}` is empty (bucket `{}`, prefix `{}`) and no earlier step writes it",
+        step.from,
+        step.from.bucket,
+        dir_prefix(&step.from.path)
+    )
+}
 
 pub async fn run(ctx: &StepCtx, step: &CopyStep) -> Result<String> {
     let src = ctx.res.storage(&step.from.bucket).await?;
@@ -14,10 +26,7 @@ pub async fn run(ctx: &StepCtx, step: &CopyStep) -> Result<String> {
     let prefix = dir_prefix(&step.from.path);
     let objects: Vec<ObjectMeta> = src.list(&prefix).try_collect().await?;
     if objects.is_empty() {
-        return super::fail(format!(
-            "nothing to copy: `{}` is empty (bucket `{}`, prefix `{prefix}`)",
-            step.from, step.from.bucket
-        ));
+        return fail(empty_source(step));
     }
     let total: u64 = objects.iter().map(|o| o.size).sum();
     ctx.events.planned(&ctx.step, objects.len() as u64, total);
@@ -30,7 +39,7 @@ pub async fn run(ctx: &StepCtx, step: &CopyStep) -> Result<String> {
             async move {
                 let o = &o;
                 let rel = &o.key[prefix.len()..];
-                let to = join(&step.to, rel);
+                let to = step.to.join(rel);
                 let (outcome, earlier) = ctx
                     .once_lazy(&format!("obj/{rel}"), || async {
                         // Present with the same size and checksum: nothing to move.
@@ -50,7 +59,7 @@ pub async fn run(ctx: &StepCtx, step: &CopyStep) -> Result<String> {
                     .await?;
                 ctx.events.progress(&ctx.step, 1, o.size);
                 // Copied by an earlier, interrupted apply of this run: nothing moved now.
-                Ok::<_, super::StepError>(if earlier { Outcome::Present } else { outcome })
+                Ok::<_, StepError>(if earlier { Outcome::Present } else { outcome })
             }
         })
         .buffer_unordered(ctx.concurrency() * 4)
@@ -73,10 +82,10 @@ pub async fn run(ctx: &StepCtx, step: &CopyStep) -> Result<String> {
     Ok(format!(
         "{} objects ({}) into {}: {server} copied server-side, {} streamed ({}), {present} already present",
         objects.len(),
-        crate::exec::report::human_bytes(total),
+        human_bytes(total),
         step.to,
         outcomes.len() - server - present,
-        crate::exec::report::human_bytes(streamed),
+        human_bytes(streamed),
     ))
 }
 
@@ -89,7 +98,7 @@ enum Outcome {
 
 /// What a location holds, by key relative to it: one listing instead of a HEAD per object (no
 /// other step may write there, so it cannot change under a copy).
-pub async fn listing(store: &dyn Storage, path: &str) -> Result<HashMap<String, ObjectMeta>> {
+async fn listing(store: &dyn Storage, path: &str) -> Result<HashMap<String, ObjectMeta>> {
     let prefix = dir_prefix(path);
     Ok(store
         .list(&prefix)
@@ -99,7 +108,7 @@ pub async fn listing(store: &dyn Storage, path: &str) -> Result<HashMap<String, 
 }
 
 /// A location's path as a listing prefix that matches only what is inside it.
-pub fn dir_prefix(path: &str) -> String {
+fn dir_prefix(path: &str) -> String {
     if path.is_empty() {
         String::new()
     } else {
@@ -110,12 +119,12 @@ pub fn dir_prefix(path: &str) -> String {
 /// Whether `dst` already holds `src`'s content. Sizes decide most cases; with equal sizes the MD5s
 /// decide, read from the content where a store does not report one (local files, multipart
 /// uploads), which costs a read but never a wrong skip.
-pub async fn present(
+async fn present(
     src_store: &dyn Storage,
     src: &ObjectMeta,
     dst_store: &dyn Storage,
     dst: &ObjectMeta,
-) -> super::Result<bool> {
+) -> Result<bool> {
     if src.size != dst.size {
         return Ok(false);
     }
@@ -130,7 +139,7 @@ pub async fn present(
     Ok(a == b)
 }
 
-async fn md5_of(store: &dyn Storage, key: &str) -> super::Result<String> {
+async fn md5_of(store: &dyn Storage, key: &str) -> Result<String> {
     use md5::Digest;
     let mut h = md5::Md5::new();
     let mut body = store.get(key).await?;
@@ -138,4 +147,74 @@ async fn md5_of(store: &dyn Storage, key: &str) -> super::Result<String> {
         h.update(&chunk?);
     }
     Ok(hex::encode(h.finalize()))
+}
+
+/// What the copy would move, from a listing of both ends; a source that an earlier step writes
+/// is estimated from that step's preview.
+pub async fn preview(look: &mut Look<'_>, step: &CopyStep, p: &mut StepPreview) {
+    let how = match (
+        &look.res.plan.buckets[&step.from.bucket].kind,
+        &look.res.plan.buckets[&step.to.bucket].kind,
+    ) {
+        (BucketKind::S3 { endpoint: e1, .. }, BucketKind::S3 { endpoint: e2, .. }) if e1 == e2 => {
+            " (server-side)"
+        }
+        _ => " (streamed through planrun)",
+    };
+    p.description = format!("copy {} → {}{how}", step.from, step.to);
+    let upstream = look.produced.get(&step.from.to_string()).cloned();
+    if let Some(line) = upstream.as_ref().and_then(Produced::blocked_line) {
+        p.changes.push(line);
+        look.produced
+            .insert(step.to.to_string(), upstream.expect("checked"));
+        return;
+    }
+    let listed = async {
+        let src = look.res.storage(&step.from.bucket).await?;
+        let dst = look.res.storage(&step.to.bucket).await?;
+        let prefix = dir_prefix(&step.from.path);
+        let objects: Vec<_> = src.list(&prefix).try_collect().await?;
+        let existing = listing(dst.as_ref(), &step.to.path).await?;
+        let mut there = 0u64;
+        for o in &objects {
+            if let Some(have) = existing.get(&o.key[prefix.len()..])
+                && present(src.as_ref(), o, dst.as_ref(), have).await?
+            {
+                there += 1;
+            }
+        }
+        Ok::<_, StepError>((objects, there))
+    }
+    .await;
+    match (listed, upstream) {
+        (Ok((objects, present)), up) if !objects.is_empty() || up.is_none() => {
+            p.counts.objects = objects.len() as u64;
+            p.counts.bytes = objects.iter().map(|o| o.size).sum();
+            p.changes.push(format!(
+                "+ {} objects ({}), {present} already present at the destination",
+                objects.len(),
+                human_bytes(p.counts.bytes)
+            ));
+            if objects.is_empty() {
+                p.conflict(empty_source(step));
+            }
+            if let Some(up) = up {
+                look.produced.insert(step.to.to_string(), up);
+            }
+        }
+        (_, Some(up)) => {
+            p.estimated = true;
+            // The binlogs plus the backup's metadata files.
+            p.counts.objects = up.counts.objects + meta::META_FILES.len() as u64;
+            p.counts.bytes = up.counts.bytes;
+            p.changes.push(format!(
+                "+ about {} objects ({}) that earlier steps will write",
+                p.counts.objects,
+                human_bytes(up.counts.bytes)
+            ));
+            look.produced.insert(step.to.to_string(), up);
+        }
+        (Err(e), None) => p.conflict(e),
+        (Ok(_), None) => unreachable!("the first arm takes every listing without an upstream"),
+    }
 }

@@ -1,285 +1,42 @@
-//! One module per step type; each runs itself task by task through a `StepCtx` that checkpoints.
+//! One module per step type, each owning its work (`run`) and its read-only preview side by side.
+//!
+//! A step's preview and its run share the code that selects, names and inspects what the step
+//! will touch, and every refusal is one function that the preview shows as a conflict and the run
+//! returns as its error: the dry run cannot accept what apply refuses.
 
 pub mod alias;
 pub mod backup;
 pub mod copy;
-pub mod meta;
+pub mod ctx;
 pub mod restore;
-pub mod rows;
 pub mod select;
 pub mod verify;
 
-use std::collections::HashMap;
-use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
+use crate::plan::StepKind;
 
-use serde::{Serialize, de::DeserializeOwned};
-use tokio::sync::Mutex;
-use tokio_util::sync::CancellationToken;
+pub use ctx::{
+    Counts, LOAD_TIMEOUT, Look, Produced, Resources, Result, StepCtx, StepError, StepPreview,
+    ensure_loaded, fail, to_json,
+};
 
-use crate::checkpoint::{CheckpointError, TaskState, Tasks};
-use crate::exec::events::Events;
-use crate::milvus::{MilvusClient, MilvusConfig, MilvusError};
-use crate::plan::{BucketKind, Location, Plan};
-use crate::storage::{self, LocalConfig, S3Config, Storage, StorageConfig, StorageError};
-
-/// Why a step failed. Messages name the step's instance, bucket, collection or key and what to do.
-#[derive(Debug, thiserror::Error)]
-pub enum StepError {
-    #[error(transparent)]
-    Storage(#[from] StorageError),
-    #[error(transparent)]
-    Milvus(#[from] MilvusError),
-    #[error(transparent)]
-    Checkpoint(#[from] CheckpointError),
-    #[error("{0}")]
-    Failed(String),
-    #[error("interrupted")]
-    Interrupted,
-}
-
-impl StepError {
-    pub fn is_transient(&self) -> bool {
-        match self {
-            StepError::Storage(e) => e.is_transient(),
-            StepError::Milvus(e) => e.is_transient(),
-            _ => false,
-        }
+/// Runs one step to its end; the summary line is recorded as the step's result.
+pub async fn run(ctx: &StepCtx, kind: &StepKind) -> Result<String> {
+    match kind {
+        StepKind::Backup(b) => backup::run(ctx, b).await,
+        StepKind::Copy(c) => copy::run(ctx, c).await,
+        StepKind::Restore(r) => restore::run(ctx, r).await,
+        StepKind::Verify(v) => verify::run(ctx, v).await,
+        StepKind::Alias(a) => alias::run(ctx, a).await,
     }
 }
 
-pub type Result<T> = std::result::Result<T, StepError>;
-
-pub fn fail<T>(msg: impl Into<String>) -> Result<T> {
-    Err(StepError::Failed(msg.into()))
-}
-
-/// Connections of one run, opened on first use and shared by all steps.
-pub struct Resources {
-    pub plan: Arc<Plan>,
-    milvus: Mutex<HashMap<String, MilvusClient>>,
-    storage: Mutex<HashMap<String, Arc<dyn Storage>>>,
-}
-
-impl Resources {
-    pub fn new(plan: Arc<Plan>) -> Resources {
-        Resources {
-            plan,
-            milvus: Mutex::new(HashMap::new()),
-            storage: Mutex::new(HashMap::new()),
-        }
-    }
-
-    pub fn milvus_config(&self, id: &str) -> MilvusConfig {
-        let inst = &self.plan.instances[id];
-        let mut cfg = MilvusConfig::new(id, inst.uri.clone());
-        cfg.user = inst.user.clone();
-        cfg.password = inst.password.clone();
-        cfg.token = inst.token.clone();
-        cfg.database = inst.database.clone();
-        if let Some(tls) = &inst.tls {
-            cfg.ca_cert = tls.ca_cert.clone();
-            cfg.client_cert = tls.client_cert.clone();
-            cfg.client_key = tls.client_key.clone();
-            cfg.server_name = tls.server_name.clone();
-        }
-        cfg.retries = self.plan.settings.retries;
-        cfg
-    }
-
-    pub async fn milvus(&self, id: &str) -> Result<MilvusClient> {
-        let mut map = self.milvus.lock().await;
-        if let Some(c) = map.get(id) {
-            return Ok(c.clone());
-        }
-        let client = MilvusClient::connect(&self.milvus_config(id)).await?;
-        map.insert(id.to_string(), client.clone());
-        Ok(client)
-    }
-
-    pub fn storage_config(&self, id: &str) -> StorageConfig {
-        let bucket = &self.plan.buckets[id];
-        match &bucket.kind {
-            BucketKind::S3 {
-                endpoint,
-                bucket,
-                region,
-                access_key_id,
-                secret_access_key,
-                session_token,
-                path_style,
-            } => StorageConfig::S3(S3Config {
-                name: id.to_string(),
-                endpoint: endpoint.clone(),
-                bucket: bucket.clone(),
-                region: region.clone(),
-                access_key_id: access_key_id.clone(),
-                secret_access_key: secret_access_key.clone(),
-                session_token: session_token.clone(),
-                path_style: *path_style,
-            }),
-            BucketKind::Local { path } => StorageConfig::Local(LocalConfig {
-                name: id.to_string(),
-                path: path.clone(),
-            }),
-        }
-    }
-
-    pub async fn storage(&self, id: &str) -> Result<Arc<dyn Storage>> {
-        let mut map = self.storage.lock().await;
-        if let Some(s) = map.get(id) {
-            return Ok(s.clone());
-        }
-        let s = storage::open(&self.storage_config(id)).await?;
-        map.insert(id.to_string(), s.clone());
-        Ok(s)
-    }
-
-    /// Whether two bucket ids name the same physical bucket (same kind, endpoint and name).
-    pub fn same_bucket(&self, a: &str, b: &str) -> bool {
-        if a == b {
-            return true;
-        }
-        match (&self.plan.buckets[a].kind, &self.plan.buckets[b].kind) {
-            (
-                BucketKind::S3 {
-                    endpoint: e1,
-                    bucket: b1,
-                    ..
-                },
-                BucketKind::S3 {
-                    endpoint: e2,
-                    bucket: b2,
-                    ..
-                },
-            ) => e1 == e2 && b1 == b2,
-            (BucketKind::Local { path: p1 }, BucketKind::Local { path: p2 }) => p1 == p2,
-            _ => false,
-        }
-    }
-}
-
-/// What one running step needs: its checkpointed tasks, the event stream, connections, and the
-/// cancellation token that Ctrl-C trips.
-#[derive(Clone)]
-pub struct StepCtx {
-    pub run: String,
-    pub step: String,
-    pub tasks: Tasks,
-    pub events: Events,
-    pub res: Arc<Resources>,
-    pub cancel: CancellationToken,
-}
-
-impl StepCtx {
-    pub fn concurrency(&self) -> usize {
-        self.res.plan.settings.concurrency.max(1)
-    }
-
-    fn key(&self, task: &str) -> String {
-        format!("{}/{task}", self.step)
-    }
-
-    /// Stops before starting new work once the run is interrupted.
-    pub fn check_cancel(&self) -> Result<()> {
-        if self.cancel.is_cancelled() {
-            Err(StepError::Interrupted)
-        } else {
-            Ok(())
-        }
-    }
-
-    pub fn done<T: DeserializeOwned>(&self, task: &str) -> Result<Option<T>> {
-        Ok(self.tasks.done(&self.key(task))?)
-    }
-
-    pub fn state(&self, task: &str) -> Result<Option<TaskState>> {
-        Ok(self.tasks.get(&self.key(task))?)
-    }
-
-    pub async fn set(&self, task: &str, state: TaskState) -> Result<()> {
-        Ok(self.tasks.set(&self.key(task), &state).await?)
-    }
-
-    /// Runs an idempotent task once: a finished task returns its recorded result; otherwise `f`
-    /// runs (retried on transient errors) and its result is flushed before this returns.
-    pub async fn once<T, F, Fut>(&self, task: &str, f: F) -> Result<T>
-    where
-        T: Serialize + DeserializeOwned,
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T>>,
-    {
-        if let Some(v) = self.done(task)? {
-            return Ok(v);
-        }
-        self.check_cancel()?;
-        let v = self.retry(task, f).await?;
-        self.set(task, TaskState::Done(to_json(&v))).await?;
-        Ok(v)
-    }
-
-    /// Like `once`, for the many small tasks (one per object) whose loss in a crash only means
-    /// repeating an idempotent copy: recorded without waiting for the disk; `sync` at the end.
-    pub async fn once_lazy<T, F, Fut>(&self, task: &str, f: F) -> Result<(T, bool)>
-    where
-        T: Serialize + DeserializeOwned,
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T>>,
-    {
-        if let Some(v) = self.done(task)? {
-            return Ok((v, true));
-        }
-        self.check_cancel()?;
-        let v = self.retry(task, f).await?;
-        crate::fault::point("object-copied");
-        self.tasks
-            .set_lazy(&self.key(task), &TaskState::Done(to_json(&v)))?;
-        Ok((v, false))
-    }
-
-    /// Retries transient failures with exponential backoff, up to `settings.retries` times.
-    pub async fn retry<T, F, Fut>(&self, what: &str, mut f: F) -> Result<T>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T>>,
-    {
-        let retries = self.res.plan.settings.retries;
-        let mut delay = Duration::from_millis(200);
-        let mut attempt = 0;
-        loop {
-            match f().await {
-                Err(e) if e.is_transient() && attempt < retries => {
-                    attempt += 1;
-                    self.events.warn(
-                        &self.step,
-                        format!("{what}: {e}; retry {attempt} of {retries} in {delay:?}"),
-                    );
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = self.cancel.cancelled() => return Err(StepError::Interrupted),
-                    }
-                    delay = (delay * 2).min(Duration::from_secs(10));
-                }
-                other => return other,
-            }
-        }
-    }
-}
-
-pub fn to_json<T: Serialize>(v: &T) -> serde_json::Value {
-    serde_json::to_value(v).expect("task results serialise")
-}
-
-/// `loc.path` joined with a relative key.
-pub fn join(loc: &Location, rel: &str) -> String {
-    join_key(&loc.path, rel)
-}
-
-pub fn join_key(prefix: &str, rel: &str) -> String {
-    match (prefix.is_empty(), rel.is_empty()) {
-        (true, _) => rel.to_string(),
-        (_, true) => prefix.to_string(),
-        _ => format!("{prefix}/{rel}"),
+/// Fills `p` with what the step would do, by looking only.
+pub async fn preview(look: &mut Look<'_>, kind: &StepKind, p: &mut StepPreview) {
+    match kind {
+        StepKind::Backup(b) => backup::preview(look, b, p).await,
+        StepKind::Copy(c) => copy::preview(look, c, p).await,
+        StepKind::Restore(r) => restore::preview(look, r, p).await,
+        StepKind::Verify(v) => verify::preview(look, v, p),
+        StepKind::Alias(a) => alias::preview(look, a, p).await,
     }
 }

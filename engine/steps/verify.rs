@@ -6,27 +6,22 @@
 //! equal rows cancel out. Both sides are walked together by primary key, so the same pass also
 //! finds a few example keys that are missing, extra or different, in bounded memory.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
 
-use sha2::{Digest, Sha256};
-
-use super::meta::{self, CollectionSchema};
-use super::restore::{read_meta, selected};
-use super::{Result, StepCtx, StepError, fail, to_json};
+use super::ctx::{Look, Result, StepCtx, StepError, StepPreview, fail, to_json};
+use super::restore::selected;
 use crate::checkpoint::TaskState;
+use crate::codec::{self, digest::hash_rows};
+use crate::format::meta::{self, CollectionSchema};
 use crate::milvus::pb::common::LoadState;
-use crate::milvus::pb::schema::{
-    DataType, FieldData, ScalarField, field_data, scalar_field, vector_field,
-};
 use crate::milvus::{MilvusClient, Pk};
-use crate::plan::{CollectionRef, Location, Plan, StepKind, VerifyStep};
+use crate::plan::{CollectionRef, DEFAULT_DATABASE, Location, Plan, StepKind, VerifyStep};
 
 /// How many example keys of each kind a mismatch reports.
 const EXAMPLES: usize = 5;
 /// Bytes one query page may carry, well under the 64 MiB message limit.
 const PAGE_BYTES: usize = 8 << 20;
-const LOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1800);
 
 /// One side of a comparison: a collection of a database of an instance.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,7 +45,7 @@ impl Side {
                 .database
                 .clone()
                 .or_else(|| plan.instances[&c.instance].database.clone())
-                .unwrap_or_else(|| "default".into()),
+                .unwrap_or_else(|| DEFAULT_DATABASE.into()),
             collection: c.collection.clone(),
         }
     }
@@ -127,40 +122,30 @@ pub async fn pairs_of_restore(ctx: &StepCtx, id: &str) -> Result<Vec<(Side, Side
         ));
     };
     let store = ctx.res.storage(&r.from.bucket).await?;
-    let Some(backup) = read_meta(&store, &r.from).await? else {
+    let Some(backup) = crate::format::read_meta(store.as_ref(), &r.from).await? else {
         return fail(format!(
             "no backup at `{}` (`{}` not found), so the collections restored by `{id}` are unknown",
             plan.show_location(&r.from),
             meta::BACKUP_META
         ));
     };
-    let target_db_default = plan.instances[&r.instance]
-        .database
-        .clone()
-        .unwrap_or_else(|| "default".into());
     let mut out = Vec::new();
-    for (info, target) in selected(r, &backup) {
-        let db = if info.db_name.is_empty() {
-            "default".to_string()
+    for t in selected(r, &backup) {
+        let db = if t.info.db_name.is_empty() {
+            DEFAULT_DATABASE
         } else {
-            info.db_name.clone()
+            &t.info.db_name
         };
         out.push((
             Side {
                 instance: source_instance.clone(),
-                database: db.clone(),
-                collection: info.collection_name.clone(),
+                database: db.to_string(),
+                collection: t.info.collection_name.clone(),
             },
             Side {
                 instance: r.instance.clone(),
-                database: r.database.clone().unwrap_or_else(|| {
-                    if info.db_name.is_empty() {
-                        target_db_default.clone()
-                    } else {
-                        db
-                    }
-                }),
-                collection: target,
+                database: t.db,
+                collection: t.name,
             },
         ));
     }
@@ -217,9 +202,7 @@ async fn ensure_loaded(ctx: &StepCtx, c: &MilvusClient, side: &Side) -> Result<(
             // Queries on Milvus 2.3 need the collection in memory.
             ctx.events
                 .info(&ctx.step, format!("loading `{side}` to read its rows"));
-            c.load_collection(&side.collection).await?;
-            c.wait_loaded(&side.collection, LOAD_TIMEOUT).await?;
-            Ok(())
+            super::ctx::ensure_loaded(c, &side.collection).await
         }
     }
 }
@@ -307,7 +290,7 @@ pub async fn compare(
         }
     }
 
-    let limit = page_limit(&ss);
+    let limit = codec::page_limit(&ss, PAGE_BYTES);
     let common: Vec<&String> = sp.intersection(&tp).collect();
     report.partitions = common.len();
     // With a partition key Milvus refuses queries naming partitions: compare the collection whole.
@@ -390,35 +373,6 @@ pub async fn compare(
     }
     Ok(report)
 }
-
-/// Rows per page so that one page stays near `PAGE_BYTES`, from the schema's declared sizes.
-fn page_limit(schema: &CollectionSchema) -> usize {
-    let param = |f: &meta::FieldSchema, k: &str| -> Option<usize> {
-        f.type_params
-            .iter()
-            .find(|kv| kv.key == k)
-            .and_then(|kv| kv.value.parse().ok())
-    };
-    let mut row = 64usize;
-    for f in &schema.fields {
-        let dim = param(f, "dim").unwrap_or(0);
-        row += match DataType::try_from(f.data_type).unwrap_or(DataType::None) {
-            DataType::FloatVector => dim * 4,
-            DataType::Float16Vector | DataType::BFloat16Vector => dim * 2,
-            DataType::BinaryVector => dim.div_ceil(8),
-            DataType::SparseFloatVector => 4096,
-            DataType::VarChar | DataType::String => param(f, "max_length").unwrap_or(256),
-            DataType::Json => 2048,
-            DataType::Array => param(f, "max_capacity").unwrap_or(64) * 64,
-            _ => 8,
-        };
-    }
-    if schema.enable_dynamic_field {
-        row += 2048;
-    }
-    (PAGE_BYTES / row).clamp(1, crate::milvus::MAX_QUERY_LIMIT)
-}
-
 /// A primary-key walk over one partition, yielding (key, row hash).
 struct Walk<'a> {
     client: &'a MilvusClient,
@@ -578,271 +532,25 @@ fn push(v: &mut Vec<Pk>, k: &Pk) {
     }
 }
 
-/// The key and canonical hash of every row of a page. Columns are taken by field name, so the
-/// order the server returns them in does not matter.
-pub fn hash_rows(
-    fields: &[FieldData],
-    pk: &str,
-    n: usize,
-) -> std::result::Result<Vec<(Pk, u128)>, String> {
-    let pk_col = fields
-        .iter()
-        .find(|f| f.field_name == pk)
-        .ok_or_else(|| format!("the page has no primary-key column `{pk}`"))?;
-    let keys = crate::milvus::data::pks(pk_col)
-        .ok_or_else(|| format!("primary-key column `{pk}` is neither Int64 nor VarChar"))?;
-    if keys.len() != n {
-        return Err(format!("the page has {} keys for {n} rows", keys.len()));
-    }
-    let mut cols: BTreeMap<&str, &FieldData> = BTreeMap::new();
-    for f in fields {
-        let name = if f.is_dynamic {
-            "$meta"
-        } else {
-            f.field_name.as_str()
-        };
-        cols.insert(name, f);
-    }
-    let cols: Vec<(&str, &FieldData, Vec<Option<usize>>)> = cols
-        .into_iter()
-        .map(|(name, f)| (name, f, value_index(f, n)))
-        .collect();
-    let mut out = Vec::with_capacity(n);
-    for (i, key) in keys.into_iter().enumerate() {
-        let mut h = Sha256::new();
-        for (name, f, idx) in &cols {
-            h.update((name.len() as u32).to_le_bytes());
-            h.update(name.as_bytes());
-            match idx[i] {
-                None => h.update([0u8]),
-                Some(j) => {
-                    h.update([1u8]);
-                    cell(&mut h, f, j, *name == "$meta")?;
-                }
-            }
+/// A verify step only reads; the preview says what it will compare.
+pub fn preview(look: &mut Look<'_>, step: &VerifyStep, p: &mut StepPreview) {
+    match step {
+        VerifyStep::Pair { source, target } => {
+            p.description = format!(
+                "verify `{}` on `{}` against `{}` on `{}`",
+                look.res.plan.show(&target.collection),
+                target.instance,
+                look.res.plan.show(&source.collection),
+                source.instance
+            );
+            p.counts.collections = 1;
         }
-        let d = h.finalize();
-        let mut first = [0u8; 16];
-        first.copy_from_slice(&d[..16]);
-        out.push((key, u128::from_le_bytes(first)));
-    }
-    Ok(out)
-}
-
-/// Where row `i`'s value sits in the column, `None` for a null. Nullable columns come either
-/// full length (a placeholder under each null) or compacted to the valid values.
-pub(crate) fn value_index(f: &FieldData, n: usize) -> Vec<Option<usize>> {
-    if f.valid_data.is_empty() {
-        return (0..n).map(Some).collect();
-    }
-    let compact = crate::milvus::data::column_len(f) < n;
-    let mut next = 0;
-    f.valid_data
-        .iter()
-        .enumerate()
-        .map(|(i, &valid)| {
-            if !valid {
-                None
-            } else if compact {
-                next += 1;
-                Some(next - 1)
-            } else {
-                Some(i)
-            }
-        })
-        .chain(std::iter::repeat(None))
-        .take(n)
-        .collect()
-}
-
-fn bytes(h: &mut Sha256, b: &[u8]) {
-    h.update((b.len() as u64).to_le_bytes());
-    h.update(b);
-}
-
-/// JSON with sorted keys, so two servers that order an object's keys differently agree.
-fn json(h: &mut Sha256, raw: &[u8]) {
-    match serde_json::from_slice::<serde_json::Value>(raw) {
-        Ok(v) => bytes(h, &serde_json::to_vec(&v).expect("values serialise")),
-        Err(_) => bytes(h, raw),
-    }
-}
-
-fn cell(h: &mut Sha256, f: &FieldData, i: usize, dynamic: bool) -> std::result::Result<(), String> {
-    let short = || format!("column `{}` is shorter than the page", f.field_name);
-    match &f.field {
-        Some(field_data::Field::Scalars(s)) => scalar(h, s, i, dynamic).ok_or_else(short),
-        Some(field_data::Field::Vectors(v)) => {
-            let dim = v.dim.max(0) as usize;
-            let slice = |b: &[u8], width: usize| -> Option<Vec<u8>> {
-                b.get(i * width..(i + 1) * width).map(<[u8]>::to_vec)
-            };
-            let raw = match &v.data {
-                Some(vector_field::Data::FloatVector(a)) => a
-                    .data
-                    .get(i * dim..(i + 1) * dim)
-                    .map(|s| s.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect()),
-                Some(vector_field::Data::BinaryVector(b)) => slice(b, dim.div_ceil(8)),
-                Some(vector_field::Data::Float16Vector(b))
-                | Some(vector_field::Data::Bfloat16Vector(b)) => slice(b, dim * 2),
-                Some(vector_field::Data::SparseFloatVector(s)) => s.contents.get(i).cloned(),
-                None => Some(Vec::new()),
-            };
-            let raw = raw.ok_or_else(short)?;
-            bytes(h, &raw);
-            Ok(())
+        VerifyStep::Restore(r) => {
+            p.description = format!("verify every collection restored by `{r}` against its source")
         }
-        None => Ok(()),
     }
-}
-
-fn scalar(h: &mut Sha256, s: &ScalarField, i: usize, dynamic: bool) -> Option<()> {
-    use scalar_field::Data;
-    match &s.data {
-        Some(Data::BoolData(a)) => h.update([*a.data.get(i)? as u8]),
-        Some(Data::IntData(a)) => h.update(a.data.get(i)?.to_le_bytes()),
-        Some(Data::LongData(a)) => h.update(a.data.get(i)?.to_le_bytes()),
-        Some(Data::FloatData(a)) => h.update(a.data.get(i)?.to_bits().to_le_bytes()),
-        Some(Data::DoubleData(a)) => h.update(a.data.get(i)?.to_bits().to_le_bytes()),
-        Some(Data::StringData(a)) => bytes(h, a.data.get(i)?.as_bytes()),
-        Some(Data::BytesData(a)) => bytes(h, a.data.get(i)?),
-        Some(Data::JsonData(a)) => {
-            let raw = a.data.get(i)?;
-            // An empty dynamic object and no dynamic value at all mean the same row.
-            if dynamic && (raw.is_empty() || raw.as_slice() == b"{}") {
-                bytes(h, b"{}");
-            } else {
-                json(h, raw);
-            }
-        }
-        Some(Data::ArrayData(a)) => {
-            let elem = a.data.get(i)?;
-            let n = crate::milvus::data::column_len(&FieldData {
-                field: Some(field_data::Field::Scalars(elem.clone())),
-                ..Default::default()
-            });
-            h.update((n as u64).to_le_bytes());
-            for j in 0..n {
-                scalar(h, elem, j, false)?;
-            }
-        }
-        None => {}
-    }
-    Some(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::milvus::data::{
-        double_column, dynamic_column, float_vector_column, int64_column, json_column,
-        varchar_column,
-    };
-
-    fn page(scores: Vec<f64>, json: Vec<&str>) -> Vec<FieldData> {
-        let n = scores.len();
-        vec![
-            int64_column("id", (0..n as i64).collect()),
-            double_column("score", scores),
-            float_vector_column("v", 2, (0..n * 2).map(|x| x as f32).collect()),
-            json_column("j", json.iter().map(|s| s.as_bytes().to_vec()).collect()),
-            dynamic_column(vec![b"{}".to_vec(); n]),
-        ]
-    }
-
-    #[test]
-    fn hashes_ignore_column_order_and_json_key_order() {
-        let a = hash_rows(
-            &page(vec![1.0, 2.0], vec![r#"{"a":1,"b":2}"#, "[]"]),
-            "id",
-            2,
-        )
-        .unwrap();
-        let mut cols = page(vec![1.0, 2.0], vec![r#"{"b":2,"a":1}"#, "[]"]);
-        cols.reverse();
-        let b = hash_rows(&cols, "id", 2).unwrap();
-        assert_eq!(a, b);
-    }
-
-    #[test]
-    fn a_changed_value_changes_only_its_row() {
-        let a = hash_rows(&page(vec![1.0, 2.0], vec!["1", "2"]), "id", 2).unwrap();
-        let b = hash_rows(&page(vec![1.0, 2.5], vec!["1", "2"]), "id", 2).unwrap();
-        assert_eq!(a[0], b[0]);
-        assert_ne!(a[1].1, b[1].1);
-        assert_eq!(a[1].0, Pk::Int(1));
-    }
-
-    #[test]
-    fn same_rows_swapped_between_keys_differ() {
-        // Row content moved to another key must not look equal.
-        let a = hash_rows(
-            &[
-                int64_column("id", vec![1, 2]),
-                varchar_column("t", vec!["x".into(), "y".into()]),
-            ],
-            "id",
-            2,
-        )
-        .unwrap();
-        let b = hash_rows(
-            &[
-                int64_column("id", vec![1, 2]),
-                varchar_column("t", vec!["y".into(), "x".into()]),
-            ],
-            "id",
-            2,
-        )
-        .unwrap();
-        let sum = |v: &[(Pk, u128)]| v.iter().fold(0u128, |s, r| s.wrapping_add(r.1));
-        assert_ne!(sum(&a), sum(&b));
-    }
-
-    #[test]
-    fn nulls_differ_from_values_in_both_layouts() {
-        let mut full = int64_column("x", vec![5, 0]);
-        full.valid_data = vec![true, false];
-        let mut compact = int64_column("x", vec![5]);
-        compact.valid_data = vec![true, false];
-        let ids = int64_column("id", vec![1, 2]);
-        let a = hash_rows(&[ids.clone(), full], "id", 2).unwrap();
-        let b = hash_rows(&[ids.clone(), compact], "id", 2).unwrap();
-        assert_eq!(a, b);
-        let c = hash_rows(&[ids, int64_column("x", vec![5, 0])], "id", 2).unwrap();
-        assert_eq!(a[0], c[0]);
-        assert_ne!(a[1], c[1]);
-    }
-
-    #[test]
-    fn short_columns_are_an_error() {
-        let err = hash_rows(
-            &[
-                int64_column("id", vec![1, 2]),
-                double_column("s", vec![1.0]),
-            ],
-            "id",
-            2,
-        )
-        .unwrap_err();
-        assert!(err.contains("`s`"), "{err}");
-    }
-
-    #[test]
-    fn page_limit_follows_row_size() {
-        let schema = |dim: &str| CollectionSchema {
-            fields: vec![meta::FieldSchema {
-                name: "v".into(),
-                data_type: DataType::FloatVector as i32,
-                type_params: vec![meta::KeyValue {
-                    key: "dim".into(),
-                    value: dim.into(),
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
-        assert_eq!(page_limit(&schema("8")), crate::milvus::MAX_QUERY_LIMIT);
-        let big = page_limit(&schema("4096"));
-        assert!(big < 1000 && big > 100, "{big}");
-    }
+    p.changes.push(
+        "? compare schema, partitions, row counts per partition, indexes and a digest of every row"
+            .into(),
+    );
 }

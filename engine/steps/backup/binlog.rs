@@ -1,4 +1,4 @@
-//! The `backup` step in binlog mode: flush, snapshot the live segments, copy their binlogs, write meta.
+//! A binlog backup: flush, snapshot the live segments, copy their binlogs, write meta.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -6,13 +6,14 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
-use super::meta::{self, BackupInfo, Binlog, CollectionBackupInfo, FieldBinlog, IndexInfo};
-use super::meta::{PartitionBackupInfo, PlanrunInfo, SegmentBackupInfo};
-use super::select::Pattern;
-use super::{Result, StepCtx, fail, join, join_key};
+use super::common::{backup_info, preview_info, start};
+use crate::format::meta::{self, BackupInfo, Binlog, CollectionBackupInfo, FieldBinlog, IndexInfo};
+use crate::format::meta::{PartitionBackupInfo, SegmentBackupInfo};
 use crate::milvus::MilvusClient;
-use crate::plan::{BackupStep, Location, Mode};
+use crate::plan::{BackupStep, Location};
+use crate::steps::ctx::{Look, Resources, Result, StepCtx, StepError, StepPreview, fail};
 use crate::storage::{self, Storage};
+use crate::text::human_bytes;
 
 /// How long GC stays paused per backup; renewed by nothing, so it is generous.
 const GC_PAUSE_SECS: u64 = 3600;
@@ -35,19 +36,31 @@ pub struct Snapshot {
     pub objects: Vec<SourceObject>,
 }
 
-pub async fn run(ctx: &StepCtx, step: &BackupStep) -> Result<String> {
-    if step.mode == Mode::Rows {
-        return super::rows::backup(ctx, step).await;
-    }
-    let plan = &ctx.res.plan;
-    let inst = &plan.instances[&step.instance];
-    let Some(data) = inst.data.clone() else {
+/// Where the instance keeps its binlogs. The refusal both the preview and apply make: a binlog
+/// backup needs the instance's bucket, and a server that keeps binlogs there (Milvus Lite has none).
+fn source(res: &Resources, step: &BackupStep, client: &MilvusClient) -> Result<Location> {
+    let Some(data) = res.plan.instances[&step.instance].data.clone() else {
         return fail(format!(
-            "instance `{}` has no `data` (bucket and root path of its binlogs); binlog backups need it",
+            "instance `{}` has no `data` (bucket and root path of its binlogs); binlog backups \
+             need it, or set mode = \"rows\"",
             step.instance
         ));
     };
+    if client.is_lite() {
+        return fail(format!(
+            "instance `{}` is Milvus Lite ({}), which keeps no binlogs; set mode = \"rows\" in \
+             the backup step",
+            step.instance,
+            client.server_version()
+        ));
+    }
+    Ok(data)
+}
+
+pub async fn run(ctx: &StepCtx, step: &BackupStep) -> Result<String> {
+    let inst = &ctx.res.plan.instances[&step.instance];
     let client = ctx.res.milvus(&step.instance).await?;
+    let data = source(&ctx.res, step, &client)?;
     let src = ctx.res.storage(&data.bucket).await?;
     let dst = ctx.res.storage(&step.to.bucket).await?;
 
@@ -79,7 +92,7 @@ pub async fn run(ctx: &StepCtx, step: &BackupStep) -> Result<String> {
                 backup_collection(ctx, &client, &data, &src, &dst, &step.to, db, name).await?;
             infos.push(info);
         }
-        Ok::<_, super::StepError>(infos)
+        Ok::<_, StepError>(infos)
     }
     .await;
 
@@ -94,109 +107,21 @@ pub async fn run(ctx: &StepCtx, step: &BackupStep) -> Result<String> {
         .flat_map(|p| &p.segment_backups)
         .map(|s| s.files().len() as u64)
         .sum();
-    let size: i64 = infos.iter().map(|c| c.size).sum();
     let rows: u64 = infos.iter().filter_map(|c| c.planrun_row_count).sum();
-    let name = step
-        .to
-        .path
-        .rsplit('/')
-        .next()
-        .unwrap_or("backup")
-        .to_string();
-    let backup = BackupInfo {
-        id: ctx.run.clone(),
-        state_code: 2,
-        name,
-        backup_timestamp: crate::checkpoint::now() * 1000,
-        collection_backups: infos,
-        size,
-        milvus_version: client.server_version().to_string(),
-        format: String::new(),
-        planrun: Some(PlanrunInfo {
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            run: ctx.run.clone(),
-            files,
-        }),
-    };
-    // Meta goes last: a backup without `backup_meta.json` is incomplete, for both tools.
-    ctx.once("meta", || write_meta(&dst, &step.to, &backup))
-        .await?;
+    let backup = backup_info(ctx, step, &client, infos, "", files);
+    let size = backup.size;
+    ctx.once("meta", || async {
+        crate::format::write_meta(dst.as_ref(), &step.to, &backup, None).await?;
+        Ok(true)
+    })
+    .await?;
     Ok(format!(
         "{} collection(s), {} rows, {files} files, {} into {}",
         collections.len(),
         rows,
-        crate::exec::report::human_bytes(size as u64),
+        human_bytes(size as u64),
         step.to
     ))
-}
-
-/// What both backup modes do first: refuse to overwrite a backup that is not this run's own,
-/// then fix (and checkpoint) the collections the step's patterns select.
-pub(super) async fn start(
-    ctx: &StepCtx,
-    step: &BackupStep,
-    client: &MilvusClient,
-    dst: &Arc<dyn Storage>,
-) -> Result<Vec<(String, String)>> {
-    if ctx.done::<bool>("started")?.is_none() {
-        if dst
-            .head(&join(&step.to, meta::BACKUP_META))
-            .await?
-            .is_some()
-        {
-            return fail(format!(
-                "a backup already exists at `{}`; choose another `to` in step `{}` or delete it",
-                step.to, ctx.step
-            ));
-        }
-        ctx.once("started", || async { Ok(true) }).await?;
-    }
-    let collections: Vec<(String, String)> = ctx
-        .once("collections", || resolve(client, &step.collections))
-        .await?;
-    if collections.is_empty() {
-        return fail(format!(
-            "step `{}`: no collection on `{}` matches {:?}",
-            ctx.step, step.instance, step.collections
-        ));
-    }
-    Ok(collections)
-}
-
-/// The (database, collection) pairs the step's patterns select, in a stable order.
-pub async fn resolve(client: &MilvusClient, patterns: &[String]) -> Result<Vec<(String, String)>> {
-    let patterns: Vec<Pattern> = patterns.iter().map(|p| Pattern::parse(p)).collect();
-    let mut out = Vec::new();
-    let dbs = client.list_databases().await?;
-    for db in dbs {
-        let wanted: Vec<&Pattern> = patterns
-            .iter()
-            .filter(|p| super::select::glob(p.database(), &db))
-            .collect();
-        if wanted.is_empty() {
-            continue;
-        }
-        let names = client.with_database(&db).show_collections().await?;
-        for name in names {
-            if wanted.iter().any(|p| p.matches(&db, &name)) {
-                out.push((db.clone(), name));
-            }
-        }
-    }
-    // A literal name that matched nothing is a mistake the user wants to hear about.
-    for p in &patterns {
-        if p.is_literal() && !out.iter().any(|(d, c)| p.matches(d, c)) {
-            return fail(format!(
-                "collection `{}` does not exist in database `{}` on `{}`",
-                p.coll,
-                p.database(),
-                client.name()
-            ));
-        }
-    }
-    out.sort();
-    out.dedup();
-    Ok(out)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -240,7 +165,7 @@ async fn backup_collection(
                             src.as_ref(),
                             &o.key,
                             dst.as_ref(),
-                            &join(to, &o.rel),
+                            &to.join(&o.rel),
                             &|_| {},
                         )
                         .await
@@ -249,7 +174,7 @@ async fn backup_collection(
                     })
                     .await?;
                 ctx.events.progress(&ctx.step, 1, o.size);
-                Ok::<_, super::StepError>((o.rel.clone(), md5))
+                Ok::<_, StepError>((o.rel.clone(), md5))
             }
         })
         .buffer_unordered(ctx.concurrency() * 4)
@@ -281,9 +206,9 @@ async fn backup_collection(
     ctx.once(&key, || async { Ok(info.clone()) }).await
 }
 
-fn missing_binlog_hint(e: crate::storage::StorageError, coll: &str) -> super::StepError {
+fn missing_binlog_hint(e: crate::storage::StorageError, coll: &str) -> StepError {
     if e.is_not_found() {
-        super::StepError::Failed(format!(
+        StepError::Failed(format!(
             "{e}: a binlog of collection `{coll}` disappeared while it was copied (compaction \
              and garbage collection); run `planrun apply --restart` to take a fresh snapshot"
         ))
@@ -328,20 +253,14 @@ async fn snapshot(
             group_id: seg.id,
             ..Default::default()
         };
-        let ins_prefix = join_key(
-            &data.path,
-            &format!(
-                "insert_log/{}/{}/{}/",
-                desc.collection_id, seg.partition_id, seg.id
-            ),
-        );
-        let del_prefix = join_key(
-            &data.path,
-            &format!(
-                "delta_log/{}/{}/{}/",
-                desc.collection_id, seg.partition_id, seg.id
-            ),
-        );
+        let ins_prefix = data.join(&format!(
+            "insert_log/{}/{}/{}/",
+            desc.collection_id, seg.partition_id, seg.id
+        ));
+        let del_prefix = data.join(&format!(
+            "delta_log/{}/{}/{}/",
+            desc.collection_id, seg.partition_id, seg.id
+        ));
         let ins: Vec<_> = src.list(&ins_prefix).try_collect().await?;
         let del: Vec<_> = src.list(&del_prefix).try_collect().await?;
         if ins.is_empty() {
@@ -460,23 +379,72 @@ async fn snapshot(
     Ok(Snapshot { info, objects })
 }
 
-async fn write_meta(dst: &Arc<dyn Storage>, to: &Location, backup: &BackupInfo) -> Result<()> {
-    fn json<T: Serialize>(v: &T) -> bytes::Bytes {
-        serde_json::to_vec_pretty(v)
-            .expect("meta serialises")
-            .into()
+/// What a binlog backup would copy, by listing the live segments' files.
+pub(super) async fn preview(
+    look: &Look<'_>,
+    step: &BackupStep,
+    client: &MilvusClient,
+    selected: &[(String, String)],
+    p: &mut StepPreview,
+) -> Option<BackupInfo> {
+    let data = match source(look.res, step, client) {
+        Ok(d) => d,
+        Err(e) => {
+            p.conflict(e);
+            return None;
+        }
+    };
+    let src = match look.res.storage(&data.bucket).await {
+        Ok(s) => s,
+        Err(e) => {
+            p.conflict(e);
+            return None;
+        }
+    };
+    let mut info = BackupInfo::default();
+    for (db, name) in selected {
+        let c = client.with_database(db);
+        let parts = c.show_partitions(name).await.unwrap_or_default();
+        let segs = c
+            .get_persistent_segment_info(name)
+            .await
+            .unwrap_or_default();
+        let desc = c.describe_collection(name).await.ok();
+        let rows = match c.query_count(name, &[], "").await {
+            Ok(n) => n,
+            Err(_) => segs.iter().map(|s| s.num_rows as u64).sum(),
+        };
+        let (mut objects, mut bytes) = (0, 0);
+        if let Some(d) = &desc {
+            for s in &segs {
+                for kind in ["insert_log", "delta_log"] {
+                    let prefix = data.join(&format!(
+                        "{kind}/{}/{}/{}/",
+                        d.collection_id, s.partition_id, s.id
+                    ));
+                    if let Ok(list) = src.list(&prefix).try_collect::<Vec<_>>().await {
+                        objects += list.len() as u64;
+                        bytes += list.iter().map(|o| o.size).sum::<u64>();
+                    }
+                }
+            }
+        }
+        p.counts.collections += 1;
+        p.counts.partitions += parts.len() as u64;
+        p.counts.segments += segs.len() as u64;
+        p.counts.rows += rows;
+        p.counts.objects += objects;
+        p.counts.bytes += bytes;
+        p.changes.push(format!(
+            "+ {db}.{name}: {} partitions, {} sealed segments, {rows} rows, {objects} binlogs ({}); growing rows are flushed first",
+            parts.len(),
+            segs.len(),
+            human_bytes(bytes)
+        ));
+        let indexes = c.describe_index(name).await.unwrap_or_default();
+        let schema = desc.as_ref().map(|d| (&d.schema).into());
+        info.collection_backups
+            .push(preview_info(db, name, &parts, indexes, schema, Some(rows)));
     }
-    let (b, c, p, s) = backup.split();
-    // Per-level files first; `backup_meta.json`, which both tools test for, last.
-    dst.put_bytes(&join(to, meta::COLLECTION_META), json(&c))
-        .await?;
-    dst.put_bytes(&join(to, meta::PARTITION_META), json(&p))
-        .await?;
-    dst.put_bytes(&join(to, meta::SEGMENT_META), json(&s))
-        .await?;
-    dst.put_bytes(&join(to, meta::FULL_META), json(backup))
-        .await?;
-    dst.put_bytes(&join(to, meta::BACKUP_META), json(&b))
-        .await?;
-    Ok(())
+    Some(info)
 }

@@ -8,11 +8,14 @@ use std::time::Instant;
 use planrun::checkpoint::{self, RunRecord, RunStatus, Store};
 use planrun::exec::events::{Events, Outcome};
 use planrun::exec::preview::{self, Preview};
-use planrun::exec::report::{self, Style, short};
+use planrun::text::short;
+
+use super::report::{self, Style};
 use planrun::exec::run::{self, ApplyOptions};
 use planrun::plan::{self, Compiled};
 use tokio_util::sync::CancellationToken;
 
+use super::preview::render;
 use crate::Failure;
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -48,7 +51,7 @@ pub fn plan(path: &Path, json: bool, detailed: bool) -> Result<ExitCode, Failure
     let text = if json {
         serde_json::to_string_pretty(&p).map_err(fail)? + "\n"
     } else {
-        preview::render(&p)
+        render(&p)
     };
     write!(out, "{}", compiled.plan.redact(&text))?;
     if p.summary.conflicts > 0 && detailed {
@@ -92,7 +95,7 @@ fn apply_compiled(compiled: &Compiled, args: &ApplyArgs) -> Result<ExitCode, Fai
     if p.summary.steps_to_run == 0 && p.resumes.is_none() {
         // Fall through: apply itself recognises a finished plan and says so.
     } else {
-        write!(err, "{}", compiled.plan.redact(&preview::render(&p)))?;
+        write!(err, "{}", compiled.plan.redact(&render(&p)))?;
     }
     let blocking: Vec<String> = p
         .steps

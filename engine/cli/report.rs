@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::mpsc;
 
-use super::events::{Event, Outcome};
+use planrun::exec::events::{Event, Outcome};
+use planrun::text::{human_bytes, short};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Style {
@@ -198,37 +199,10 @@ fn rate(bytes: u64, planned: u64, elapsed: Duration) -> String {
     )
 }
 
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-/// The first 8 characters of a run id, as printed to people.
-pub fn short(run: &str) -> &str {
-    &run[..run.len().min(8)]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exec::events::Events;
-
-    #[test]
-    fn human_sizes() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
-    }
+    use planrun::exec::events::Events;
 
     #[tokio::test]
     async fn totals_add_up_from_events() {

@@ -314,6 +314,21 @@ impl From<&pb::schema::CollectionSchema> for CollectionSchema {
 }
 
 impl CollectionSchema {
+    /// The vector fields: a collection loads only with an index on each of them.
+    pub fn vector_fields(&self) -> impl Iterator<Item = &FieldSchema> {
+        use pb::schema::DataType as T;
+        self.fields.iter().filter(|f| {
+            matches!(
+                T::try_from(f.data_type),
+                Ok(T::FloatVector
+                    | T::BinaryVector
+                    | T::Float16Vector
+                    | T::BFloat16Vector
+                    | T::SparseFloatVector)
+            )
+        })
+    }
+
     /// The schema to create a copy named `name`: system fields (ids < 100) and the dynamic
     /// `$meta` field are left out, as Milvus adds those itself; field order is kept so that
     /// Milvus assigns the same field ids, which binlog import relies on.

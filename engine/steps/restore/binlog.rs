@@ -1,4 +1,4 @@
-//! The `restore` step in binlog mode: create the collection, import each segment, index, load, check.
+//! A binlog restore: create the collection, import each segment, index, load, check.
 //!
 //! Creating a collection and starting an import are not idempotent: each records its intent
 //! first, and a resumed run reconciles an intent without a result against the server (does the
@@ -11,128 +11,61 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
-use super::meta::{self, BackupInfo, CollectionBackupInfo, SegmentBackupInfo};
-use super::select::Pattern;
-use super::{Result, StepCtx, StepError, fail, join, join_key, to_json};
+use super::target::{Target, create_target, failed};
 use crate::checkpoint::TaskState;
+use crate::format::meta::{CollectionBackupInfo, SegmentBackupInfo};
 use crate::milvus::MilvusClient;
-use crate::milvus::pb::common::{ConsistencyLevel, ImportState};
-use crate::plan::{Location, Naming, OnConflict, RestoreStep};
+use crate::milvus::pb::common::ImportState;
+use crate::plan::{Location, RestoreStep};
+use crate::steps::ctx::{Resources, Result, StepCtx, StepError, fail, to_json};
 use crate::storage::{self, Storage};
 
 const IMPORT_TIMEOUT: Duration = Duration::from_secs(3600);
-const LOAD_TIMEOUT: Duration = Duration::from_secs(1800);
 const INDEX_TIMEOUT: Duration = Duration::from_secs(3600);
 
-/// Reads a backup's full meta (or, for milvus-backup's older layout, stitches it together).
-pub async fn read_meta(store: &Arc<dyn Storage>, at: &Location) -> Result<Option<BackupInfo>> {
-    async fn get(store: &Arc<dyn Storage>, key: &str) -> Result<Option<Vec<u8>>> {
-        match store.get(key).await {
-            Ok(stream) => {
-                let chunks: Vec<bytes::Bytes> = stream.try_collect().await?;
-                Ok(Some(chunks.concat()))
-            }
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e.into()),
-        }
-    }
-    if get(store, &join(at, meta::BACKUP_META)).await?.is_none() {
-        return Ok(None);
-    }
-    let Some(full) = get(store, &join(at, meta::FULL_META)).await? else {
-        return fail(format!(
-            "the backup at `{at}` has no `{}`; backups written by milvus-backup before 0.4 are not supported",
-            meta::FULL_META
-        ));
-    };
-    serde_json::from_slice(&full).map(Some).map_err(|e| {
-        StepError::Failed(format!(
-            "the backup meta `{at}/{}` is not valid: {e}",
-            meta::FULL_META
-        ))
-    })
-}
-
-pub fn target_name(naming: &Naming, name: &str) -> String {
-    match naming {
-        Naming::Keep => name.to_string(),
-        Naming::Suffix(s) => format!("{name}{s}"),
-        Naming::Rename(map) => map.get(name).cloned().unwrap_or_else(|| name.to_string()),
-    }
-}
-
-/// The collections of a backup the step restores, with their target names.
-pub fn selected<'a>(
-    step: &RestoreStep,
-    backup: &'a BackupInfo,
-) -> Vec<(&'a CollectionBackupInfo, String)> {
-    let patterns: Option<Vec<Pattern>> = step
-        .collections
-        .as_ref()
-        .map(|ps| ps.iter().map(|p| Pattern::parse(p)).collect());
-    backup
-        .collection_backups
-        .iter()
-        .filter(|c| {
-            patterns.as_ref().is_none_or(|ps| {
-                let db = if c.db_name.is_empty() {
-                    "default"
-                } else {
-                    &c.db_name
-                };
-                ps.iter().any(|p| p.matches(db, &c.collection_name))
-            })
-        })
-        .map(|c| (c, target_name(&step.naming, &c.collection_name)))
-        .collect()
-}
-
-pub async fn run(ctx: &StepCtx, step: &RestoreStep) -> Result<String> {
-    let plan = &ctx.res.plan;
-    let inst = &plan.instances[&step.instance];
-    let from_store = ctx.res.storage(&step.from.bucket).await?;
-    let Some(backup) = read_meta(&from_store, &step.from).await? else {
-        return fail(format!(
-            "no backup at `{}` (`{}` not found); check `from` in step `{}`",
-            step.from,
-            meta::BACKUP_META,
-            ctx.step
-        ));
-    };
-    if backup.format == super::rows::FORMAT {
-        return super::rows::restore(ctx, step, &backup).await;
-    }
-    if !backup.format.is_empty() {
-        return fail(format!(
-            "the backup at `{}` has format `{}`, which this version of planrun cannot restore",
-            step.from, backup.format
-        ));
-    }
-    let Some(data) = inst.data.clone() else {
+/// The refusal both the preview and apply make: a binlog restore imports from the instance's own
+/// bucket, which Milvus Lite does not have. `Some(bucket)` when the backup must be staged into it.
+pub(super) fn target_ok(res: &Resources, step: &RestoreStep) -> Result<Option<String>> {
+    let Some(data) = &res.plan.instances[&step.instance].data else {
         return fail(format!(
             "instance `{}` has no `data` (bucket and root path of its binlogs); a binlog restore \
              imports from that bucket",
             step.instance
         ));
     };
-    let client = ctx.res.milvus(&step.instance).await?;
-    let colls = selected(step, &backup);
-    if colls.is_empty() {
+    Ok((!res.same_bucket(&data.bucket, &step.from.bucket)).then(|| data.bucket.clone()))
+}
+
+/// The refusal both the preview and apply make of the target server: Milvus Lite has no import.
+pub(super) fn server_ok(client: &MilvusClient, step: &RestoreStep) -> Result<()> {
+    if client.is_lite() {
         return fail(format!(
-            "the backup at `{}` holds none of the collections {:?}",
-            step.from, step.collections
+            "instance `{}` is Milvus Lite ({}), which cannot import binlogs; back up in rows mode \
+             (mode = \"rows\") to restore into it",
+            step.instance,
+            client.server_version()
         ));
     }
+    Ok(())
+}
 
+pub(super) async fn run(
+    ctx: &StepCtx,
+    step: &RestoreStep,
+    client: &MilvusClient,
+    targets: &[Target<'_>],
+) -> Result<String> {
+    let data = ctx.res.plan.instances[&step.instance]
+        .data
+        .clone()
+        .expect("target_ok checked `data`");
+    let from_store = ctx.res.storage(&step.from.bucket).await?;
     // Milvus imports only from its own bucket: stage the backup there when it lives elsewhere.
     let staged = !ctx.res.same_bucket(&step.from.bucket, &data.bucket);
     let import_root = if staged {
         Location {
             bucket: data.bucket.clone(),
-            path: join_key(
-                &data.path,
-                &format!("planrun-staging/{}/{}", ctx.run, ctx.step),
-            ),
+            path: data.join(&format!("planrun-staging/{}/{}", ctx.run, ctx.step)),
         }
     } else {
         step.from.clone()
@@ -140,19 +73,13 @@ pub async fn run(ctx: &StepCtx, step: &RestoreStep) -> Result<String> {
     let data_store = ctx.res.storage(&data.bucket).await?;
 
     let mut lines = Vec::new();
-    for (info, target) in &colls {
+    for t in targets {
         ctx.check_cancel()?;
-        let db = step
-            .database
-            .clone()
-            .unwrap_or_else(|| non_empty(&info.db_name, "default"));
         let line = restore_collection(
             ctx,
             step,
-            &client.with_database(&db),
-            &db,
-            info,
-            target,
+            &client.with_database(&t.db),
+            t,
             staged.then_some(Stage {
                 from: &from_store,
                 data: &data_store,
@@ -177,14 +104,6 @@ pub async fn run(ctx: &StepCtx, step: &RestoreStep) -> Result<String> {
     Ok(lines.join("; "))
 }
 
-fn non_empty(s: &str, default: &str) -> String {
-    if s.is_empty() {
-        default.to_string()
-    } else {
-        s.to_string()
-    }
-}
-
 /// Where a backup outside the instance's bucket is read from and staged into.
 #[derive(Clone, Copy)]
 struct Stage<'a> {
@@ -202,13 +121,12 @@ async fn restore_collection(
     ctx: &StepCtx,
     step: &RestoreStep,
     client: &MilvusClient,
-    db: &str,
-    info: &CollectionBackupInfo,
-    target: &str,
+    t: &Target<'_>,
     stage: Option<Stage<'_>>,
     import_root: &Location,
 ) -> Result<String> {
-    let key = format!("coll/{db}.{target}");
+    let (info, target): (&CollectionBackupInfo, &str) = (t.info, &t.name);
+    let key = t.key();
     if let Some(line) = ctx.done::<String>(&key)? {
         return Ok(line);
     }
@@ -227,19 +145,7 @@ async fn restore_collection(
 
     let started = Instant::now();
     let partition_key = info.schema.fields.iter().any(|f| f.is_partition_key);
-    if let Some(line) = create_target(
-        ctx,
-        step,
-        client,
-        db,
-        &key,
-        target,
-        info,
-        &info.schema,
-        true,
-    )
-    .await?
-    {
+    if let Some(line) = create_target(ctx, step, client, t, &info.schema, true).await? {
         return Ok(line);
     }
 
@@ -274,9 +180,9 @@ async fn restore_collection(
                     ctx.once_lazy(&format!("{key}/stage/{rel}"), || async {
                         storage::copy_object(
                             from.as_ref(),
-                            &join(&step.from, &rel),
+                            &step.from.join(&rel),
                             data.as_ref(),
-                            &join(import_root, &rel),
+                            &import_root.join(&rel),
                             &|_| {},
                         )
                         .await?;
@@ -325,7 +231,9 @@ async fn restore_collection(
         let started = Instant::now();
         ctx.once(&format!("{key}/load"), || async {
             client.load_collection(target).await?;
-            client.wait_loaded(target, LOAD_TIMEOUT).await?;
+            client
+                .wait_loaded(target, crate::steps::ctx::LOAD_TIMEOUT)
+                .await?;
             Ok(true)
         })
         .await?;
@@ -360,128 +268,13 @@ async fn restore_collection(
     Ok(line)
 }
 
-/// Creates the restore's target collection (and its database), intent first; on resume an existing collection
-/// with the intent recorded and the same schema shape is the one a crashed run created. One
-/// that is not ours is handled by `on_conflict`. `imports`: a binlog restore, whose target is
-/// never dropped while imports into it run (that wedges Milvus 2.3's import queue). Returns
-/// the step's line when the collection is skipped.
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn create_target(
-    ctx: &StepCtx,
-    step: &RestoreStep,
-    client: &MilvusClient,
-    db: &str,
-    key: &str,
-    target: &str,
-    info: &CollectionBackupInfo,
-    schema: &meta::CollectionSchema,
-    imports: bool,
-) -> Result<Option<String>> {
-    if db != "default" {
-        ctx.once(&format!("db/{db}"), || async {
-            if !client.list_databases().await?.iter().any(|d| d == db) {
-                client.create_database(db).await?;
-            }
-            Ok(true)
-        })
-        .await?;
-    }
-    let create_key = format!("{key}/create");
-    let intent = match ctx.state(&create_key)? {
-        Some(TaskState::Done(_)) => return Ok(None),
-        intent => intent,
-    };
-    if client.has_collection(target).await? {
-        let ours = matches!(intent, Some(TaskState::Intent(_))) && {
-            let desc = client.describe_collection(target).await?;
-            meta::CollectionSchema::from(&desc.schema).shape() == schema.shape()
-        };
-        if !ours {
-            match step.on_conflict {
-                OnConflict::Fail => {
-                    return fail(format!(
-                        "collection `{target}` already exists on `{}` (database `{db}`); \
-                         set on_conflict = \"skip\" or \"drop\" in step `{}`, or drop it",
-                        step.instance, ctx.step
-                    ));
-                }
-                OnConflict::Skip => {
-                    let line = format!("`{target}` exists, skipped (on_conflict = \"skip\")");
-                    ctx.events.info(&ctx.step, &line);
-                    ctx.set(key, TaskState::Done(to_json(&line))).await?;
-                    return Ok(Some(line));
-                }
-                OnConflict::Drop => {
-                    if imports {
-                        let pending = client
-                            .list_import_tasks(target, 0)
-                            .await?
-                            .into_iter()
-                            .filter(|t| in_flight(t.state))
-                            .count();
-                        if pending > 0 {
-                            return fail(format!(
-                                "collection `{target}` on `{}` has {pending} import(s) in \
-                                 flight; it is not dropped while they run (that wedges \
-                                 Milvus 2.3's import queue). Wait and apply again",
-                                step.instance
-                            ));
-                        }
-                    }
-                    ctx.events.warn(
-                        &ctx.step,
-                        format!("dropping existing `{target}` (on_conflict = \"drop\")"),
-                    );
-                    client.drop_collection(target).await?;
-                }
-            }
-        }
-    }
-    if !client.has_collection(target).await? {
-        ctx.set(&create_key, TaskState::Intent(to_json(&target)))
-            .await?;
-        // A partition-key collection gets as many (automatic) partitions as the source had, so
-        // every segment (or file) finds its partition by name.
-        let partitions = if schema.fields.iter().any(|f| f.is_partition_key) {
-            info.partition_backups.len() as i64
-        } else {
-            0
-        };
-        client
-            .create_collection_partitioned(
-                target,
-                &schema.to_pb(target),
-                info.shards_num.max(1),
-                ConsistencyLevel::try_from(info.consistency_level)
-                    .unwrap_or(ConsistencyLevel::Bounded),
-                &meta::kv_to_pairs(&info.properties),
-                partitions,
-            )
-            .await?;
-    }
-    ctx.set(&create_key, TaskState::Done(to_json(&true)))
-        .await?;
-    Ok(None)
-}
-
-fn failed(s: ImportState) -> bool {
-    matches!(
-        s,
-        ImportState::ImportFailed | ImportState::ImportFailedAndCleaned
-    )
-}
-
-fn in_flight(s: ImportState) -> bool {
-    !failed(s) && s != ImportState::ImportCompleted
-}
-
 /// What Milvus 2.3's binlog import takes for one segment: its insert and delta log directories,
 /// as full keys in the instance's bucket. An empty delta path would bring deleted rows back; a
 /// missing delta directory (no deletes) is fine.
 fn import_files(root: &Location, seg: &SegmentBackupInfo) -> Vec<String> {
     vec![
-        format!("{}/", join(root, &seg.insert_dir())),
-        format!("{}/", join(root, &seg.delta_dir())),
+        format!("{}/", root.join(&seg.insert_dir())),
+        format!("{}/", root.join(&seg.delta_dir())),
     ]
 }
 

@@ -1,0 +1,5 @@
+//! The binary's side: the commands, and rendering for people (the preview text, the reporter).
+
+pub mod commands;
+pub mod preview;
+pub mod report;

@@ -1,0 +1,463 @@
+//! Field data ⇄ Arrow record batches ⇄ Parquet: how rows mode stores Milvus values in files.
+
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    BinaryBuilder, BooleanBuilder, FixedSizeBinaryBuilder, FixedSizeListBuilder, Float32Builder,
+    Float64Builder, Int8Builder, Int16Builder, Int32Builder, Int64Builder, StringBuilder,
+};
+use arrow_array::{
+    Array, ArrayRef, BinaryArray, BooleanArray, FixedSizeBinaryArray, FixedSizeListArray,
+    Float32Array, Float64Array, Int8Array, Int16Array, Int32Array, Int64Array, RecordBatch,
+    StringArray,
+};
+use arrow_schema::{DataType as Arrow, Field, Schema};
+use prost::Message;
+
+use crate::format::meta::CollectionSchema;
+use crate::milvus::pb::schema::{
+    ArrayArray, BoolArray, DataType, DoubleArray, FieldData, FloatArray, IntArray, JsonArray,
+    LongArray, ScalarField, StringArray as PbStrings, VectorField, field_data, scalar_field,
+    vector_field,
+};
+
+/// One column of the Parquet files: a user field, or `$meta` for the dynamic field.
+#[derive(Clone, Debug)]
+pub struct Col {
+    pub name: String,
+    pub ty: DataType,
+    pub element: DataType,
+    pub dim: usize,
+    pub nullable: bool,
+    pub dynamic: bool,
+}
+
+pub fn columns(schema: &CollectionSchema) -> std::result::Result<Vec<Col>, String> {
+    let mut out = Vec::new();
+    for f in schema
+        .fields
+        .iter()
+        .filter(|f| !f.is_dynamic && (f.field_id >= 100 || f.field_id == 0))
+    {
+        let ty = DataType::try_from(f.data_type).unwrap_or(DataType::None);
+        if matches!(ty, DataType::SparseFloatVector | DataType::None) {
+            return Err(format!(
+                "field `{}` has type {ty:?}, which rows mode does not handle yet",
+                f.name
+            ));
+        }
+        let dim = f
+            .type_params
+            .iter()
+            .find(|kv| kv.key == "dim")
+            .and_then(|kv| kv.value.parse().ok())
+            .unwrap_or(0);
+        out.push(Col {
+            name: f.name.clone(),
+            ty,
+            element: DataType::try_from(f.element_type).unwrap_or(DataType::None),
+            dim,
+            nullable: f.nullable,
+            dynamic: false,
+        });
+    }
+    if schema.enable_dynamic_field {
+        out.push(Col {
+            name: "$meta".into(),
+            ty: DataType::Json,
+            element: DataType::None,
+            dim: 0,
+            nullable: false,
+            dynamic: true,
+        });
+    }
+    Ok(out)
+}
+
+fn arrow_type(c: &Col) -> Arrow {
+    match c.ty {
+        DataType::Bool => Arrow::Boolean,
+        DataType::Int8 => Arrow::Int8,
+        DataType::Int16 => Arrow::Int16,
+        DataType::Int32 => Arrow::Int32,
+        DataType::Int64 => Arrow::Int64,
+        DataType::Float => Arrow::Float32,
+        DataType::Double => Arrow::Float64,
+        DataType::VarChar | DataType::String => Arrow::Utf8,
+        DataType::FloatVector => Arrow::FixedSizeList(
+            Arc::new(Field::new("item", Arrow::Float32, true)),
+            c.dim as i32,
+        ),
+        DataType::BinaryVector => Arrow::FixedSizeBinary(c.dim.div_ceil(8) as i32),
+        DataType::Float16Vector | DataType::BFloat16Vector => {
+            Arrow::FixedSizeBinary((c.dim * 2) as i32)
+        }
+        // JSON keeps its exact bytes; an array keeps its protobuf encoding (element type and all).
+        _ => Arrow::Binary,
+    }
+}
+
+pub fn arrow_schema(cols: &[Col]) -> Arc<Schema> {
+    Arc::new(Schema::new(
+        cols.iter()
+            .map(|c| Field::new(&c.name, arrow_type(c), true))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// A query page as an Arrow batch with one column per `cols`, nulls where `valid_data` says so.
+pub fn page_to_batch(
+    cols: &[Col],
+    fields: &[FieldData],
+    n: usize,
+) -> std::result::Result<RecordBatch, String> {
+    let mut arrays: Vec<ArrayRef> = Vec::with_capacity(cols.len());
+    for c in cols {
+        let f = fields
+            .iter()
+            .find(|f| {
+                if c.dynamic {
+                    f.is_dynamic || f.field_name == "$meta"
+                } else {
+                    f.field_name == c.name
+                }
+            })
+            .ok_or_else(|| format!("the query answer has no column `{}`", c.name))?;
+        let idx = super::value_index(f, n);
+        let short = || format!("column `{}` is shorter than the page", c.name);
+        // One scalar column: the oneof variant it must hold, and how a value is appended.
+        macro_rules! column {
+            ($builder:expr, $variant:ident, |$v:ident| $value:expr) => {{
+                let Some(field_data::Field::Scalars(ScalarField {
+                    data: Some(scalar_field::Data::$variant(a)),
+                })) = &f.field
+                else {
+                    return Err(format!("column `{}` has an unexpected type", c.name));
+                };
+                let mut b = $builder;
+                for j in &idx {
+                    match j {
+                        Some(j) => {
+                            let $v = a.data.get(*j).ok_or_else(short)?;
+                            b.append_value($value)
+                        }
+                        None => b.append_null(),
+                    }
+                }
+                Arc::new(b.finish()) as ArrayRef
+            }};
+        }
+        let arr: ArrayRef = match c.ty {
+            DataType::Bool => column!(BooleanBuilder::with_capacity(n), BoolData, |v| *v),
+            DataType::Int8 => column!(Int8Builder::with_capacity(n), IntData, |v| *v as i8),
+            DataType::Int16 => column!(Int16Builder::with_capacity(n), IntData, |v| *v as i16),
+            DataType::Int32 => column!(Int32Builder::with_capacity(n), IntData, |v| *v),
+            DataType::Int64 => column!(Int64Builder::with_capacity(n), LongData, |v| *v),
+            DataType::Float => column!(Float32Builder::with_capacity(n), FloatData, |v| *v),
+            DataType::Double => column!(Float64Builder::with_capacity(n), DoubleData, |v| *v),
+            DataType::VarChar | DataType::String => {
+                column!(StringBuilder::new(), StringData, |v| v)
+            }
+            DataType::Json => column!(BinaryBuilder::new(), JsonData, |v| v),
+            // Arrays keep Milvus's own encoding of the element list: any element type, one column.
+            DataType::Array => column!(BinaryBuilder::new(), ArrayData, |v| v.encode_to_vec()),
+            DataType::FloatVector => {
+                let Some(field_data::Field::Vectors(VectorField {
+                    data: Some(vector_field::Data::FloatVector(a)),
+                    ..
+                })) = &f.field
+                else {
+                    return Err(format!("column `{}` has an unexpected type", c.name));
+                };
+                let mut b = FixedSizeListBuilder::new(Float32Builder::new(), c.dim as i32)
+                    .with_field(Arc::new(Field::new("item", Arrow::Float32, true)));
+                for j in &idx {
+                    match j {
+                        Some(j) => {
+                            let v = a.data.get(j * c.dim..(j + 1) * c.dim).ok_or_else(short)?;
+                            b.values().append_slice(v);
+                            b.append(true);
+                        }
+                        None => {
+                            b.values().append_nulls(c.dim);
+                            b.append(false);
+                        }
+                    }
+                }
+                Arc::new(b.finish())
+            }
+            DataType::BinaryVector | DataType::Float16Vector | DataType::BFloat16Vector => {
+                let raw = match &f.field {
+                    Some(field_data::Field::Vectors(VectorField {
+                        data:
+                            Some(
+                                vector_field::Data::BinaryVector(b)
+                                | vector_field::Data::Float16Vector(b)
+                                | vector_field::Data::Bfloat16Vector(b),
+                            ),
+                        ..
+                    })) => b,
+                    _ => return Err(format!("column `{}` has an unexpected type", c.name)),
+                };
+                let width = if c.ty == DataType::BinaryVector {
+                    c.dim.div_ceil(8)
+                } else {
+                    c.dim * 2
+                };
+                let mut b = FixedSizeBinaryBuilder::new(width as i32);
+                for j in &idx {
+                    match j {
+                        Some(j) => b
+                            .append_value(raw.get(j * width..(j + 1) * width).ok_or_else(short)?)
+                            .map_err(|e| e.to_string())?,
+                        None => b.append_null(),
+                    }
+                }
+                Arc::new(b.finish())
+            }
+            other => {
+                return Err(format!(
+                    "column `{}`: type {other:?} is not handled",
+                    c.name
+                ));
+            }
+        };
+        arrays.push(arr);
+    }
+    RecordBatch::try_new(arrow_schema(cols), arrays).map_err(|e| e.to_string())
+}
+
+/// A batch read back from Parquet as insert columns.
+pub fn batch_to_fields(
+    cols: &[Col],
+    batch: &RecordBatch,
+) -> std::result::Result<Vec<FieldData>, String> {
+    let mut out = Vec::with_capacity(cols.len());
+    for c in cols {
+        let a = batch
+            .column_by_name(&c.name)
+            .ok_or_else(|| format!("the file has no column `{}`", c.name))?;
+        let n = a.len();
+        let valid: Vec<bool> = (0..n).map(|i| a.is_valid(i)).collect();
+        let wrong = || format!("column `{}` has an unexpected Arrow type", c.name);
+        macro_rules! get {
+            ($t:ty) => {
+                a.as_any().downcast_ref::<$t>().ok_or_else(wrong)?
+            };
+        }
+        let scalar =
+            |d: scalar_field::Data| Some(field_data::Field::Scalars(ScalarField { data: Some(d) }));
+        // One scalar column: its Arrow array type, the oneof variant and message it becomes, and
+        // the value of a row (nulls become the type's default; `valid_data` marks them).
+        macro_rules! scalars {
+            ($arrow:ty, $variant:ident, $message:ident, |$v:ident| $value:expr) => {
+                scalar(scalar_field::Data::$variant($message {
+                    data: get!($arrow).iter().map(|$v| $value).collect(),
+                }))
+            };
+        }
+        let field = match c.ty {
+            DataType::Bool => {
+                scalars!(BooleanArray, BoolData, BoolArray, |v| v.unwrap_or_default())
+            }
+            DataType::Int8 => {
+                scalars!(Int8Array, IntData, IntArray, |v| v.unwrap_or_default()
+                    as i32)
+            }
+            DataType::Int16 => {
+                scalars!(Int16Array, IntData, IntArray, |v| v.unwrap_or_default()
+                    as i32)
+            }
+            DataType::Int32 => scalars!(Int32Array, IntData, IntArray, |v| v.unwrap_or_default()),
+            DataType::Int64 => scalars!(Int64Array, LongData, LongArray, |v| v.unwrap_or_default()),
+            DataType::Float => {
+                scalars!(Float32Array, FloatData, FloatArray, |v| v
+                    .unwrap_or_default())
+            }
+            DataType::Double => {
+                scalars!(Float64Array, DoubleData, DoubleArray, |v| v
+                    .unwrap_or_default())
+            }
+            DataType::VarChar | DataType::String => {
+                scalars!(StringArray, StringData, PbStrings, |v| v
+                    .unwrap_or_default()
+                    .to_string())
+            }
+            DataType::Json => scalars!(BinaryArray, JsonData, JsonArray, |v| v
+                .map(<[u8]>::to_vec)
+                .unwrap_or_else(|| b"{}".to_vec())),
+            DataType::Array => {
+                let mut data = Vec::with_capacity(n);
+                for v in get!(BinaryArray).iter() {
+                    let mut elem = match v {
+                        Some(b) => ScalarField::decode(b).map_err(|e| {
+                            format!("column `{}` holds a bad array value: {e}", c.name)
+                        })?,
+                        None => ScalarField::default(),
+                    };
+                    // An empty array may come back without its typed list; Milvus 2.3.5 crashes
+                    // on an insert whose array element has none.
+                    if elem.data.is_none() {
+                        elem.data = Some(empty_elements(c.element));
+                    }
+                    data.push(elem);
+                }
+                scalar(scalar_field::Data::ArrayData(ArrayArray {
+                    data,
+                    element_type: c.element as i32,
+                }))
+            }
+            DataType::FloatVector => {
+                let l = get!(FixedSizeListArray);
+                let values = l
+                    .values()
+                    .as_any()
+                    .downcast_ref::<Float32Array>()
+                    .ok_or_else(wrong)?;
+                let data: Vec<f32> = values.iter().map(|v| v.unwrap_or_default()).collect();
+                Some(field_data::Field::Vectors(VectorField {
+                    dim: c.dim as i64,
+                    data: Some(vector_field::Data::FloatVector(FloatArray { data })),
+                }))
+            }
+            DataType::BinaryVector | DataType::Float16Vector | DataType::BFloat16Vector => {
+                let b = get!(FixedSizeBinaryArray);
+                let width = b.value_length() as usize;
+                let mut raw = Vec::with_capacity(n * width);
+                for i in 0..n {
+                    if b.is_valid(i) {
+                        raw.extend_from_slice(b.value(i));
+                    } else {
+                        raw.extend(std::iter::repeat_n(0u8, width));
+                    }
+                }
+                let data = match c.ty {
+                    DataType::BinaryVector => vector_field::Data::BinaryVector(raw),
+                    DataType::Float16Vector => vector_field::Data::Float16Vector(raw),
+                    _ => vector_field::Data::Bfloat16Vector(raw),
+                };
+                Some(field_data::Field::Vectors(VectorField {
+                    dim: c.dim as i64,
+                    data: Some(data),
+                }))
+            }
+            other => {
+                return Err(format!(
+                    "column `{}`: type {other:?} is not handled",
+                    c.name
+                ));
+            }
+        };
+        out.push(FieldData {
+            r#type: c.ty as i32,
+            field_name: c.name.clone(),
+            field,
+            field_id: 0,
+            is_dynamic: c.dynamic,
+            valid_data: if c.nullable { valid } else { Vec::new() },
+        });
+    }
+    Ok(out)
+}
+
+/// An empty list of array elements of this type.
+fn empty_elements(t: DataType) -> scalar_field::Data {
+    match t {
+        DataType::Bool => scalar_field::Data::BoolData(BoolArray::default()),
+        DataType::Int8 | DataType::Int16 | DataType::Int32 => {
+            scalar_field::Data::IntData(IntArray::default())
+        }
+        DataType::Int64 => scalar_field::Data::LongData(LongArray::default()),
+        DataType::Float => scalar_field::Data::FloatData(FloatArray::default()),
+        DataType::Double => scalar_field::Data::DoubleData(DoubleArray::default()),
+        _ => scalar_field::Data::StringData(PbStrings::default()),
+    }
+}
+
+pub fn to_parquet(batch: &RecordBatch) -> std::result::Result<Vec<u8>, String> {
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::SNAPPY)
+        .build();
+    let mut buf = Vec::new();
+    let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, batch.schema(), Some(props))
+        .map_err(|e| e.to_string())?;
+    w.write(batch).map_err(|e| e.to_string())?;
+    w.close().map_err(|e| e.to_string())?;
+    Ok(buf)
+}
+
+pub fn from_parquet(data: bytes::Bytes) -> std::result::Result<Vec<RecordBatch>, String> {
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(data)
+        .map_err(|e| e.to_string())?
+        .with_batch_size(1 << 20)
+        .build()
+        .map_err(|e| e.to_string())?;
+    reader
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::milvus::data::{
+        dynamic_column, float_vector_column, int64_column, json_column, varchar_column,
+    };
+
+    fn schema() -> CollectionSchema {
+        let f = |name: &str, ty: DataType, params: &[(&str, &str)], pk: bool| {
+            crate::format::meta::FieldSchema {
+                field_id: 100,
+                name: name.into(),
+                data_type: ty as i32,
+                is_primary_key: pk,
+                type_params: params
+                    .iter()
+                    .map(|(k, v)| crate::format::meta::KeyValue {
+                        key: k.to_string(),
+                        value: v.to_string(),
+                    })
+                    .collect(),
+                ..Default::default()
+            }
+        };
+        CollectionSchema {
+            fields: vec![
+                f("pk", DataType::Int64, &[], true),
+                f("vec", DataType::FloatVector, &[("dim", "2")], false),
+                f("title", DataType::VarChar, &[("max_length", "10")], false),
+                f("meta", DataType::Json, &[], false),
+            ],
+            enable_dynamic_field: true,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_page_round_trips_through_parquet() {
+        let cols = columns(&schema()).unwrap();
+        let page = vec![
+            varchar_column("title", vec!["a".into(), "b".into()]),
+            int64_column("pk", vec![1, 2]),
+            float_vector_column("vec", 2, vec![0.5, 1.5, -2.0, 3.25]),
+            json_column("meta", vec![br#"{"x":1}"#.to_vec(), b"[1,2]".to_vec()]),
+            dynamic_column(vec![b"{}".to_vec(), br#"{"extra":"y"}"#.to_vec()]),
+        ];
+        let batch = page_to_batch(&cols, &page, 2).unwrap();
+        let back = from_parquet(to_parquet(&batch).unwrap().into()).unwrap();
+        assert_eq!(back.len(), 1);
+        let fields = batch_to_fields(&cols, &back[0]).unwrap();
+        let a = crate::codec::digest::hash_rows(&page, "pk", 2).unwrap();
+        let b = crate::codec::digest::hash_rows(&fields, "pk", 2).unwrap();
+        assert_eq!(a, b, "every value survives the round trip");
+        let dynamic = fields.iter().find(|f| f.is_dynamic).unwrap();
+        assert_eq!(dynamic.field_name, "$meta");
+    }
+
+    #[test]
+    fn a_missing_column_is_named() {
+        let cols = columns(&schema()).unwrap();
+        let err = page_to_batch(&cols, &[int64_column("pk", vec![1])], 1).unwrap_err();
+        assert!(err.contains("`vec`"), "{err}");
+    }
+}

@@ -1,0 +1,89 @@
+//! The rows format (`planrun-rows`): Parquet files of primary-key pages and the meta that lists them.
+//!
+//! Layout under a backup location: `meta/backup_meta.json` and `meta/full_meta.json` (format
+//! `planrun-rows`, with schema, partitions and indexes), `meta/rows_meta.json` (the files of
+//! every partition and their key ranges), and `rows/<db>/<coll>/<partition>/<seq>.parquet`.
+//! Each file holds one primary-key page, so memory stays bounded whatever the collection size;
+//! key ranges of files never overlap, which is what lets a restore reconcile a file it may have
+//! inserted before a crash by counting its range.
+
+use serde::{Deserialize, Serialize};
+
+use crate::milvus::Pk;
+
+pub const FORMAT: &str = "planrun-rows";
+pub const ROWS_META: &str = "meta/rows_meta.json";
+
+/// The files of a rows backup, per collection and partition.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RowsMeta {
+    pub collections: Vec<RowsCollection>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RowsCollection {
+    pub db_name: String,
+    pub collection_name: String,
+    pub partitions: Vec<RowsPartition>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RowsPartition {
+    pub name: String,
+    pub files: Vec<RowsFile>,
+}
+
+/// One Parquet file: a primary-key page. Key ranges of files never overlap.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RowsFile {
+    /// Relative to the backup location.
+    pub key: String,
+    pub rows: u64,
+    pub first: Key,
+    pub last: Key,
+}
+
+/// A primary key as it is stored in the meta and checkpoints (a number or a string).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Key {
+    Int(i64),
+    Str(String),
+}
+
+impl From<Pk> for Key {
+    fn from(p: Pk) -> Key {
+        match p {
+            Pk::Int(v) => Key::Int(v),
+            Pk::Str(s) => Key::Str(s),
+        }
+    }
+}
+
+impl From<&Key> for Pk {
+    fn from(k: &Key) -> Pk {
+        match k {
+            Key::Int(v) => Pk::Int(*v),
+            Key::Str(s) => Pk::Str(s.clone()),
+        }
+    }
+}
+
+/// One column of the Parquet files: a user field, or `$meta` for the dynamic field.
+
+/// A file name part for a partition or collection name that is safe in any store.
+pub fn safe(name: &str) -> String {
+    if name.is_empty() {
+        // The whole of a partition-key collection; `-` never occurs in a partition name.
+        return "all-partitions".to_string();
+    }
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,153 @@
+//! What both backup modes share: the existing-backup guard, the collection selection, the meta.
+
+use std::sync::Arc;
+
+use crate::format::meta::{self, BackupInfo, CollectionBackupInfo, PartitionBackupInfo};
+use crate::milvus::{IndexInfo, MilvusClient, PartitionInfo};
+use crate::plan::{BackupStep, Location};
+use crate::steps::ctx::{Result, StepCtx, fail};
+use crate::steps::select::{Pattern, glob};
+use crate::storage::Storage;
+
+/// The refusal both the preview and apply make: a backup that is not this run's own is never
+/// overwritten.
+pub(super) async fn existing_backup(
+    dst: &dyn Storage,
+    to: &Location,
+    step: &str,
+) -> Result<Option<String>> {
+    Ok(dst.head(&to.join(meta::BACKUP_META)).await?.map(|_| {
+        format!(
+            "a backup already exists at `{to}`; choose another `to` in step `{step}` or delete it"
+        )
+    }))
+}
+
+/// What both backup modes do first: refuse to overwrite a backup that is not this run's own,
+/// then fix (and checkpoint) the collections the step's patterns select.
+pub(super) async fn start(
+    ctx: &StepCtx,
+    step: &BackupStep,
+    client: &MilvusClient,
+    dst: &Arc<dyn Storage>,
+) -> Result<Vec<(String, String)>> {
+    if ctx.done::<bool>("started")?.is_none() {
+        if let Some(conflict) = existing_backup(dst.as_ref(), &step.to, &ctx.step).await? {
+            return fail(conflict);
+        }
+        ctx.once("started", || async { Ok(true) }).await?;
+    }
+    let collections: Vec<(String, String)> = ctx
+        .once("collections", || resolve(client, &step.collections))
+        .await?;
+    if collections.is_empty() {
+        return fail(format!(
+            "step `{}`: no collection on `{}` matches {:?}",
+            ctx.step, step.instance, step.collections
+        ));
+    }
+    Ok(collections)
+}
+
+/// The (database, collection) pairs the step's patterns select, in a stable order.
+pub async fn resolve(client: &MilvusClient, patterns: &[String]) -> Result<Vec<(String, String)>> {
+    let patterns: Vec<Pattern> = patterns.iter().map(|p| Pattern::parse(p)).collect();
+    let mut out = Vec::new();
+    let dbs = client.list_databases().await?;
+    for db in dbs {
+        let wanted: Vec<&Pattern> = patterns
+            .iter()
+            .filter(|p| glob(p.database(), &db))
+            .collect();
+        if wanted.is_empty() {
+            continue;
+        }
+        let names = client.with_database(&db).show_collections().await?;
+        for name in names {
+            if wanted.iter().any(|p| p.matches(&db, &name)) {
+                out.push((db.clone(), name));
+            }
+        }
+    }
+    // A literal name that matched nothing is a mistake the user wants to hear about.
+    for p in &patterns {
+        if p.is_literal() && !out.iter().any(|(d, c)| p.matches(d, c)) {
+            return fail(format!(
+                "collection `{}` does not exist in database `{}` on `{}`",
+                p.coll,
+                p.database(),
+                client.name()
+            ));
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// The finished backup's meta, the same for both modes but for `format`, size and file count.
+pub(super) fn backup_info(
+    ctx: &StepCtx,
+    step: &BackupStep,
+    client: &MilvusClient,
+    collections: Vec<CollectionBackupInfo>,
+    format: &str,
+    files: u64,
+) -> BackupInfo {
+    BackupInfo {
+        id: ctx.run.clone(),
+        state_code: 2,
+        name: step
+            .to
+            .path
+            .rsplit('/')
+            .next()
+            .unwrap_or("backup")
+            .to_string(),
+        backup_timestamp: crate::checkpoint::now() * 1000,
+        size: collections.iter().map(|c| c.size).sum(),
+        collection_backups: collections,
+        milvus_version: client.server_version().to_string(),
+        format: format.to_string(),
+        planrun: Some(meta::PlanrunInfo {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            run: ctx.run.clone(),
+            files,
+        }),
+    }
+}
+
+/// What the preview knows of a collection a backup will hold: enough for a later restore's
+/// preview (names, partitions, indexes, rows) and its checks.
+pub(super) fn preview_info(
+    db: &str,
+    name: &str,
+    parts: &[PartitionInfo],
+    indexes: Vec<IndexInfo>,
+    schema: Option<meta::CollectionSchema>,
+    rows: Option<u64>,
+) -> CollectionBackupInfo {
+    CollectionBackupInfo {
+        db_name: db.to_string(),
+        collection_name: name.to_string(),
+        partition_backups: parts
+            .iter()
+            .map(|pt| PartitionBackupInfo {
+                partition_name: pt.name.clone(),
+                ..Default::default()
+            })
+            .collect(),
+        has_index: !indexes.is_empty(),
+        index_infos: indexes
+            .into_iter()
+            .map(|i| meta::IndexInfo {
+                field_name: i.field_name,
+                index_name: i.index_name,
+                ..Default::default()
+            })
+            .collect(),
+        schema: schema.unwrap_or_default(),
+        planrun_row_count: rows,
+        ..Default::default()
+    }
+}

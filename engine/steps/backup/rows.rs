@@ -1,0 +1,391 @@
+//! A rows backup: every collection read by primary-key pages through the query API into Parquet
+//! files (`format::rows`), one checkpointed task per file.
+//!
+//! Each file records its last key: a resumed backup continues after the last recorded file, and
+//! rewrites a file that was written but not recorded (a put is atomic, the content is the same).
+
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+
+use super::common::{backup_info, preview_info, start};
+use crate::checkpoint::TaskState;
+use crate::codec::{
+    self,
+    arrow::{Col, columns, page_to_batch, to_parquet},
+};
+use crate::format::meta::{
+    self, BackupInfo, CollectionBackupInfo, CollectionSchema, PartitionBackupInfo,
+};
+use crate::format::rows::{self, RowsCollection, RowsFile, RowsMeta, RowsPartition, safe};
+use crate::milvus::{MilvusClient, Pk};
+use crate::plan::BackupStep;
+use crate::steps::ctx::{Result, StepCtx, StepError, StepPreview, fail, to_json};
+use crate::storage::Storage;
+
+/// Bytes per page (and so per Parquet file and per insert), well under gRPC's message limits.
+const PAGE_BYTES: usize = 16 << 20;
+
+#[derive(Serialize, Deserialize)]
+struct Written {
+    file: RowsFile,
+}
+
+pub async fn run(ctx: &StepCtx, step: &BackupStep) -> Result<String> {
+    let client = ctx.res.milvus(&step.instance).await?;
+    let dst = ctx.res.storage(&step.to.bucket).await?;
+    let collections = start(ctx, step, &client, &dst).await?;
+    // Refuse before reading anything, as the preview does, what no collection could survive.
+    for (db, name) in &collections {
+        if ctx
+            .done::<CollectionBackupInfo>(&format!("coll/{db}.{name}"))?
+            .is_some()
+        {
+            continue;
+        }
+        let c = client.with_database(db);
+        let schema = CollectionSchema::from(&c.describe_collection(name).await?.schema);
+        if let Some(conflict) = unreadable(&c, db, name, &schema).await? {
+            return fail(conflict);
+        }
+    }
+    let mut infos = Vec::new();
+    let mut rows_meta = RowsMeta::default();
+    for (db, name) in &collections {
+        ctx.check_cancel()?;
+        let c = client.with_database(db);
+        let (info, rc) = backup_collection(ctx, &c, &dst, step, db, name).await?;
+        infos.push(info);
+        rows_meta.collections.push(rc);
+    }
+    let rows: u64 = infos.iter().filter_map(|c| c.planrun_row_count).sum();
+    let files: u64 = rows_meta
+        .collections
+        .iter()
+        .flat_map(|c| &c.partitions)
+        .map(|p| p.files.len() as u64)
+        .sum();
+    let backup = backup_info(ctx, step, &client, infos, rows::FORMAT, files);
+    ctx.once("meta", || async {
+        crate::format::write_meta(dst.as_ref(), &step.to, &backup, Some(&rows_meta)).await?;
+        Ok(true)
+    })
+    .await?;
+    Ok(format!(
+        "{} collection(s), {rows} rows in {files} Parquet files into {}",
+        collections.len(),
+        ctx.res.plan.show_location(&step.to)
+    ))
+}
+
+/// Reads one partition (or, with a partition key, the whole collection) page by page into
+/// Parquet files. Queries follow the key cursor one after another; each page is encoded and
+/// written while the next one is queried, so the source server is kept busy instead of waiting
+/// for planrun's encoder and the bucket.
+#[allow(clippy::too_many_arguments)]
+async fn read_unit(
+    ctx: &StepCtx,
+    c: &MilvusClient,
+    dst: &Arc<dyn Storage>,
+    step: &BackupStep,
+    db: &str,
+    name: &str,
+    key: &str,
+    partition: &str,
+    names: &[String],
+    pk: &str,
+    cols: &[Col],
+    limit: usize,
+) -> Result<Vec<RowsFile>> {
+    let task = |seq: usize| format!("{key}/{}/{seq:06}", safe(partition));
+    let cols: Arc<Vec<Col>> = Arc::new(cols.to_vec());
+    let mut files = Vec::new();
+    let mut after: Option<Pk> = None;
+    let mut seq = 0;
+    // Finished files of an earlier run, in order. Past the first gap nothing recorded is
+    // trusted: pages are queried again from the last key before it and rewritten.
+    loop {
+        match ctx.done::<Option<Written>>(&task(seq))? {
+            Some(Some(w)) => {
+                after = Some(Pk::from(&w.file.last));
+                files.push(w.file);
+                seq += 1;
+            }
+            Some(None) => return Ok(files),
+            None => break,
+        }
+    }
+    // One page queued and two being written: with the one being queried, at most four pages
+    // (16 MiB each, plus their Arrow and Parquet copies while encoding) are held at once.
+    let (pages_tx, pages_rx) = tokio::sync::mpsc::channel(1);
+    let query = async move {
+        loop {
+            ctx.check_cancel()?;
+            let page = ctx
+                .retry("query", || async {
+                    Ok(c.query_page(
+                        name,
+                        names,
+                        pk,
+                        after.as_ref(),
+                        "",
+                        limit,
+                        &["*".to_string()],
+                    )
+                    .await?)
+                })
+                .await?;
+            if page.num_rows == 0 {
+                return Ok::<_, StepError>(());
+            }
+            after = page.last_pk.clone();
+            if pages_tx.send((seq, page)).await.is_err() {
+                return Ok(()); // the writer failed; its error is the one reported
+            }
+            seq += 1;
+        }
+    };
+    let pages = futures::stream::unfold(pages_rx, |mut rx| async move {
+        rx.recv().await.map(|page| (page, rx))
+    });
+    let write = pages
+        .map(|(seq, page): (usize, crate::milvus::QueryPage)| {
+            let cols = cols.clone();
+            async move {
+                let pks = page
+                    .fields
+                    .iter()
+                    .find(|f| f.field_name == pk)
+                    .and_then(crate::milvus::data::pks)
+                    .unwrap_or_default();
+                let (Some(first), Some(last)) = (pks.first().cloned(), pks.last().cloned()) else {
+                    return fail(format!("a page of `{db}.{name}` has no primary keys"));
+                };
+                let rows = page.num_rows;
+                // Encoding is CPU work: off the async threads, so queries and puts go on.
+                let body = tokio::task::spawn_blocking(move || {
+                    let batch = page_to_batch(&cols, &page.fields, page.num_rows)?;
+                    to_parquet(&batch)
+                })
+                .await
+                .map_err(|e| StepError::Failed(format!("encoding a page: {e}")))?
+                .map_err(|e| {
+                    StepError::Failed(format!(
+                        "reading `{db}.{name}` on `{}` into Parquet: {e}",
+                        step.instance
+                    ))
+                })?;
+                let rel = format!(
+                    "rows/{}/{}/{}/{seq:06}.parquet",
+                    safe(db),
+                    safe(name),
+                    safe(partition)
+                );
+                dst.put_bytes(&step.to.join(&rel), body.into()).await?;
+                crate::fault::point("rows-file-written");
+                let file = RowsFile {
+                    key: rel,
+                    rows: rows as u64,
+                    first: first.into(),
+                    last: last.into(),
+                };
+                ctx.set(
+                    &task(seq),
+                    TaskState::Done(to_json(&Some(Written { file: file.clone() }))),
+                )
+                .await?;
+                ctx.events.progress(&ctx.step, rows as u64, 0);
+                Ok(file)
+            }
+        })
+        .buffered(2)
+        .try_collect::<Vec<RowsFile>>();
+    let (queried, written) = futures::join!(query, write);
+    let written = written?;
+    queried?;
+    files.extend(written);
+    // Files are numbered from 0 without gaps: the end marker takes the next number.
+    ctx.set(
+        &task(files.len()),
+        TaskState::Done(to_json(&None::<Written>)),
+    )
+    .await?;
+    Ok(files)
+}
+
+async fn backup_collection(
+    ctx: &StepCtx,
+    c: &MilvusClient,
+    dst: &Arc<dyn Storage>,
+    step: &BackupStep,
+    db: &str,
+    name: &str,
+) -> Result<(CollectionBackupInfo, RowsCollection)> {
+    let key = format!("coll/{db}.{name}");
+    let desc = c.describe_collection(name).await?;
+    let schema = CollectionSchema::from(&desc.schema);
+    let cols = columns(&schema).map_err(|e| StepError::Failed(format!("`{db}.{name}`: {e}")))?;
+    let Some(pk) = desc.primary_field().map(|f| f.name.clone()) else {
+        return fail(format!(
+            "`{db}.{name}` on `{}` has no primary key",
+            step.instance
+        ));
+    };
+    crate::steps::ctx::ensure_loaded(c, name).await?;
+    let partitions = c.show_partitions(name).await?;
+    let indexes = c.describe_index(name).await?;
+    let limit = codec::page_limit(&schema, PAGE_BYTES);
+    let mut parts = Vec::new();
+    let mut total = 0;
+    // With a partition key Milvus routes rows itself and refuses queries naming partitions:
+    // the collection is read whole, into one unit with no partition name.
+    let partition_key = schema.fields.iter().any(|f| f.is_partition_key);
+    let units: Vec<String> = if partition_key {
+        vec![String::new()]
+    } else {
+        partitions.iter().map(|p| p.name.clone()).collect()
+    };
+    let started = std::time::Instant::now();
+    for unit in units {
+        let names: Vec<String> = if unit.is_empty() {
+            Vec::new()
+        } else {
+            vec![unit.clone()]
+        };
+        let files = read_unit(
+            ctx, c, dst, step, db, name, &key, &unit, &names, &pk, &cols, limit,
+        )
+        .await?;
+        total += files.iter().map(|f| f.rows).sum::<u64>();
+        parts.push(RowsPartition { name: unit, files });
+    }
+    ctx.events.phase(&ctx.step, name, "read", started);
+    let info = CollectionBackupInfo {
+        id: String::new(),
+        collection_id: desc.collection_id,
+        db_name: db.to_string(),
+        collection_name: name.to_string(),
+        schema,
+        shards_num: desc.shards_num,
+        consistency_level: desc.consistency_level as i32,
+        partition_backups: partitions
+            .iter()
+            .map(|p| PartitionBackupInfo {
+                partition_id: p.id,
+                partition_name: p.name.clone(),
+                collection_id: desc.collection_id,
+                ..Default::default()
+            })
+            .collect(),
+        backup_timestamp: crate::checkpoint::now() * 1000,
+        size: 0,
+        has_index: !indexes.is_empty(),
+        index_infos: indexes
+            .iter()
+            .map(|i| {
+                let params: std::collections::BTreeMap<String, String> =
+                    i.params.iter().cloned().collect();
+                meta::IndexInfo {
+                    field_name: i.field_name.clone(),
+                    index_name: i.index_name.clone(),
+                    index_type: params.get("index_type").cloned().unwrap_or_default(),
+                    params,
+                }
+            })
+            .collect(),
+        load_state: String::new(),
+        properties: meta::kv_from_pairs(&desc.properties),
+        aliases: desc.aliases.clone(),
+        planrun_row_count: Some(total),
+    };
+    Ok((
+        info,
+        RowsCollection {
+            db_name: db.to_string(),
+            collection_name: name.to_string(),
+            partitions: parts,
+        },
+    ))
+}
+
+/// The refusal both the preview and apply make for one collection: rows mode reads through
+/// queries, so the collection must be loadable (loaded, or an index on every vector field) and
+/// every field of a type rows mode can store.
+async fn unreadable(
+    c: &MilvusClient,
+    db: &str,
+    name: &str,
+    schema: &CollectionSchema,
+) -> Result<Option<String>> {
+    if let Err(e) = columns(schema) {
+        return Ok(Some(format!("`{db}.{name}` on `{}`: {e}", c.name())));
+    }
+    if c.get_load_state(name).await? == crate::milvus::pb::common::LoadState::Loaded {
+        return Ok(None);
+    }
+    let indexed: Vec<String> = c
+        .describe_index(name)
+        .await?
+        .into_iter()
+        .map(|i| i.field_name)
+        .collect();
+    let missing: Vec<&str> = schema
+        .vector_fields()
+        .filter(|f| !indexed.iter().any(|i| i == &f.name))
+        .map(|f| f.name.as_str())
+        .collect();
+    Ok((!missing.is_empty()).then(|| {
+        format!(
+            "`{db}.{name}` on `{}` is not loaded and cannot be: field(s) {} have no index, so rows \
+             mode cannot query it; build an index on them, or use mode = \"binlog\"",
+            c.name(),
+            missing
+                .iter()
+                .map(|f| format!("`{f}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }))
+}
+
+/// What a rows backup would read, by counting (no bucket access needed).
+pub(super) async fn preview(
+    client: &MilvusClient,
+    selected: &[(String, String)],
+    p: &mut StepPreview,
+) -> Option<BackupInfo> {
+    let mut info = BackupInfo {
+        format: rows::FORMAT.to_string(),
+        ..Default::default()
+    };
+    for (db, name) in selected {
+        let c = client.with_database(db);
+        let parts = c.show_partitions(name).await.unwrap_or_default();
+        let schema: Option<CollectionSchema> = c
+            .describe_collection(name)
+            .await
+            .ok()
+            .map(|d| (&d.schema).into());
+        if let Some(s) = &schema {
+            match unreadable(&c, db, name, s).await {
+                Ok(Some(conflict)) => p.conflict(conflict),
+                Ok(None) => {}
+                Err(e) => p.conflict(e),
+            }
+        }
+        let rows = c.query_count(name, &[], "").await.ok();
+        p.counts.collections += 1;
+        p.counts.partitions += parts.len() as u64;
+        p.counts.rows += rows.unwrap_or(0);
+        p.changes.push(format!(
+            "+ {db}.{name}: {} partitions, {} rows read by primary key into Parquet files",
+            parts.len(),
+            rows.map_or("?".to_string(), |n| n.to_string())
+        ));
+        let indexes = c.describe_index(name).await.unwrap_or_default();
+        info.collection_backups
+            .push(preview_info(db, name, &parts, indexes, schema, rows));
+    }
+    Some(info)
+}

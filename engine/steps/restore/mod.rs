@@ -1,0 +1,188 @@
+//! The `restore` step: its run and preview, dispatched to `binlog` (import the segments) or `rows`
+//! (insert the Parquet files); choosing, naming, checking and creating the targets is in `target`.
+
+mod binlog;
+mod rows;
+mod target;
+
+use crate::format::meta::{self, BackupInfo};
+use crate::format::rows::FORMAT as ROWS_FORMAT;
+use crate::plan::{OnConflict, RestoreStep};
+use crate::steps::ctx::{Look, Result, StepCtx, StepError, StepPreview, fail};
+use target::{Mode, exists, refusals};
+pub use target::{Target, selected};
+
+pub async fn run(ctx: &StepCtx, step: &RestoreStep) -> Result<String> {
+    let from = ctx.res.storage(&step.from.bucket).await?;
+    let Some(backup) = crate::format::read_meta(from.as_ref(), &step.from).await? else {
+        return fail(no_backup(step, &ctx.step));
+    };
+    let mode = mode(&backup, step)?;
+    if mode == Mode::Binlog {
+        binlog::target_ok(&ctx.res, step)?;
+    }
+    let client = ctx.res.milvus(&step.instance).await?;
+    if mode == Mode::Binlog {
+        binlog::server_ok(&client, step)?;
+    }
+    let targets = selected(step, &backup);
+    if targets.is_empty() {
+        return fail(none_selected(step));
+    }
+    // Everything the preview refuses is refused here, before any collection is created.
+    let mut refused = Vec::new();
+    for t in &targets {
+        let create = format!("{}/create", t.key());
+        if ctx.done::<String>(&t.key())?.is_some() || ctx.state(&create)?.is_some() {
+            continue;
+        }
+        let exists = exists(&client, t).await?;
+        refused.extend(refusals(&client, step, &ctx.step, mode, t, exists));
+    }
+    if !refused.is_empty() {
+        return fail(refused.join("; "));
+    }
+    match mode {
+        Mode::Binlog => binlog::run(ctx, step, &client, &targets).await,
+        Mode::Rows => rows::run(ctx, step, &client, &targets).await,
+    }
+}
+
+pub async fn preview(look: &mut Look<'_>, step: &RestoreStep, p: &mut StepPreview) {
+    p.description = format!("restore {} into `{}`", step.from, step.instance);
+    let existing = match look.res.storage(&step.from.bucket).await {
+        Ok(s) => crate::format::read_meta(s.as_ref(), &step.from)
+            .await
+            .map_err(StepError::from),
+        Err(e) => Err(e),
+    };
+    let upstream = look.produced.get(&step.from.to_string());
+    if let Some(line) = upstream.and_then(|u| u.blocked_line()) {
+        return p.changes.push(line);
+    }
+    let backup = match (existing, upstream) {
+        (Ok(Some(b)), _) => b,
+        (_, Some(up)) => {
+            p.estimated = true;
+            p.counts = up.counts.clone();
+            up.backup.clone()
+        }
+        (Ok(None), None) => return p.conflict(no_backup(step, &p.id)),
+        (Err(e), None) => return p.conflict(e),
+    };
+    let mode = match mode(&backup, step) {
+        Ok(m) => m,
+        Err(e) => return p.conflict(e),
+    };
+    if mode == Mode::Binlog {
+        match binlog::target_ok(look.res, step) {
+            Ok(Some(stage)) => p.changes.push(format!(
+                "~ stage the backup into `{stage}` (the instance's own bucket) for import, removed afterwards"
+            )),
+            Ok(None) => {}
+            Err(e) => p.conflict(e),
+        }
+    }
+    let client = match look.res.milvus(&step.instance).await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            p.conflict(e);
+            None
+        }
+    };
+    if let Some(c) = &client
+        && mode == Mode::Binlog
+        && let Err(e) = binlog::server_ok(c, step)
+    {
+        p.conflict(e);
+    }
+    let targets = selected(step, &backup);
+    if targets.is_empty() {
+        p.conflict(none_selected(step));
+    }
+    for t in &targets {
+        let info = t.info;
+        if !p.estimated {
+            p.counts.collections += 1;
+            p.counts.partitions += info.partition_backups.len() as u64;
+            p.counts.segments += info
+                .partition_backups
+                .iter()
+                .map(|x| x.segment_backups.len() as u64)
+                .sum::<u64>();
+            p.counts.rows += info.planrun_row_count.unwrap_or(0);
+        }
+        let what = format!(
+            "{}.{} from `{}`: {} partitions, {} rows, {} indexes{}",
+            t.db,
+            t.name,
+            info.collection_name,
+            info.partition_backups.len(),
+            info.planrun_row_count
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "?".into()),
+            info.index_infos.len(),
+            if step.load { ", load" } else { "" }
+        );
+        let Some(client) = &client else {
+            p.changes.push(format!("+ {what}"));
+            continue;
+        };
+        // A collection this run already created or started is its own, as apply sees it.
+        let create = format!("{}/{}/create", p.id, t.key());
+        if look.recorded(&format!("{}/{}", p.id, t.key())) || look.recorded(&create) {
+            p.changes.push(format!("~ {what} (resumed)"));
+            continue;
+        }
+        let exists = match exists(client, t).await {
+            Ok(e) => e,
+            Err(e) => {
+                p.conflict(e);
+                continue;
+            }
+        };
+        let refused = refusals(client, step, &p.id, mode, t, exists);
+        let mark = match (exists, step.on_conflict) {
+            _ if !refused.is_empty() => "!",
+            (false, _) => "+",
+            (true, OnConflict::Drop) => "-/+",
+            (true, _) => "=",
+        };
+        p.changes.push(match (exists, step.on_conflict) {
+            (true, OnConflict::Skip) if refused.is_empty() => {
+                format!("= {} exists: skipped (on_conflict = \"skip\")", t.name)
+            }
+            (true, OnConflict::Drop) if refused.is_empty() => {
+                format!("{mark} {what} (the existing collection is dropped first)")
+            }
+            _ => format!("{mark} {what}"),
+        });
+        p.conflicts.extend(refused);
+    }
+}
+
+fn no_backup(step: &RestoreStep, id: &str) -> String {
+    format!(
+        "no backup at `{}` (`{}` not found) and no earlier step writes one; check `from` in step `{id}`",
+        step.from,
+        meta::BACKUP_META,
+    )
+}
+
+fn none_selected(step: &RestoreStep) -> String {
+    format!(
+        "the backup at `{}` holds none of the collections {:?}",
+        step.from, step.collections
+    )
+}
+
+fn mode(backup: &BackupInfo, step: &RestoreStep) -> Result<Mode> {
+    match backup.format.as_str() {
+        "" => Ok(Mode::Binlog),
+        ROWS_FORMAT => Ok(Mode::Rows),
+        other => fail(format!(
+            "the backup at `{}` has format `{other}`, which this version of planrun cannot restore",
+            step.from
+        )),
+    }
+}

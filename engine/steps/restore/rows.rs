@@ -1,0 +1,271 @@
+//! A rows restore: create the collection, insert every Parquet file, index, load, check.
+//!
+//! A restore records each file it inserted; a file whose insert may have happened before a crash
+//! is reconciled by counting its key range in the target (key ranges of files never overlap), so
+//! no row is inserted twice.
+
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+
+use super::target::{Target, create_target};
+use crate::checkpoint::TaskState;
+use crate::codec::arrow::{Col, batch_to_fields, columns, from_parquet};
+use crate::format::meta::CollectionBackupInfo;
+use crate::format::rows::{RowsCollection, RowsFile};
+use crate::milvus::{MilvusClient, Pk};
+use crate::plan::{Location, RestoreStep};
+use crate::steps::ctx::{Result, StepCtx, StepError, fail, to_json};
+use crate::storage::Storage;
+
+/// One Parquet file of the backup, whole (a file is one page, bounded in bytes).
+async fn read_file(store: &dyn Storage, at: &Location, key: &str) -> Result<bytes::Bytes> {
+    crate::format::read_all(store, &at.join(key))
+        .await?
+        .ok_or_else(|| StepError::Failed(format!("`{at}/{key}` is missing from the backup")))
+}
+
+pub(super) async fn run(
+    ctx: &StepCtx,
+    step: &RestoreStep,
+    client: &MilvusClient,
+    targets: &[Target<'_>],
+) -> Result<String> {
+    let from = ctx.res.storage(&step.from.bucket).await?;
+    let rows_meta = crate::format::read_rows_meta(from.as_ref(), &step.from).await?;
+    let mut lines = Vec::new();
+    for t in targets {
+        ctx.check_cancel()?;
+        let Some(rc) = rows_meta
+            .collections
+            .iter()
+            .find(|c| c.db_name == t.info.db_name && c.collection_name == t.info.collection_name)
+        else {
+            return fail(format!(
+                "the rows meta of `{}` lists no files for `{}`",
+                step.from, t.info.collection_name
+            ));
+        };
+        let line = restore_collection(ctx, step, client, &from, t, rc).await?;
+        lines.push(line);
+    }
+    Ok(lines.join("; "))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn restore_collection(
+    ctx: &StepCtx,
+    step: &RestoreStep,
+    client: &MilvusClient,
+    from: &Arc<dyn Storage>,
+    t: &Target<'_>,
+    rc: &RowsCollection,
+) -> Result<String> {
+    let (db, info, target) = (t.db.as_str(), t.info, t.name.as_str());
+    let key = t.key();
+    if let Some(line) = ctx.done::<String>(&key)? {
+        return Ok(line);
+    }
+    let c = client.with_database(db);
+    let cols = columns(&info.schema)
+        .map_err(|e| StepError::Failed(format!("`{}`: {e}", info.collection_name)))?;
+    // Keys are kept as they were: the copy gets the same primary keys, so auto id is off.
+    let mut schema = info.schema.clone();
+    schema.auto_id = false;
+    for f in &mut schema.fields {
+        f.auto_id = false;
+    }
+    if let Some(line) = create_target(ctx, step, &c, t, &schema, false).await? {
+        return Ok(line);
+    }
+    ctx.once(&format!("{key}/partitions"), || async {
+        for p in &rc.partitions {
+            if !p.name.is_empty() && !c.has_partition(target, &p.name).await? {
+                c.create_partition(target, &p.name).await?;
+            }
+        }
+        Ok(true)
+    })
+    .await?;
+    let pk = info
+        .schema
+        .fields
+        .iter()
+        .find(|f| f.is_primary_key)
+        .map(|f| f.name.clone())
+        .unwrap_or_default();
+    let total: u64 = rc
+        .partitions
+        .iter()
+        .flat_map(|p| &p.files)
+        .map(|f| f.rows)
+        .sum();
+    ctx.events.planned(&ctx.step, total, 0);
+    let started = std::time::Instant::now();
+    // Files a crashed run may have inserted are reconciled first, one by one: count the file's
+    // key range in the target; all there → done, some → delete them and insert the file again.
+    let mut queryable = false;
+    let mut todo: Vec<(String, RowsFile)> = Vec::new();
+    for p in &rc.partitions {
+        for f in &p.files {
+            let task = format!("{key}/insert/{}", f.key);
+            match ctx.state(&task)? {
+                Some(TaskState::Done(_)) => continue,
+                Some(TaskState::Intent(_)) => {
+                    if !queryable {
+                        make_queryable(ctx, &c, target, info).await?;
+                        queryable = true;
+                    }
+                    let range = format!(
+                        "{pk} >= {} and {pk} <= {}",
+                        Pk::from(&f.first).to_expr(),
+                        Pk::from(&f.last).to_expr()
+                    );
+                    let have = c.query_count(target, &[], &range).await?;
+                    if have == f.rows {
+                        ctx.set(&task, TaskState::Done(to_json(&f.rows))).await?;
+                        ctx.events.progress(&ctx.step, f.rows, 0);
+                        continue;
+                    }
+                    if have > 0 {
+                        let keys = file_keys(from, step, &cols, &pk, f).await?;
+                        c.delete(target, None, &format!("{pk} in [{keys}]")).await?;
+                    }
+                }
+                _ => {}
+            }
+            todo.push((p.name.clone(), f.clone()));
+        }
+    }
+    // The rest, `concurrency` files at a time (files never share a key, so their inserts are
+    // independent): the target server works on one insert while the next file is decoded.
+    let cols = Arc::new(cols);
+    let c = &c;
+    let key = key.as_str();
+    futures::stream::iter(todo)
+        .map(|(partition, f): (String, RowsFile)| {
+            let cols = cols.clone();
+            async move {
+                ctx.check_cancel()?;
+                let task = format!("{key}/insert/{}", f.key);
+                let data = read_file(from.as_ref(), &step.from, &f.key).await?;
+                let where_ = format!("`{}/{}`", step.from, f.key);
+                let pages = tokio::task::spawn_blocking(move || {
+                    from_parquet(data)?
+                        .iter()
+                        .map(|b| Ok((batch_to_fields(&cols, b)?, b.num_rows() as u32)))
+                        .collect::<std::result::Result<Vec<_>, String>>()
+                })
+                .await
+                .map_err(|e| StepError::Failed(format!("decoding {where_}: {e}")))?
+                .map_err(|e| StepError::Failed(format!("reading {where_}: {e}")))?;
+                ctx.set(&task, TaskState::Intent(to_json(&f.rows))).await?;
+                let part = (!partition.is_empty()).then_some(partition.as_str());
+                for (fields, n) in pages {
+                    c.insert(target, part, fields, n).await?;
+                }
+                crate::fault::point("rows-inserted");
+                ctx.set(&task, TaskState::Done(to_json(&f.rows))).await?;
+                ctx.events.progress(&ctx.step, f.rows, 0);
+                Ok::<_, StepError>(())
+            }
+        })
+        .buffer_unordered(ctx.concurrency())
+        .try_collect::<Vec<()>>()
+        .await?;
+    ctx.events.phase(&ctx.step, target, "insert", started);
+    let started = std::time::Instant::now();
+    if step.indexes || step.load {
+        make_queryable(ctx, c, target, info).await?;
+    }
+    let mut counted = String::new();
+    if step.load {
+        let got = c.query_count(target, &[], "").await?;
+        if got != total {
+            return fail(format!(
+                "`{target}` on `{}` holds {got} rows after the restore, the backup of `{}` had \
+                 {total}; the collection was kept for inspection",
+                step.instance, info.collection_name
+            ));
+        }
+        counted = format!(", {got} rows verified by count");
+    }
+    if step.indexes || step.load {
+        ctx.events
+            .phase(&ctx.step, target, "index and load", started);
+    }
+    let line = format!(
+        "`{}` → `{target}`: {} partitions, {total} rows inserted from Parquet{counted}",
+        info.collection_name,
+        rc.partitions.len()
+    );
+    ctx.set(&key, TaskState::Done(to_json(&line))).await?;
+    Ok(line)
+}
+
+/// The keys of one file, as an expression list, to delete a partly inserted file.
+async fn file_keys(
+    from: &Arc<dyn Storage>,
+    step: &RestoreStep,
+    cols: &[Col],
+    pk: &str,
+    f: &RowsFile,
+) -> Result<String> {
+    let batches = from_parquet(read_file(from.as_ref(), &step.from, &f.key).await?)
+        .map_err(|e| StepError::Failed(format!("reading `{}/{}`: {e}", step.from, f.key)))?;
+    let mut keys = Vec::new();
+    for b in &batches {
+        let fields = batch_to_fields(cols, b).map_err(StepError::Failed)?;
+        if let Some(col) = fields.iter().find(|x| x.field_name == pk) {
+            keys.extend(crate::milvus::data::pks(col).unwrap_or_default());
+        }
+    }
+    Ok(keys.iter().map(Pk::to_expr).collect::<Vec<_>>().join(", "))
+}
+
+/// Indexes (as in the backup) and load: needed to query the copy, and wanted at the end.
+async fn make_queryable(
+    ctx: &StepCtx,
+    c: &MilvusClient,
+    target: &str,
+    info: &CollectionBackupInfo,
+) -> Result<()> {
+    let have = c.describe_index(target).await?;
+    for idx in &info.index_infos {
+        if !have.iter().any(|h| h.field_name == idx.field_name) {
+            let params: Vec<(String, String)> = idx.params.clone().into_iter().collect();
+            if let Err(e) = c
+                .create_index(target, &idx.field_name, &idx.index_name, &params)
+                .await
+            {
+                // Milvus Lite reports an index without its build params (no `nlist`), which
+                // another server may refuse: fall back to AUTOINDEX with the same metric.
+                let metric: Vec<(String, String)> = idx
+                    .params
+                    .iter()
+                    .filter(|(k, _)| k.as_str() == "metric_type")
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .chain([("index_type".to_string(), "AUTOINDEX".to_string())])
+                    .collect();
+                ctx.events.warn(
+                    &ctx.step,
+                    format!(
+                        "index `{}` of `{target}` could not be created as in the backup ({e}); \
+                         creating AUTOINDEX instead",
+                        idx.index_name
+                    ),
+                );
+                c.create_index(target, &idx.field_name, &idx.index_name, &metric)
+                    .await?;
+            }
+        }
+    }
+    ctx.once(&format!("coll/{}.{target}/load", c.database()), || async {
+        c.load_collection(target).await?;
+        c.wait_loaded(target, crate::steps::ctx::LOAD_TIMEOUT)
+            .await?;
+        Ok(true)
+    })
+    .await?;
+    Ok(())
+}

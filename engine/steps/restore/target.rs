@@ -1,0 +1,307 @@
+//! The targets of a restore: which collections of the backup, under which names and databases,
+//! the refusals checked before anything is created, and creating the target collection.
+
+use crate::checkpoint::TaskState;
+use crate::format::meta::{self, BackupInfo, CollectionBackupInfo, CollectionSchema};
+use crate::milvus::MilvusClient;
+use crate::milvus::pb::common::{ConsistencyLevel, ImportState};
+use crate::milvus::pb::schema::DataType;
+use crate::plan::{OnConflict, RestoreStep};
+use crate::steps::ctx::{Result, StepCtx, fail, to_json};
+use crate::steps::select::Pattern;
+
+/// How a backup is restored, from its format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Mode {
+    Binlog,
+    Rows,
+}
+
+/// Milvus's default `common.maxNameLength`.
+const MAX_NAME: usize = 255;
+
+/// One collection of the backup and where it goes.
+pub struct Target<'a> {
+    pub info: &'a CollectionBackupInfo,
+    pub db: String,
+    pub name: String,
+}
+
+impl Target<'_> {
+    /// The task key of the collection within the step.
+    pub(super) fn key(&self) -> String {
+        format!("coll/{}.{}", self.db, self.name)
+    }
+}
+
+/// The collections of a backup the step restores, with their databases and target names.
+pub fn selected<'a>(step: &RestoreStep, backup: &'a BackupInfo) -> Vec<Target<'a>> {
+    let patterns: Option<Vec<Pattern>> = step
+        .collections
+        .as_ref()
+        .map(|ps| ps.iter().map(|p| Pattern::parse(p)).collect());
+    backup
+        .collection_backups
+        .iter()
+        .filter(|c| {
+            patterns.as_ref().is_none_or(|ps| {
+                ps.iter()
+                    .any(|p| p.matches(source_db(c), &c.collection_name))
+            })
+        })
+        .map(|c| Target {
+            info: c,
+            db: step
+                .database
+                .clone()
+                .unwrap_or_else(|| source_db(c).to_string()),
+            name: step.naming.target(&c.collection_name),
+        })
+        .collect()
+}
+
+/// The database a backed-up collection came from (milvus-backup leaves it empty for `default`).
+fn source_db(c: &CollectionBackupInfo) -> &str {
+    if c.db_name.is_empty() {
+        crate::plan::DEFAULT_DATABASE
+    } else {
+        &c.db_name
+    }
+}
+
+/// Why the step cannot restore one collection, checked by the preview and, before anything is
+/// created, by apply: the same strings in both.
+pub(super) fn refusals(
+    client: &MilvusClient,
+    step: &RestoreStep,
+    id: &str,
+    mode: Mode,
+    t: &Target,
+    exists: bool,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let shown = |n: &str| -> String {
+        if n.chars().count() > 48 {
+            format!("{}…", n.chars().take(48).collect::<String>())
+        } else {
+            n.to_string()
+        }
+    };
+    if exists && step.on_conflict == OnConflict::Fail {
+        out.push(already_exists(step, id, t));
+    }
+    let n = t.name.chars().count();
+    if n > MAX_NAME {
+        out.push(format!(
+            "the target name `{}` of `{}` is {n} characters, over Milvus's limit of {MAX_NAME}; \
+             shorten the `suffix` or `rename` of step `{id}`",
+            shown(&t.name),
+            shown(&t.info.collection_name)
+        ));
+    }
+    if let Some(lack) = lacks(client, &t.info.schema) {
+        out.push(format!(
+            "`{}` cannot be created on `{}`: {lack}; leave it out of `collections` in step `{id}`",
+            t.info.collection_name, step.instance
+        ));
+    }
+    // A collection loads only with an index on every vector field (Milvus Lite excepted).
+    let loads = match mode {
+        Mode::Binlog => step.load,
+        Mode::Rows => step.load || step.indexes,
+    };
+    let indexed = mode == Mode::Rows || step.indexes;
+    if loads && !client.is_lite() {
+        let missing: Vec<String> = t
+            .info
+            .schema
+            .vector_fields()
+            .filter(|f| !indexed || !t.info.index_infos.iter().any(|i| i.field_name == f.name))
+            .map(|f| format!("`{}`", f.name))
+            .collect();
+        if !missing.is_empty() {
+            out.push(format!(
+                "`{}` would have no index on {}, so `{}` could not be loaded after the restore; \
+                 build the index on the source before the backup, or set load = false{} in step \
+                 `{id}`",
+                t.info.collection_name,
+                missing.join(", "),
+                t.name,
+                if mode == Mode::Rows {
+                    " and indexes = false"
+                } else {
+                    ""
+                }
+            ));
+        }
+    }
+    out
+}
+
+/// Whether the target exists; a name over the limit cannot (Milvus refuses to look it up).
+pub(super) async fn exists(client: &MilvusClient, t: &Target<'_>) -> Result<bool> {
+    if t.name.chars().count() > MAX_NAME {
+        return Ok(false);
+    }
+    Ok(client.with_database(&t.db).has_collection(&t.name).await?)
+}
+
+fn already_exists(step: &RestoreStep, id: &str, t: &Target) -> String {
+    format!(
+        "collection `{}` already exists on `{}` (database `{}`); set on_conflict = \"skip\" or \
+         \"drop\" in step `{id}`, or drop it",
+        t.name, step.instance, t.db
+    )
+}
+
+/// A field type or feature the schema needs that the server lacks, from what the server says it is.
+fn lacks(client: &MilvusClient, schema: &CollectionSchema) -> Option<String> {
+    let version = client.server_version();
+    // "v2.3.5" (Milvus) or "milvus_lite-3.2.2" (Lite): only Milvus before 2.4 is known to lack types.
+    let minor = version.strip_prefix('v').and_then(|v| {
+        let mut it = v.split(['.', '-']);
+        Some((
+            it.next()?.parse::<u32>().ok()?,
+            it.next()?.parse::<u32>().ok()?,
+        ))
+    });
+    for f in &schema.fields {
+        let ty = DataType::try_from(f.data_type).unwrap_or(DataType::None);
+        let since = match ty {
+            DataType::Float16Vector | DataType::BFloat16Vector | DataType::SparseFloatVector => {
+                Some((2, 4))
+            }
+            _ => None,
+        };
+        if let (Some(since), Some(have)) = (since, minor)
+            && have < since
+        {
+            return Some(format!(
+                "field `{}` is a {} vector, which Milvus {version} does not have (from {}.{})",
+                f.name,
+                ty.as_str_name(),
+                since.0,
+                since.1
+            ));
+        }
+        if f.nullable && minor.is_some_and(|have| have < (2, 5)) {
+            return Some(format!(
+                "field `{}` is nullable, which Milvus {version} does not have (from 2.5)",
+                f.name
+            ));
+        }
+        if client.is_lite() && ty == DataType::BinaryVector {
+            return Some(format!(
+                "field `{}` is a binary vector, which Milvus Lite ({version}) does not have",
+                f.name
+            ));
+        }
+    }
+    None
+}
+
+/// Creates the restore's target collection (and its database), intent first; on resume an existing collection
+/// with the intent recorded and the same schema shape is the one a crashed run created. One
+/// that is not ours is handled by `on_conflict`. `imports`: a binlog restore, whose target is
+/// never dropped while imports into it run (that wedges Milvus 2.3's import queue). Returns
+/// the step's line when the collection is skipped.
+pub(super) async fn create_target(
+    ctx: &StepCtx,
+    step: &RestoreStep,
+    client: &MilvusClient,
+    t: &Target<'_>,
+    schema: &CollectionSchema,
+    imports: bool,
+) -> Result<Option<String>> {
+    let (db, target, info, key) = (t.db.as_str(), t.name.as_str(), t.info, t.key());
+    if db != crate::plan::DEFAULT_DATABASE {
+        ctx.once(&format!("db/{db}"), || async {
+            if !client.list_databases().await?.iter().any(|d| d == db) {
+                client.create_database(db).await?;
+            }
+            Ok(true)
+        })
+        .await?;
+    }
+    let create_key = format!("{key}/create");
+    let intent = match ctx.state(&create_key)? {
+        Some(TaskState::Done(_)) => return Ok(None),
+        intent => intent,
+    };
+    if client.has_collection(target).await? {
+        let ours = matches!(intent, Some(TaskState::Intent(_))) && {
+            let desc = client.describe_collection(target).await?;
+            CollectionSchema::from(&desc.schema).shape() == schema.shape()
+        };
+        if !ours {
+            match step.on_conflict {
+                OnConflict::Fail => return fail(already_exists(step, &ctx.step, t)),
+                OnConflict::Skip => {
+                    let line = format!("`{target}` exists, skipped (on_conflict = \"skip\")");
+                    ctx.events.info(&ctx.step, &line);
+                    ctx.set(&key, TaskState::Done(to_json(&line))).await?;
+                    return Ok(Some(line));
+                }
+                OnConflict::Drop => {
+                    if imports {
+                        let pending = client
+                            .list_import_tasks(target, 0)
+                            .await?
+                            .into_iter()
+                            .filter(|t| in_flight(t.state))
+                            .count();
+                        if pending > 0 {
+                            return fail(format!(
+                                "collection `{target}` on `{}` has {pending} import(s) in \
+                                 flight; it is not dropped while they run (that wedges \
+                                 Milvus 2.3's import queue). Wait and apply again",
+                                step.instance
+                            ));
+                        }
+                    }
+                    ctx.events.warn(
+                        &ctx.step,
+                        format!("dropping existing `{target}` (on_conflict = \"drop\")"),
+                    );
+                    client.drop_collection(target).await?;
+                }
+            }
+        }
+    }
+    if !client.has_collection(target).await? {
+        ctx.set(&create_key, TaskState::Intent(to_json(&target)))
+            .await?;
+        // A partition-key collection gets as many (automatic) partitions as the source had, so
+        // every segment (or file) finds its partition by name.
+        let partitions = if schema.fields.iter().any(|f| f.is_partition_key) {
+            info.partition_backups.len() as i64
+        } else {
+            0
+        };
+        client
+            .create_collection_partitioned(
+                target,
+                &schema.to_pb(target),
+                info.shards_num.max(1),
+                ConsistencyLevel::try_from(info.consistency_level)
+                    .unwrap_or(ConsistencyLevel::Bounded),
+                &meta::kv_to_pairs(&info.properties),
+                partitions,
+            )
+            .await?;
+    }
+    ctx.set(&create_key, TaskState::Done(to_json(&true)))
+        .await?;
+    Ok(None)
+}
+
+pub(super) fn failed(s: ImportState) -> bool {
+    matches!(
+        s,
+        ImportState::ImportFailed | ImportState::ImportFailedAndCleaned
+    )
+}
+
+fn in_flight(s: ImportState) -> bool {
+    !failed(s) && s != ImportState::ImportCompleted
+}

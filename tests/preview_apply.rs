@@ -1,0 +1,370 @@
+//! The dry run and apply agree: on real servers, every conflict the preview reports is what apply
+//! refuses (with the same words, before anything is created), and apply refuses nothing the
+//! preview accepted.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use planrun::exec::events::{Event, Events};
+use planrun::exec::preview::{Preview, preview};
+use planrun::exec::run::{ApplyOptions, apply};
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{self, LITE, MILVUS_A, MILVUS_B, S3, data, ok};
+
+const HEAD: &str = r#"
+version = 1
+name = "preview-apply"
+
+[instances.milvus_a]
+type = "milvus"
+uri = "http://127.0.0.1:19530"
+user = "root"
+password = "Milvus"
+data = "bucket_a:files"
+
+[instances.milvus_b]
+type = "milvus"
+uri = "http://127.0.0.1:19540"
+data = "bucket_b:files"
+
+[instances.lite]
+type = "milvus"
+uri = "http://127.0.0.1:19560"
+data = "bucket_b:lite"
+
+[buckets.bucket_a]
+type = "s3"
+endpoint = "http://127.0.0.1:9000"
+bucket = "bucket-a"
+region = "us-east-1"
+access_key_id = "minioadmin"
+secret_access_key = "minioadmin"
+
+[buckets.bucket_b]
+type = "s3"
+endpoint = "http://127.0.0.1:9000"
+bucket = "bucket-b"
+region = "us-east-1"
+access_key_id = "minioadmin"
+secret_access_key = "minioadmin"
+"#;
+
+/// What one scenario showed: the preview's conflicts and apply's failures, per step.
+struct Outcome {
+    conflicts: BTreeMap<String, Vec<String>>,
+    failed: BTreeMap<String, String>,
+    finished: Vec<String>,
+}
+
+/// Previews and then applies `steps` (TOML of `[steps.*]`), with a state dir of its own.
+fn preview_then_apply(steps: &str) -> Outcome {
+    for s in [&S3, &MILVUS_A, &MILVUS_B, &LITE] {
+        s.require();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{HEAD}\n[settings]\nstate_dir = \"{}\"\n\n{steps}",
+        dir.path().join("state").display()
+    );
+    let path = dir.path().join("plan.toml");
+    std::fs::write(&path, &text).unwrap();
+    let compiled = planrun::plan::load_str(Path::new(&path), &text, &BTreeMap::new())
+        .unwrap_or_else(|e| panic!("the test plan is valid: {e:?}"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let shown: Preview = rt.block_on(preview(&compiled, None)).unwrap();
+    let conflicts = shown
+        .steps
+        .iter()
+        .map(|s| (s.id.clone(), s.conflicts.clone()))
+        .collect();
+    let (events, mut rx) = Events::channel();
+    rt.block_on(apply(
+        &compiled,
+        &ApplyOptions::default(),
+        events,
+        CancellationToken::new(),
+    ))
+    .unwrap();
+    let (mut failed, mut finished) = (BTreeMap::new(), Vec::new());
+    while let Ok(e) = rx.try_recv() {
+        match e {
+            Event::StepFailed { step, error } => {
+                failed.insert(step, error);
+            }
+            Event::StepFinished { step, .. } => finished.push(step),
+            _ => {}
+        }
+    }
+    Outcome {
+        conflicts,
+        failed,
+        finished,
+    }
+}
+
+impl Outcome {
+    /// Every step with conflicts failed in apply naming each of them; every step without
+    /// conflicts that ran finished. Returns the conflicts of `step`.
+    fn agree(&self, step: &str) -> &[String] {
+        for (id, conflicts) in &self.conflicts {
+            match (conflicts.is_empty(), self.failed.get(id)) {
+                (true, Some(err)) => {
+                    panic!("apply refused step `{id}` ({err}), which the preview accepted")
+                }
+                (false, None) => panic!(
+                    "the preview called step `{id}` a conflict ({conflicts:?}), but apply did not \
+                     refuse it (finished: {:?})",
+                    self.finished
+                ),
+                (false, Some(err)) => {
+                    for c in conflicts {
+                        assert!(
+                            err.contains(c.as_str()),
+                            "apply's error for `{id}` does not say what the preview said:\n  \
+                             preview: {c}\n  apply:   {err}"
+                        );
+                    }
+                }
+                (true, None) => {}
+            }
+        }
+        let c = &self.conflicts[step];
+        assert!(!c.is_empty(), "the preview found no conflict in `{step}`");
+        c
+    }
+}
+
+fn seed(coll: &str, extra: &[&str]) {
+    let mut args = vec![
+        "seed",
+        "--collection",
+        coll,
+        "--rows",
+        "200",
+        "--partitions",
+        "1",
+        "--segments",
+        "1",
+        "--delete-every",
+        "0",
+    ];
+    args.extend_from_slice(extra);
+    ok(data(&args));
+}
+
+fn exists_on(uri: &str, token: &str, coll: &str) -> bool {
+    let names = ok(data(&["dump-names", "--uri", uri, "--token", token]));
+    names.lines().any(|l| l.trim() == coll)
+}
+
+fn clean(colls: &[&str], backup: &str) {
+    for c in colls {
+        data(&["drop", c]);
+        data(&["drop", "--uri", &MILVUS_B.uri(), "--token", "", c]);
+        data(&["drop", "--uri", &LITE.uri(), "--token", "", c]);
+    }
+    for b in ["bucket-a", "bucket-b"] {
+        data(&[
+            "s3-clean",
+            "--bucket",
+            b,
+            "--prefix",
+            &format!("backup/{backup}/"),
+        ]);
+    }
+}
+
+#[test]
+fn an_existing_target_is_refused_by_both() {
+    let coll = support::unique("pa_exist");
+    let bk = support::unique("bk");
+    seed(&coll, &[]);
+    ok(data(&[
+        "seed",
+        "--uri",
+        &MILVUS_B.uri(),
+        "--token",
+        "",
+        "--collection",
+        &format!("{coll}_bak"),
+        "--rows",
+        "10",
+        "--partitions",
+        "1",
+        "--segments",
+        "1",
+        "--delete-every",
+        "0",
+    ]));
+    let o = preview_then_apply(&format!(
+        r#"
+[steps.backup]
+type = "backup"
+instance = "milvus_a"
+collections = ["{coll}"]
+to = "bucket_b:backup/{bk}"
+
+[steps.restore]
+type = "restore"
+instance = "milvus_b"
+from = "bucket_b:backup/{bk}"
+suffix = "_bak"
+"#
+    ));
+    let c = o.agree("restore");
+    assert!(c[0].contains("already exists on `milvus_b`"), "{c:?}");
+    assert!(o.finished.contains(&"backup".to_string()));
+    clean(&[&coll, &format!("{coll}_bak")], &bk);
+}
+
+#[test]
+fn a_missing_backup_is_refused_by_both() {
+    let bk = support::unique("bk_missing");
+    let o = preview_then_apply(&format!(
+        r#"
+[steps.restore]
+type = "restore"
+instance = "milvus_b"
+from = "bucket_b:backup/{bk}"
+suffix = "_bak"
+"#
+    ));
+    let c = o.agree("restore");
+    assert!(c[0].contains("no backup at"), "{c:?}");
+}
+
+#[test]
+fn an_unloadable_collection_is_refused_before_anything_is_created() {
+    let coll = support::unique("pa_noidx");
+    let (bk, bk_rows) = (support::unique("bk"), support::unique("bk"));
+    seed(&coll, &["--no-index"]);
+    // Binlog mode: the backup works, the restore could not load the copy.
+    let o = preview_then_apply(&format!(
+        r#"
+[steps.backup]
+type = "backup"
+instance = "milvus_a"
+collections = ["{coll}"]
+to = "bucket_b:backup/{bk}"
+
+[steps.restore]
+type = "restore"
+instance = "milvus_b"
+from = "bucket_b:backup/{bk}"
+suffix = "_bak"
+"#
+    ));
+    let c = o.agree("restore");
+    assert!(c[0].contains("no index on `vec`"), "{c:?}");
+    assert!(!exists_on(&MILVUS_B.uri(), "", &format!("{coll}_bak")));
+    // Rows mode cannot even read it.
+    let o = preview_then_apply(&format!(
+        r#"
+[steps.backup]
+type = "backup"
+instance = "milvus_a"
+mode = "rows"
+collections = ["{coll}"]
+to = "bucket_b:backup/{bk_rows}"
+"#
+    ));
+    let c = o.agree("backup");
+    assert!(c[0].contains("is not loaded and cannot be"), "{c:?}");
+    clean(&[&coll, &format!("{coll}_bak")], &bk);
+    clean(&[], &bk_rows);
+}
+
+#[test]
+fn a_type_the_target_lacks_is_refused_before_anything_is_created() {
+    let coll = support::unique("pa_bin");
+    let bk = support::unique("bk");
+    seed(&coll, &["--binary"]);
+    let o = preview_then_apply(&format!(
+        r#"
+[steps.backup]
+type = "backup"
+instance = "milvus_a"
+mode = "rows"
+collections = ["{coll}"]
+to = "bucket_b:backup/{bk}"
+
+[steps.restore]
+type = "restore"
+instance = "lite"
+from = "bucket_b:backup/{bk}"
+suffix = "_bak"
+"#
+    ));
+    let c = o.agree("restore");
+    assert!(c[0].contains("binary vector"), "{c:?}");
+    assert!(!exists_on(&LITE.uri(), "", &format!("{coll}_bak")));
+    clean(&[&coll, &format!("{coll}_bak")], &bk);
+}
+
+#[test]
+fn a_name_over_the_limit_is_refused_before_anything_is_created() {
+    let coll = support::unique("pa_long");
+    let bk = support::unique("bk");
+    seed(&coll, &[]);
+    let suffix = format!("_{}", "x".repeat(240));
+    let o = preview_then_apply(&format!(
+        r#"
+[steps.backup]
+type = "backup"
+instance = "milvus_a"
+collections = ["{coll}"]
+to = "bucket_b:backup/{bk}"
+
+[steps.restore]
+type = "restore"
+instance = "milvus_b"
+from = "bucket_b:backup/{bk}"
+suffix = "{suffix}"
+"#
+    ));
+    let c = o.agree("restore");
+    assert!(c[0].contains("over Milvus's limit of 255"), "{c:?}");
+    clean(&[&coll], &bk);
+}
+
+#[test]
+fn a_chain_through_a_server_without_binlogs_is_refused_at_its_first_step() {
+    let coll = support::unique("pa_lite");
+    let bk = support::unique("bk");
+    ok(data(&[
+        "seed",
+        "--uri",
+        &LITE.uri(),
+        "--token",
+        "",
+        "--collection",
+        &coll,
+        "--rows",
+        "50",
+        "--partitions",
+        "1",
+        "--segments",
+        "1",
+        "--delete-every",
+        "0",
+    ]));
+    let o = preview_then_apply(&format!(
+        r#"
+[steps.backup]
+type = "backup"
+instance = "lite"
+collections = ["{coll}"]
+to = "bucket_b:backup/{bk}"
+
+[steps.restore]
+type = "restore"
+instance = "milvus_b"
+from = "bucket_b:backup/{bk}"
+"#
+    ));
+    let c = o.agree("backup");
+    assert!(c[0].contains("keeps no binlogs"), "{c:?}");
+    assert!(o.failed.len() == 1, "only the backup ran: {:?}", o.failed);
+    data(&["drop", "--uri", &LITE.uri(), "--token", "", &coll]);
+}
