@@ -1,4 +1,4 @@
-//! Storage: one conformance suite run against a local directory and the real S3 server, then copies and errors.
+//! Storage: one conformance suite run against a local directory, memory and the real S3 server, then copies and errors.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -8,8 +8,8 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
 use planrun::secret::Secret;
 use planrun::storage::{
-    self, ByteStream, LocalConfig, LocalStorage, ObjectMeta, Place, S3Config, S3Storage, Storage,
-    StorageConfig, StorageError, TransferLimits, copy_object,
+    self, ByteStream, LocalConfig, LocalStorage, MemoryFault, MemoryStorage, ObjectMeta, S3Config,
+    S3Storage, Storage, StorageConfig, StorageError, TransferLimits, copy_object,
 };
 
 use crate::support;
@@ -79,6 +79,16 @@ async fn s3(name: &str, bucket: &str) -> S3Storage {
     S3Storage::connect(&s3_config(name, bucket, &support::S3.uri()))
         .await
         .unwrap()
+}
+
+/// Asserts that `meta`'s ETag is a multipart one, of `parts` parts.
+#[track_caller]
+fn assert_parts(meta: &ObjectMeta, parts: usize) {
+    let suffix = format!("-{parts}");
+    assert!(
+        meta.etag.as_deref().is_some_and(|e| e.ends_with(&suffix)),
+        "{parts} parts expected: {meta:?}"
+    );
 }
 
 async fn cleanup(store: &dyn Storage, prefix: &str) {
@@ -263,6 +273,14 @@ async fn local_conformance() {
 }
 
 #[tokio::test]
+async fn memory_conformance() {
+    let store = Arc::new(MemoryStorage::new("memory_bucket"));
+    store.check().await.unwrap();
+    conformance(store.clone(), "conformance/").await;
+    assert!(keys(store.as_ref(), "").await.is_empty());
+}
+
+#[tokio::test]
 async fn s3_conformance() {
     support::S3.require();
     let config = StorageConfig::S3(s3_config("bucket_a", "bucket-a", &support::S3.uri()));
@@ -351,10 +369,7 @@ async fn s3_server_side_upload_part_copy_above_the_threshold() {
         .put(&format!("{prefix}multi"), chunked(multi.clone(), MIB))
         .await
         .unwrap();
-    assert!(
-        put.etag.as_deref().is_some_and(|e| e.ends_with("-2")),
-        "8 MiB parts: {put:?}"
-    );
+    assert_parts(&put, 2); // 8 MiB parts
 
     let report = copy_object(
         &a,
@@ -367,15 +382,7 @@ async fn s3_server_side_upload_part_copy_above_the_threshold() {
     .unwrap();
     assert!(report.server_side);
     // 7 MiB in 5 MiB parts: the destination's ETag shows two parts were copied.
-    assert!(
-        report
-            .dst
-            .etag
-            .as_deref()
-            .is_some_and(|e| e.ends_with("-2")),
-        "{:?}",
-        report.dst
-    );
+    assert_parts(&report.dst, 2);
     assert_eq!(
         report.dst.md5.as_deref(),
         Some(md5_of(&single).as_str()),
@@ -396,15 +403,7 @@ async fn s3_server_side_upload_part_copy_above_the_threshold() {
     .await
     .unwrap();
     assert!(report.server_side);
-    assert!(
-        report
-            .dst
-            .etag
-            .as_deref()
-            .is_some_and(|e| e.ends_with("-3")),
-        "{:?}",
-        report.dst
-    );
+    assert_parts(&report.dst, 3);
     assert_eq!(report.dst.size, multi.len() as u64);
     assert_eq!(
         report.dst.md5, None,
@@ -471,15 +470,7 @@ async fn s3_to_local_and_back_streams_with_md5() {
     assert!(!report.server_side);
     assert_eq!(report.bytes_transferred, body.len() as u64);
     assert_eq!(report.dst.md5.as_deref(), Some(md5_of(&body).as_str()));
-    assert!(
-        report
-            .dst
-            .etag
-            .as_deref()
-            .is_some_and(|e| e.ends_with("-3")),
-        "{:?}",
-        report.dst
-    );
+    assert_parts(&report.dst, 3);
     assert_eq!(
         md5_of(&read_all(&a, &format!("{prefix}back")).await),
         md5_of(&body)
@@ -498,94 +489,14 @@ async fn s3_to_local_and_back_streams_with_md5() {
     cleanup(&a, &prefix).await;
 }
 
-/// A local store whose reads go wrong: each chunk comes back with a flipped byte (while its head
-/// promises the right MD5), or the read fails after some bytes as a dropped connection would.
-#[derive(Debug)]
-struct Damaged {
-    inner: LocalStorage,
-    md5: String,
-    fail_after: Option<u64>,
-}
-
-#[async_trait::async_trait]
-impl Storage for Damaged {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    fn place(&self) -> &Place {
-        self.inner.place()
-    }
-    fn list(
-        &self,
-        prefix: &str,
-    ) -> futures::stream::BoxStream<'_, Result<ObjectMeta, StorageError>> {
-        self.inner.list(prefix)
-    }
-    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StorageError> {
-        Ok(self.inner.head(key).await?.map(|m| ObjectMeta {
-            md5: Some(self.md5.clone()),
-            ..m
-        }))
-    }
-    async fn get(&self, key: &str) -> Result<ByteStream, StorageError> {
-        let body = self.inner.get(key).await?;
-        if let Some(limit) = self.fail_after {
-            let place = Arc::new(self.inner.place().clone());
-            let key = key.to_string();
-            let mut seen = 0u64;
-            return Ok(body
-                .map(move |chunk| {
-                    let chunk = chunk?;
-                    seen += chunk.len() as u64;
-                    if seen > limit {
-                        return Err(StorageError::Io {
-                            place: place.clone(),
-                            op: "read",
-                            key: key.clone(),
-                            source: std::io::ErrorKind::ConnectionReset.into(),
-                        });
-                    }
-                    Ok(chunk)
-                })
-                .boxed());
-        }
-        Ok(body
-            .map_ok(|chunk| {
-                let mut v = chunk.to_vec();
-                v[0] ^= 0xff;
-                Bytes::from(v)
-            })
-            .boxed())
-    }
-    async fn put(&self, key: &str, body: ByteStream) -> Result<ObjectMeta, StorageError> {
-        self.inner.put(key, body).await
-    }
-    async fn put_bytes(&self, key: &str, body: Bytes) -> Result<ObjectMeta, StorageError> {
-        self.inner.put_bytes(key, body).await
-    }
-    async fn delete(&self, keys: &[String]) -> Result<(), StorageError> {
-        self.inner.delete(keys).await
-    }
-    async fn check(&self) -> Result<(), StorageError> {
-        self.inner.check().await
-    }
-}
-
 #[tokio::test]
 async fn damaged_copy_fails_verification_and_is_removed() {
     let a = s3("bucket_a", "bucket-a").await;
-    let dir = tempfile::tempdir().unwrap();
     let body = data(4096, 40);
-    let inner = LocalStorage::new(&LocalConfig {
-        name: "flaky_disk".into(),
-        path: dir.path().to_path_buf(),
-    });
-    inner.put_bytes("obj", body.clone()).await.unwrap();
-    let damaged = Damaged {
-        inner,
-        md5: md5_of(&body),
-        fail_after: None,
-    };
+    // Reads come back with a flipped byte while the head promises the right MD5.
+    let damaged = MemoryStorage::new("flaky_disk");
+    damaged.put_bytes("obj", body.clone()).await.unwrap();
+    damaged.inject("obj", MemoryFault::CorruptReads);
     let dst_key = format!("{}/obj", support::unique("damaged"));
 
     let err = copy_object(&damaged, "obj", &a, &dst_key, &|_| {})
@@ -782,15 +693,7 @@ async fn s3_on_different_endpoints_streams_in_small_parts() {
     assert_eq!(progress.bytes.load(Ordering::Relaxed), body.len() as u64);
     assert_eq!(report.dst.md5.as_deref(), Some(md5_of(&body).as_str()));
     // 24 MiB in 5 MiB parts.
-    assert!(
-        report
-            .dst
-            .etag
-            .as_deref()
-            .is_some_and(|e| e.ends_with("-5")),
-        "{:?}",
-        report.dst
-    );
+    assert_parts(&report.dst, 5);
     assert_eq!(
         md5_of(&read_all(&b, &format!("{prefix}obj")).await),
         md5_of(&body)
@@ -803,19 +706,11 @@ async fn s3_on_different_endpoints_streams_in_small_parts() {
 #[tokio::test]
 async fn a_source_failing_mid_multipart_aborts_the_upload() {
     let a = s3("bucket_a", "bucket-a").await;
-    let dir = tempfile::tempdir().unwrap();
     let body = data(20 * MIB, 70);
-    let inner = LocalStorage::new(&LocalConfig {
-        name: "flaky_disk".into(),
-        path: dir.path().to_path_buf(),
-    });
-    inner.put_bytes("obj", body.clone()).await.unwrap();
-    // Fails in the second 8 MiB part: one part is already uploaded.
-    let flaky = Damaged {
-        inner,
-        md5: md5_of(&body),
-        fail_after: Some(12 * MIB as u64),
-    };
+    let flaky = MemoryStorage::new("flaky_disk");
+    flaky.put_bytes("obj", body.clone()).await.unwrap();
+    // Fails in the second 8 MiB part, as a dropped connection would: one part is already uploaded.
+    flaky.inject("obj", MemoryFault::FailReadsAfter(12 * MIB as u64));
     let dst_key = format!("{}/obj", support::unique("aborted"));
 
     let err = copy_object(&flaky, "obj", &a, &dst_key, &|_| {})

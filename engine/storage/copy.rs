@@ -43,10 +43,7 @@ pub async fn copy_object(
     let meta = src
         .head(src_key)
         .await?
-        .ok_or_else(|| StorageError::NotFound {
-            place: std::sync::Arc::new(src.place().clone()),
-            key: src_key.to_string(),
-        })?;
+        .ok_or_else(|| StorageError::not_found(src.place(), src_key))?;
     if let Some(report) = server_side(src, &meta, true, dst, dst_key, on_bytes).await? {
         return Ok(report);
     }
@@ -132,10 +129,7 @@ async fn server_side(
         head = src
             .head(src_key)
             .await?
-            .ok_or_else(|| StorageError::NotFound {
-                place: std::sync::Arc::new(src.place().clone()),
-                key: src_key.to_string(),
-            })?;
+            .ok_or_else(|| StorageError::not_found(src.place(), src_key))?;
         &head
     };
     let fail = |detail: String| Failure {
@@ -305,18 +299,28 @@ mod tests {
     use bytes::Bytes;
     use md5::{Digest, Md5};
     use std::sync::atomic::{AtomicU64, Ordering};
+    use tempfile::TempDir;
 
-    fn local(name: &str, dir: &std::path::Path) -> LocalStorage {
-        LocalStorage::new(&LocalConfig {
-            name: name.into(),
-            path: dir.to_path_buf(),
-        })
+    /// Two empty local stores, `src` and `dst`, with the directories behind them.
+    fn two_stores() -> (TempDir, TempDir, LocalStorage, LocalStorage) {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let local = |name: &str, dir: &TempDir| {
+            LocalStorage::new(&LocalConfig {
+                name: name.into(),
+                path: dir.path().to_path_buf(),
+            })
+        };
+        let (src, dst) = (local("src", &a), local("dst", &b));
+        (a, b, src, dst)
+    }
+
+    fn md5_of(data: &[u8]) -> String {
+        hex::encode(Md5::digest(data))
     }
 
     #[tokio::test]
     async fn local_to_local_streams_and_reports_progress() {
-        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let (src, dst) = (local("src", a.path()), local("dst", b.path()));
+        let (_a, b, src, dst) = two_stores();
         let data: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
         src.put_bytes("x/obj", Bytes::from(data.clone()))
             .await
@@ -330,17 +334,13 @@ mod tests {
         assert!(!report.server_side);
         assert_eq!(report.bytes_transferred, data.len() as u64);
         assert_eq!(seen.load(Ordering::Relaxed), data.len() as u64);
-        assert_eq!(
-            report.dst.md5.as_deref(),
-            Some(hex::encode(Md5::digest(&data)).as_str())
-        );
+        assert_eq!(report.dst.md5.as_deref(), Some(md5_of(&data).as_str()));
         assert_eq!(std::fs::read(b.path().join("y/obj")).unwrap(), data);
     }
 
     #[tokio::test]
     async fn copy_listed_uses_the_listing_and_still_verifies() {
-        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let (src, dst) = (local("src", a.path()), local("dst", b.path()));
+        let (_a, b, src, dst) = two_stores();
         let data = Bytes::from(vec![7u8; 300_000]);
         src.put_bytes("x/obj", data.clone()).await.unwrap();
         let listed: Vec<ObjectMeta> = futures::TryStreamExt::try_collect(src.list("x/"))
@@ -360,17 +360,13 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(report.dst.size, changed.len() as u64);
-        assert_eq!(
-            report.dst.md5.as_deref(),
-            Some(hex::encode(Md5::digest(&changed)).as_str())
-        );
+        assert_eq!(report.dst.md5.as_deref(), Some(md5_of(&changed).as_str()));
         assert_eq!(std::fs::read(b.path().join("y/changed")).unwrap(), changed);
     }
 
     #[tokio::test]
     async fn missing_source_is_not_found_and_names_it() {
-        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let (src, dst) = (local("src", a.path()), local("dst", b.path()));
+        let (_a, b, src, dst) = two_stores();
         let err = copy_object(&src, "nope", &dst, "nope", &|_| {})
             .await
             .unwrap_err();
@@ -385,158 +381,37 @@ mod tests {
 
 #[cfg(test)]
 mod bounded_memory {
-    //! A 64 MiB copy from a generated source into a slow sink: the bytes read but not yet
-    //! written stay within the channel's few chunks, whatever the object's size.
+    //! A 64 MiB copy from a memory store into a slow one: the bytes read but not yet written
+    //! stay within the channel's few chunks, whatever the object's size.
     use super::*;
-    use crate::storage::{ByteStream, Place, md5_hex};
+    use crate::storage::{MemoryFault, MemoryStorage};
     use bytes::Bytes;
-    use futures::stream::{self, BoxStream};
-    use md5::{Digest, Md5};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    const CHUNK: usize = 64 * 1024;
+    const CHUNK: usize = MemoryStorage::READ_CHUNK;
     const SIZE: u64 = 64 * 1024 * 1024;
-
-    fn place(id: &str) -> Place {
-        Place {
-            id: id.into(),
-            location: "test".into(),
-            setting: "path",
-            endpoint_setting: None,
-        }
-    }
-
-    fn refuse(place: &Place) -> StorageError {
-        StorageError::Config {
-            place: Arc::new(place.clone()),
-            reason: "this test store only does what the copy needs".into(),
-        }
-    }
-
-    /// A source that makes its bytes up as they are read, counting them.
-    #[derive(Debug)]
-    struct Generated {
-        place: Place,
-        produced: Arc<AtomicU64>,
-    }
-
-    /// A destination that consumes slowly and records how far reading ran ahead of it.
-    #[derive(Debug)]
-    struct SlowSink {
-        place: Place,
-        produced: Arc<AtomicU64>,
-        max_ahead: AtomicU64,
-    }
-
-    #[async_trait::async_trait]
-    impl Storage for Generated {
-        fn name(&self) -> &str {
-            &self.place.id
-        }
-        fn place(&self) -> &Place {
-            &self.place
-        }
-        fn list(&self, _: &str) -> BoxStream<'_, Result<ObjectMeta, StorageError>> {
-            stream::empty().boxed()
-        }
-        async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StorageError> {
-            Ok(Some(ObjectMeta {
-                key: key.into(),
-                size: SIZE,
-                etag: None,
-                md5: None,
-            }))
-        }
-        async fn get(&self, _: &str) -> Result<ByteStream, StorageError> {
-            let chunk = Bytes::from(vec![0x5a; CHUNK]);
-            let produced = self.produced.clone();
-            Ok(stream::iter(0..SIZE / CHUNK as u64)
-                .map(move |_| {
-                    produced.fetch_add(CHUNK as u64, Ordering::SeqCst);
-                    Ok(chunk.clone())
-                })
-                .boxed())
-        }
-        async fn put(&self, _: &str, _: ByteStream) -> Result<ObjectMeta, StorageError> {
-            Err(refuse(&self.place))
-        }
-        async fn put_bytes(&self, _: &str, _: Bytes) -> Result<ObjectMeta, StorageError> {
-            Err(refuse(&self.place))
-        }
-        async fn delete(&self, _: &[String]) -> Result<(), StorageError> {
-            Err(refuse(&self.place))
-        }
-        async fn check(&self) -> Result<(), StorageError> {
-            Ok(())
-        }
-    }
-
-    #[async_trait::async_trait]
-    impl Storage for SlowSink {
-        fn name(&self) -> &str {
-            &self.place.id
-        }
-        fn place(&self) -> &Place {
-            &self.place
-        }
-        fn list(&self, _: &str) -> BoxStream<'_, Result<ObjectMeta, StorageError>> {
-            stream::empty().boxed()
-        }
-        async fn head(&self, _: &str) -> Result<Option<ObjectMeta>, StorageError> {
-            Ok(None)
-        }
-        async fn get(&self, _: &str) -> Result<ByteStream, StorageError> {
-            Err(refuse(&self.place))
-        }
-        async fn put(&self, key: &str, mut body: ByteStream) -> Result<ObjectMeta, StorageError> {
-            let mut consumed = 0u64;
-            let mut hasher = Md5::new();
-            while let Some(chunk) = body.next().await {
-                let chunk = chunk?;
-                consumed += chunk.len() as u64;
-                hasher.update(&chunk);
-                let ahead = self.produced.load(Ordering::SeqCst) - consumed;
-                self.max_ahead.fetch_max(ahead, Ordering::SeqCst);
-                // Slower than the source, so the reader would race ahead if nothing held it back.
-                tokio::task::yield_now().await;
-            }
-            Ok(ObjectMeta {
-                key: key.into(),
-                size: consumed,
-                etag: None,
-                md5: Some(md5_hex(hasher)),
-            })
-        }
-        async fn put_bytes(&self, _: &str, _: Bytes) -> Result<ObjectMeta, StorageError> {
-            Err(refuse(&self.place))
-        }
-        async fn delete(&self, _: &[String]) -> Result<(), StorageError> {
-            Ok(())
-        }
-        async fn check(&self) -> Result<(), StorageError> {
-            Ok(())
-        }
-    }
 
     #[tokio::test]
     async fn a_large_streamed_copy_keeps_only_a_few_chunks_in_flight() {
-        let produced = Arc::new(AtomicU64::new(0));
-        let src = Generated {
-            place: place("generated"),
-            produced: produced.clone(),
-        };
-        let dst = SlowSink {
-            place: place("sink"),
-            produced,
-            max_ahead: AtomicU64::new(0),
-        };
-        let report = copy_object(&src, "big", &dst, "big", &|_| {})
+        let src = Arc::new(MemoryStorage::new("source"));
+        src.put_bytes("big", Bytes::from(vec![0x5a; SIZE as usize]))
+            .await
+            .unwrap();
+        // Slower than the source, so the reader would race ahead if nothing held it back.
+        let dst = MemoryStorage::new("sink");
+        dst.inject("big", MemoryFault::SlowWrites);
+        let max_ahead = Arc::new(AtomicU64::new(0));
+        let (read, ahead) = (src.clone(), max_ahead.clone());
+        dst.watch_puts(move |consumed| {
+            ahead.fetch_max(read.bytes_read() - consumed, Ordering::SeqCst);
+        });
+        let report = copy_object(src.as_ref(), "big", &dst, "big", &|_| {})
             .await
             .unwrap();
         assert_eq!(report.bytes_transferred, SIZE);
         assert_eq!(report.dst.size, SIZE);
-        let max_ahead = dst.max_ahead.load(Ordering::SeqCst);
+        let max_ahead = max_ahead.load(Ordering::SeqCst);
         // The channel's 8 slots, one per sender, the chunk in the reader's hand: about ten
         // chunks (640 KiB) ahead, for a 64 MiB object.
         assert!(

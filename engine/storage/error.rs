@@ -166,6 +166,14 @@ impl StorageError {
         }
     }
 
+    /// The object `key` does not exist in the store at `place`.
+    pub(crate) fn not_found(place: &Place, key: &str) -> Self {
+        StorageError::NotFound {
+            place: Arc::new(place.clone()),
+            key: key.to_string(),
+        }
+    }
+
     /// Whether the object (not the bucket) does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(self, StorageError::NotFound { .. })

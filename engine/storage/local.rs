@@ -267,10 +267,6 @@ async fn read_children(
 
 #[async_trait::async_trait]
 impl Storage for LocalStorage {
-    fn name(&self) -> &str {
-        &self.place.id
-    }
-
     fn place(&self) -> &Place {
         &self.place
     }

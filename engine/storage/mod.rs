@@ -1,4 +1,4 @@
-//! Object storage behind one small trait, with S3 and local-filesystem implementations.
+//! Object storage behind one small trait, with S3, local-filesystem and in-memory implementations.
 //!
 //! Contract every implementation keeps (and `tests/storage.rs` checks against each):
 //! - keys are full keys inside the bucket, `/`-separated, without a leading `/`;
@@ -10,6 +10,7 @@
 mod copy;
 mod error;
 mod local;
+mod memory;
 mod s3;
 
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use md5::{Digest, Md5};
 pub use copy::{CopyReport, copy_listed, copy_object};
 pub use error::{Place, StorageError};
 pub use local::{LocalConfig, LocalStorage};
+pub use memory::{MemoryFault, MemoryStorage};
 pub use s3::{S3Config, S3Storage, TransferLimits};
 
 /// An object's content as a stream of chunks.
@@ -37,11 +39,13 @@ pub struct ObjectMeta {
     pub md5: Option<String>,
 }
 
-/// One bucket of objects. Implementations: [`S3Storage`], [`LocalStorage`].
+/// One bucket of objects. Implementations: [`S3Storage`], [`LocalStorage`], [`MemoryStorage`].
 #[async_trait::async_trait]
 pub trait Storage: Send + Sync + std::fmt::Debug {
     /// The plan's bucket id, e.g. `bucket_a`, for messages.
-    fn name(&self) -> &str;
+    fn name(&self) -> &str {
+        &self.place().id
+    }
 
     /// Where the store lives, for messages (bucket id, location, the setting to fix).
     fn place(&self) -> &Place;
@@ -63,10 +67,7 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
         let meta = self
             .head(key)
             .await?
-            .ok_or_else(|| StorageError::NotFound {
-                place: Arc::new(self.place().clone()),
-                key: key.to_string(),
-            })?;
+            .ok_or_else(|| StorageError::not_found(self.place(), key))?;
         Ok((meta, self.get(key).await?))
     }
 
@@ -104,6 +105,18 @@ pub async fn open(config: &StorageConfig) -> Result<Arc<dyn Storage>, StorageErr
         StorageConfig::S3(c) => Arc::new(S3Storage::connect(c).await?),
         StorageConfig::Local(c) => Arc::new(LocalStorage::new(c)),
     })
+}
+
+/// Why `key` breaks the contract's key rules (not empty, no leading `/`), if it does. S3 adds its
+/// length limit; `LocalStorage` checks paths its own way, with messages about directories.
+pub(crate) fn key_problem(key: &str) -> Option<&'static str> {
+    if key.is_empty() {
+        Some("a key may not be empty")
+    } else if key.starts_with('/') {
+        Some("a key may not start with `/`")
+    } else {
+        None
+    }
 }
 
 /// Lowercase hex of a finished MD5.
