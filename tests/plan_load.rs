@@ -383,3 +383,55 @@ rename = { coll = "{{ env.NEW_NAME }}" }
     assert_eq!(notes, "step `restore` reads existing backup at b:***");
     assert_eq!(c.plan.redact("id run-77431 here"), "id *** here");
 }
+
+/// A backup of `collections` (a TOML list) and a restore of the same patterns.
+fn pattern_plan(collections: &str) -> String {
+    format!(
+        "version = 1\nname = \"t\"\n\
+         [instances.m]\ntype = \"milvus\"\nuri = \"http://localhost:19530\"\n\
+         [buckets.b]\ntype = \"local\"\npath = \"store\"\n\
+         [steps.backup]\ntype = \"backup\"\ninstance = \"m\"\ncollections = {collections}\n\
+         to = \"b:backup/x\"\n\
+         [steps.restore]\ntype = \"restore\"\ninstance = \"m\"\nfrom = \"b:backup/x\"\n\
+         collections = {collections}\nsuffix = \"_bak\"\n"
+    )
+}
+
+#[test]
+fn collection_patterns_are_checked_with_the_grammar_the_steps_match_with() {
+    let globs = r#"["logs_[0-9]*", "db?.c[!x]", "*", "analytics.*"]"#;
+    let c = load_text(&pattern_plan(globs), &no_env()).expect("every pattern is valid");
+    let StepKind::Backup(b) = &c.plan.steps[0].kind else {
+        panic!("first step is the backup")
+    };
+    let p: Vec<plan::Pattern> = b
+        .collections
+        .iter()
+        .map(|c| plan::Pattern::parse(c))
+        .collect();
+    assert!(p[0].matches("default", "logs_7_old") && !p[0].matches("default", "logs_x"));
+    assert!(p[1].matches("db1", "cy") && !p[1].matches("db1", "cx"));
+    assert!(p[2].matches("default", "anything") && !p[2].matches("other", "anything"));
+
+    for (bad, why) in [
+        ("logs_[0-9", "`[` without a closing `]`"),
+        ("!logs", "`!` only negates a class"),
+        ("c[z-a]", "`z-a` is not a range"),
+        ("c]", "`]` without an opening `[`"),
+    ] {
+        let err = load_text(&pattern_plan(&format!("[\"{bad}\"]")), &no_env()).unwrap_err();
+        let msgs: Vec<&str> = err.errors().iter().map(|e| e.message.as_str()).collect();
+        assert_eq!(
+            msgs.len(),
+            2,
+            "backup and restore each report `{bad}`: {msgs:?}"
+        );
+        for m in msgs {
+            assert!(
+                m.starts_with(&format!("bad collection `{bad}` in `steps.")),
+                "{m}"
+            );
+            assert!(m.contains(why), "{m}");
+        }
+    }
+}

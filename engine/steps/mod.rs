@@ -9,7 +9,6 @@ pub mod backup;
 pub mod copy;
 pub mod ctx;
 pub mod restore;
-pub mod select;
 pub mod verify;
 
 use crate::plan::StepKind;

@@ -4,9 +4,8 @@ use std::sync::Arc;
 
 use crate::format::meta::{self, BackupInfo, CollectionBackupInfo, PartitionBackupInfo};
 use crate::milvus::{IndexInfo, MilvusClient, PartitionInfo};
-use crate::plan::{BackupStep, Location};
+use crate::plan::{BackupStep, Location, Pattern};
 use crate::steps::ctx::{Result, StepCtx, fail};
-use crate::steps::select::{Pattern, glob};
 use crate::storage::Storage;
 
 /// The refusal both the preview and apply make: a backup that is not this run's own is never
@@ -57,7 +56,7 @@ pub async fn resolve(client: &MilvusClient, patterns: &[String]) -> Result<Vec<(
     for db in dbs {
         let wanted: Vec<&Pattern> = patterns
             .iter()
-            .filter(|p| glob(p.database(), &db))
+            .filter(|p| p.matches_database(&db))
             .collect();
         if wanted.is_empty() {
             continue;

@@ -6,9 +6,8 @@ use crate::format::meta::{self, BackupInfo, CollectionBackupInfo, CollectionSche
 use crate::milvus::MilvusClient;
 use crate::milvus::pb::common::{ConsistencyLevel, ImportState};
 use crate::milvus::pb::schema::DataType;
-use crate::plan::{OnConflict, RestoreStep};
+use crate::plan::{OnConflict, Pattern, RestoreStep};
 use crate::steps::ctx::{Result, StepCtx, fail, to_json};
-use crate::steps::select::Pattern;
 
 /// How a backup is restored, from its format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
