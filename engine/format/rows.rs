@@ -69,8 +69,6 @@ impl From<&Key> for Pk {
     }
 }
 
-/// One column of the Parquet files: a user field, or `$meta` for the dynamic field.
-
 /// A file name part for a partition or collection name that is safe in any store.
 pub fn safe(name: &str) -> String {
     if name.is_empty() {

@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
-use super::common::{backup_info, preview_info, start};
-use crate::format::meta::{self, BackupInfo, Binlog, CollectionBackupInfo, FieldBinlog, IndexInfo};
-use crate::format::meta::{PartitionBackupInfo, SegmentBackupInfo};
+use super::common::{backup_info, collection_info, preview_info, start};
+use crate::format::meta::SegmentBackupInfo;
+use crate::format::meta::{BackupInfo, Binlog, CollectionBackupInfo, FieldBinlog};
 use crate::milvus::MilvusClient;
 use crate::plan::{BackupStep, Location};
 use crate::steps::ctx::{Look, Resources, Result, StepCtx, StepError, StepPreview, fail};
@@ -235,15 +235,7 @@ async fn snapshot(
     let row_count = client.query_count(name, &[], "").await.ok();
 
     let mut objects = Vec::new();
-    let mut parts: Vec<PartitionBackupInfo> = partitions
-        .iter()
-        .map(|p| PartitionBackupInfo {
-            partition_id: p.id,
-            partition_name: p.name.clone(),
-            collection_id: desc.collection_id,
-            ..Default::default()
-        })
-        .collect();
+    let mut parts = collection_info(db, name, &desc, &partitions, &[], None).partition_backups;
     for seg in &segments {
         let mut s = SegmentBackupInfo {
             segment_id: seg.id,
@@ -345,37 +337,9 @@ async fn snapshot(
         }
     }
     let size = parts.iter().map(|p| p.size).sum();
-    let info = CollectionBackupInfo {
-        id: format!("{}", desc.collection_id),
-        collection_id: desc.collection_id,
-        db_name: db.to_string(),
-        collection_name: name.to_string(),
-        schema: (&desc.schema).into(),
-        shards_num: desc.shards_num,
-        consistency_level: desc.consistency_level as i32,
-        partition_backups: parts,
-        backup_timestamp: crate::checkpoint::now() * 1000,
-        size,
-        has_index: !indexes.is_empty(),
-        index_infos: indexes
-            .iter()
-            .map(|i| IndexInfo {
-                field_name: i.field_name.clone(),
-                index_name: i.index_name.clone(),
-                index_type: i
-                    .params
-                    .iter()
-                    .find(|(k, _)| k == "index_type")
-                    .map(|(_, v)| v.clone())
-                    .unwrap_or_default(),
-                params: i.params.iter().cloned().collect(),
-            })
-            .collect(),
-        load_state: String::new(),
-        properties: meta::kv_from_pairs(&desc.properties),
-        aliases: desc.aliases.clone(),
-        planrun_row_count: row_count,
-    };
+    let mut info = collection_info(db, name, &desc, &partitions, &indexes, row_count);
+    info.partition_backups = parts;
+    info.size = size;
     Ok(Snapshot { info, objects })
 }
 

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::format::meta::{self, BackupInfo, CollectionBackupInfo, PartitionBackupInfo};
-use crate::milvus::{IndexInfo, MilvusClient, PartitionInfo};
+use crate::milvus::{CollectionInfo, IndexInfo, MilvusClient, PartitionInfo};
 use crate::plan::{BackupStep, Location, Pattern};
 use crate::steps::ctx::{Result, StepCtx, fail};
 use crate::storage::Storage;
@@ -148,5 +148,55 @@ pub(super) fn preview_info(
         schema: schema.unwrap_or_default(),
         planrun_row_count: rows,
         ..Default::default()
+    }
+}
+
+/// A collection's meta as both modes record it: schema, partitions (without segments),
+/// indexes with their build params, properties and aliases.
+pub(super) fn collection_info(
+    db: &str,
+    name: &str,
+    desc: &CollectionInfo,
+    partitions: &[PartitionInfo],
+    indexes: &[IndexInfo],
+    rows: Option<u64>,
+) -> CollectionBackupInfo {
+    CollectionBackupInfo {
+        id: desc.collection_id.to_string(),
+        collection_id: desc.collection_id,
+        db_name: db.to_string(),
+        collection_name: name.to_string(),
+        schema: (&desc.schema).into(),
+        shards_num: desc.shards_num,
+        consistency_level: desc.consistency_level as i32,
+        partition_backups: partitions
+            .iter()
+            .map(|p| PartitionBackupInfo {
+                partition_id: p.id,
+                partition_name: p.name.clone(),
+                collection_id: desc.collection_id,
+                ..Default::default()
+            })
+            .collect(),
+        backup_timestamp: crate::checkpoint::now() * 1000,
+        size: 0,
+        has_index: !indexes.is_empty(),
+        index_infos: indexes
+            .iter()
+            .map(|i| {
+                let params: std::collections::BTreeMap<String, String> =
+                    i.params.iter().cloned().collect();
+                meta::IndexInfo {
+                    field_name: i.field_name.clone(),
+                    index_name: i.index_name.clone(),
+                    index_type: params.get("index_type").cloned().unwrap_or_default(),
+                    params,
+                }
+            })
+            .collect(),
+        load_state: String::new(),
+        properties: meta::kv_from_pairs(&desc.properties),
+        aliases: desc.aliases.clone(),
+        planrun_row_count: rows,
     }
 }

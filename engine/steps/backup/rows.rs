@@ -9,15 +9,13 @@ use std::sync::Arc;
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
-use super::common::{backup_info, preview_info, start};
+use super::common::{backup_info, collection_info, preview_info, start};
 use crate::checkpoint::TaskState;
 use crate::codec::{
     self,
     arrow::{Col, columns, page_to_batch, to_parquet},
 };
-use crate::format::meta::{
-    self, BackupInfo, CollectionBackupInfo, CollectionSchema, PartitionBackupInfo,
-};
+use crate::format::meta::{BackupInfo, CollectionBackupInfo, CollectionSchema};
 use crate::format::rows::{self, RowsCollection, RowsFile, RowsMeta, RowsPartition, safe};
 use crate::milvus::{MilvusClient, Pk};
 use crate::plan::BackupStep;
@@ -261,44 +259,7 @@ async fn backup_collection(
         parts.push(RowsPartition { name: unit, files });
     }
     ctx.events.phase(&ctx.step, name, "read", started);
-    let info = CollectionBackupInfo {
-        id: String::new(),
-        collection_id: desc.collection_id,
-        db_name: db.to_string(),
-        collection_name: name.to_string(),
-        schema,
-        shards_num: desc.shards_num,
-        consistency_level: desc.consistency_level as i32,
-        partition_backups: partitions
-            .iter()
-            .map(|p| PartitionBackupInfo {
-                partition_id: p.id,
-                partition_name: p.name.clone(),
-                collection_id: desc.collection_id,
-                ..Default::default()
-            })
-            .collect(),
-        backup_timestamp: crate::checkpoint::now() * 1000,
-        size: 0,
-        has_index: !indexes.is_empty(),
-        index_infos: indexes
-            .iter()
-            .map(|i| {
-                let params: std::collections::BTreeMap<String, String> =
-                    i.params.iter().cloned().collect();
-                meta::IndexInfo {
-                    field_name: i.field_name.clone(),
-                    index_name: i.index_name.clone(),
-                    index_type: params.get("index_type").cloned().unwrap_or_default(),
-                    params,
-                }
-            })
-            .collect(),
-        load_state: String::new(),
-        properties: meta::kv_from_pairs(&desc.properties),
-        aliases: desc.aliases.clone(),
-        planrun_row_count: Some(total),
-    };
+    let info = collection_info(db, name, &desc, &partitions, &indexes, Some(total));
     Ok((
         info,
         RowsCollection {

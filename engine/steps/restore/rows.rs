@@ -199,7 +199,7 @@ async fn restore_collection(
         info.collection_name,
         rc.partitions.len()
     );
-    ctx.set(&key, TaskState::Done(to_json(&line))).await?;
+    ctx.set(key, TaskState::Done(to_json(&line))).await?;
     Ok(line)
 }
 
