@@ -212,6 +212,29 @@ def s3_clean(a):
     print(json.dumps({"bucket": a.bucket, "prefix": a.prefix, "deleted": n}))
 
 
+def state(a):
+    """Prints the collection's load state and flushed row count as JSON."""
+    c = client(a.uri, a.token)
+    c.flush(a.collection)  # rows inserted by a restore count once flushed
+    st = c.get_load_state(a.collection)["state"]
+    rows = c.get_collection_stats(a.collection).get("row_count")
+    cid = c.describe_collection(a.collection).get("collection_id")
+    print(json.dumps({"collection": a.collection, "id": cid, "loaded": str(st).endswith("Loaded"),
+                      "state": str(st), "flushed_rows": rows}))
+
+
+def release(a):
+    client(a.uri, a.token).release_collection(a.collection)
+
+
+def s3_put(a):
+    s3(a).put_object(Bucket=a.bucket, Key=a.key, Body=sys.stdin.buffer.read())
+
+
+def s3_get(a):
+    sys.stdout.buffer.write(s3(a).get_object(Bucket=a.bucket, Key=a.key)["Body"].read())
+
+
 def main():
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `dump | head` ends quietly
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -246,6 +269,18 @@ def main():
     sp = sub.add_parser("drop"); common(sp)
     sp.add_argument("collections", nargs="+")
     sp = sub.add_parser("dump-names"); common(sp)
+    sp = sub.add_parser("state"); common(sp)
+    sp.add_argument("collection")
+    sp = sub.add_parser("release"); common(sp)
+    sp.add_argument("collection")
+    sp = sub.add_parser("s3-put", help="store stdin as an object")
+    sp.add_argument("--endpoint", default="http://127.0.0.1:9000")
+    sp.add_argument("--bucket", required=True)
+    sp.add_argument("--key", required=True)
+    sp = sub.add_parser("s3-get")
+    sp.add_argument("--endpoint", default="http://127.0.0.1:9000")
+    sp.add_argument("--bucket", required=True)
+    sp.add_argument("--key", required=True)
     sp = sub.add_parser("s3-list")
     sp.add_argument("--endpoint", default="http://127.0.0.1:9000")
     sp.add_argument("--bucket", required=True)
@@ -255,7 +290,8 @@ def main():
     sp.add_argument("--prefix", required=True)
     a = p.parse_args()
     {"seed": seed, "dump": dump, "compare": compare, "drop": drop, "dump-names": dump_names,
-     "s3-list": s3_list, "s3-clean": s3_clean}[a.cmd](a)
+     "s3-list": s3_list, "s3-clean": s3_clean, "state": state, "release": release,
+     "s3-get": s3_get, "s3-put": s3_put}[a.cmd](a)
 
 
 if __name__ == "__main__":

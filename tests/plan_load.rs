@@ -43,7 +43,7 @@ fn migrate_plan_compiles_to_three_ordered_steps() {
     };
     assert_eq!(r.naming, Naming::Suffix("_bak".into()));
     assert_eq!(r.on_conflict, OnConflict::Fail);
-    assert!(r.indexes && r.load);
+    assert!(r.indexes && r.load.is_none());
     let a = &c.plan.instances["milvus_a"];
     assert_eq!(a.management.as_deref(), Some("http://127.0.0.1:9091"));
     assert_eq!(a.data.as_ref().unwrap().to_string(), "bucket_a:files");

@@ -155,7 +155,9 @@ fn seed(coll: &str, extra: &[&str]) {
 
 fn exists_on(uri: &str, token: &str, coll: &str) -> bool {
     let names = ok(data(&["dump-names", "--uri", uri, "--token", token]));
-    names.lines().any(|l| l.trim() == coll)
+    names
+        .lines()
+        .any(|l| l.split_whitespace().next() == Some(coll))
 }
 
 fn clean(colls: &[&str], backup: &str) {
@@ -239,7 +241,8 @@ fn an_unloadable_collection_is_refused_before_anything_is_created() {
     let coll = support::unique("pa_noidx");
     let (bk, bk_rows) = (support::unique("bk"), support::unique("bk"));
     seed(&coll, &["--no-index"]);
-    // Binlog mode: the backup works, the restore could not load the copy.
+    // Binlog mode with `load = true`: the backup works, the restore could not load the copy.
+    // (Left out, `load` follows the source: see `isolation::an_unindexed_collection_*`.)
     let o = preview_then_apply(&format!(
         r#"
 [steps.backup]
@@ -253,6 +256,7 @@ type = "restore"
 instance = "milvus_b"
 from = "bucket_b:backup/{bk}"
 suffix = "_bak"
+load = true
 "#
     ));
     let c = o.agree("restore");

@@ -4,6 +4,7 @@ mod apply_local;
 mod bench_smoke;
 mod cli;
 mod e2e;
+mod isolation;
 mod milvus;
 mod plan_load;
 mod preview_apply;

@@ -54,7 +54,8 @@ pub fn plan(path: &Path, json: bool, detailed: bool) -> Result<ExitCode, Failure
         render(&p)
     };
     write!(out, "{}", compiled.plan.redact(&text))?;
-    if p.summary.conflicts > 0 && detailed {
+    // Conflicts stop apply: the dry run fails too (as Terraform's plan does on errors).
+    if p.summary.conflicts > 0 {
         return Ok(ExitCode::from(1));
     }
     Ok(if detailed && p.summary.steps_to_run > 0 {
@@ -162,6 +163,7 @@ fn apply_compiled(compiled: &Compiled, args: &ApplyArgs) -> Result<ExitCode, Fai
         )?;
         return Ok(ExitCode::SUCCESS);
     }
+    write!(err, "{}", report.unit_table())?;
     let done = report.steps.values().filter(|s| s.state == "done").count();
     let total = compiled.plan.steps.len();
     let secs = started.elapsed().as_secs_f64();

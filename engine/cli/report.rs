@@ -31,6 +31,8 @@ pub struct StepTotals {
 
 pub struct Report {
     pub steps: BTreeMap<String, StepTotals>,
+    /// Per step, every collection that finished (`None`) or failed (`Some(why)`), in order.
+    pub units: BTreeMap<String, Vec<(String, Option<String>)>>,
     pub outcome: Option<Outcome>,
     pub events: Vec<Event>,
 }
@@ -52,6 +54,7 @@ pub async fn render(mut rx: mpsc::UnboundedReceiver<Event>, style: Style) -> Rep
     let mut last_line: BTreeMap<String, Instant> = BTreeMap::new();
     let mut report = Report {
         steps: BTreeMap::new(),
+        units: BTreeMap::new(),
         outcome: None,
         events: Vec::new(),
     };
@@ -178,6 +181,16 @@ pub async fn render(mut rx: mpsc::UnboundedReceiver<Event>, style: Style) -> Rep
                     line(format!("{step}: not run: {reason}"));
                 }
             }
+            Event::Unit { step, unit, error } => {
+                report
+                    .units
+                    .entry(step.clone())
+                    .or_default()
+                    .push((unit.clone(), error.clone()));
+                if let (Some(e), true) = (error, style != Style::Json) {
+                    line(format!("{step}: `{unit}` FAILED: {e}"));
+                }
+            }
             Event::RunFinished { outcome, .. } => report.outcome = Some(*outcome),
             _ => {}
         }
@@ -187,6 +200,26 @@ pub async fn render(mut rx: mpsc::UnboundedReceiver<Event>, style: Style) -> Rep
         pb.abandon();
     }
     report
+}
+
+impl Report {
+    /// The per-collection table of a run where some collections failed: every collection of
+    /// every step, done or failed with the reason. Empty when none failed.
+    pub fn unit_table(&self) -> String {
+        if !self.units.values().flatten().any(|(_, e)| e.is_some()) {
+            return String::new();
+        }
+        let mut out = String::from("\nCollections:\n");
+        for (step, units) in &self.units {
+            for (unit, error) in units {
+                match error {
+                    None => out += &format!("  {step:<12} {unit:<40} done\n"),
+                    Some(e) => out += &format!("  {step:<12} {unit:<40} FAILED: {e}\n"),
+                }
+            }
+        }
+        out
+    }
 }
 
 fn rate(bytes: u64, planned: u64, elapsed: Duration) -> String {

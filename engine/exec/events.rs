@@ -47,6 +47,12 @@ pub enum Event {
         step: String,
         message: String,
     },
+    /// One collection of a step finished (`error` is `None`) or failed; the others go on.
+    Unit {
+        step: String,
+        unit: String,
+        error: Option<String>,
+    },
     StepFinished {
         step: String,
         summary: String,
@@ -104,6 +110,12 @@ impl Events {
                 | Event::StepFinished { summary: m, .. }
                 | Event::StepFailed { error: m, .. }
                 | Event::StepSkipped { reason: m, .. } => *m = r(m),
+                Event::Unit { unit, error, .. } => {
+                    *unit = r(unit);
+                    if let Some(e) = error {
+                        *e = r(e);
+                    }
+                }
                 _ => {}
             }
         }
@@ -115,6 +127,15 @@ impl Events {
         self.send(Event::Info {
             step: step.to_string(),
             message: message.into(),
+        });
+    }
+
+    /// A collection of `step` finished, or failed with `error`.
+    pub fn unit(&self, step: &str, unit: &str, error: Option<&str>) {
+        self.send(Event::Unit {
+            step: step.to_string(),
+            unit: unit.to_string(),
+            error: error.map(str::to_string),
         });
     }
 

@@ -147,9 +147,12 @@ pub async fn apply(
         Done,
         Failed,
         Skipped,
+        /// Finished for some collections, failed for others (or ran on such a step's output):
+        /// what depends on it goes on with what it finished; it runs again with the next apply.
+        Partial,
     }
     let mut state: HashMap<String, St> = order.iter().map(|id| (id.clone(), St::Pending)).collect();
-    let mut set: JoinSet<(String, Result<String, StepError>)> = JoinSet::new();
+    let mut set: JoinSet<(String, Result<String, StepError>, bool)> = JoinSet::new();
     let mut stop = false;
     let mut interrupted = false;
     let mut failure: Option<String> = None;
@@ -179,9 +182,14 @@ pub async fn apply(
                 if set.len() >= limit {
                     break;
                 }
-                if state[id] != St::Pending || !deps[id].iter().all(|d| state[d] == St::Done) {
+                if state[id] != St::Pending
+                    || !deps[id]
+                        .iter()
+                        .all(|d| matches!(state[d], St::Done | St::Partial))
+                {
                     continue;
                 }
+                let partial_input = deps[id].iter().any(|d| state[d] == St::Partial);
                 let done_key = format!("{id}/@done");
                 if let Some(summary) = tasks.done::<String>(&done_key)? {
                     state.insert(id.clone(), St::Done);
@@ -210,6 +218,8 @@ pub async fn apply(
                     // Lazily recorded object copies reach the disk whatever the outcome.
                     let synced = ctx.tasks.sync().await;
                     let r = match r.and_then(|s| synced.map(|_| s).map_err(StepError::from)) {
+                        // Its input was partial: the next apply runs it again for what is added.
+                        Ok(summary) if partial_input => Ok(summary),
                         Ok(summary) => ctx
                             .tasks
                             .set(&done_key, &TaskState::Done(serde_json::json!(summary)))
@@ -218,7 +228,7 @@ pub async fn apply(
                             .map_err(StepError::from),
                         Err(e) => Err(e),
                     };
-                    (ctx.step, r)
+                    (ctx.step, r, partial_input)
                 });
             }
         }
@@ -228,13 +238,29 @@ pub async fn apply(
         tokio::select! {
             joined = set.join_next() => {
                 let Some(joined) = joined else { continue };
-                let (id, r) = joined.unwrap_or_else(|e| {
-                    (String::from("?"), Err(StepError::Failed(format!("step task panicked: {e}"))))
+                let (id, r, partial_input) = joined.unwrap_or_else(|e| {
+                    (String::from("?"), Err(StepError::Failed(format!("step task panicked: {e}"))), false)
                 });
                 match r {
+                    Ok(summary) if partial_input => {
+                        state.insert(id.clone(), St::Partial);
+                        events.send(Event::StepFinished {
+                            step: id,
+                            summary: format!(
+                                "{summary} (of what earlier steps finished; the rest follows with the next apply)"
+                            ),
+                        });
+                    }
                     Ok(summary) => {
                         state.insert(id.clone(), St::Done);
                         events.send(Event::StepFinished { step: id, summary });
+                    }
+                    Err(e @ StepError::Partial { .. }) => {
+                        // Some collections failed: the others' work goes on downstream.
+                        state.insert(id.clone(), St::Partial);
+                        let msg = e.to_string();
+                        failure.get_or_insert(format!("step `{id}`: {msg}"));
+                        events.send(Event::StepFailed { step: id, error: msg });
                     }
                     Err(StepError::Interrupted) => {
                         state.insert(id.clone(), St::Skipped);

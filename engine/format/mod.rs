@@ -1,6 +1,7 @@
 //! The backup on disk: milvus-backup's layout and JSON (`meta`), the rows format (`rows`), and
 //! reading and writing a backup's meta.
 
+pub mod check;
 pub mod meta;
 pub mod rows;
 

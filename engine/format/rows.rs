@@ -41,6 +41,12 @@ pub struct RowsFile {
     pub rows: u64,
     pub first: Key,
     pub last: Key,
+    /// Bytes of the file as written, for the check before a restore; absent in older backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// Hex MD5 of the file as written; absent in older backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub md5: Option<String>,
 }
 
 /// A primary key as it is stored in the meta and checkpoints (a number or a string).

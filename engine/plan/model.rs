@@ -32,6 +32,12 @@ pub struct Plan {
 pub struct Settings {
     /// How many steps run at once (default 4).
     pub concurrency: usize,
+    /// How many collections one step works on at once (default 4).
+    pub collections: usize,
+    /// How many imports may be in flight on one instance (default 4).
+    pub imports: usize,
+    /// How many object copies may be in flight in the whole run (default 32).
+    pub copies: usize,
     /// How many times a failed operation that may succeed later is retried (default 5).
     pub retries: u32,
     /// Where run state is kept (default `.planrun` next to the plan file); absolute.
@@ -186,7 +192,8 @@ pub struct RestoreStep {
     pub database: Option<String>,
     pub on_conflict: OnConflict,
     pub indexes: bool,
-    pub load: bool,
+    /// `None`: as the source was when backed up (loaded or released).
+    pub load: Option<bool>,
 }
 
 /// One collection of one instance, as a verify step names it.
@@ -261,6 +268,34 @@ impl OnConflict {
 }
 
 impl Plan {
+    /// The instance whose backup step's output ends up at `loc`, following copy steps.
+    pub fn backup_source(&self, loc: &Location) -> Option<String> {
+        self.backup_source_at(loc, self.steps.len())
+    }
+
+    /// The instance of the backup step whose output ends up at `loc`, following copies.
+    fn backup_source_at(&self, loc: &Location, depth: usize) -> Option<String> {
+        if depth == 0 {
+            return None;
+        }
+        self.steps.iter().find_map(|s| match &s.kind {
+            StepKind::Backup(b) if b.to.overlaps(loc) => Some(b.instance.clone()),
+            StepKind::Copy(c) if c.to.overlaps(loc) => {
+                let from = Location {
+                    bucket: c.from.bucket.clone(),
+                    path: if loc.path.len() > c.to.path.len() && loc.path.starts_with(&c.to.path) {
+                        c.from
+                            .join(loc.path[c.to.path.len()..].trim_start_matches('/'))
+                    } else {
+                        c.from.path.clone()
+                    },
+                };
+                self.backup_source_at(&from, depth - 1)
+            }
+            _ => None,
+        })
+    }
+
     /// The step with this id.
     pub fn step(&self, id: &str) -> Option<&Step> {
         self.steps.iter().find(|s| s.id == id)

@@ -116,6 +116,12 @@ enum StepSchema {
 pub struct RawSettings {
     /// How many steps may run at once. Default 4.
     pub concurrency: Option<Sp<u64>>,
+    /// How many collections one step works on at once (backup, restore, verify). Default 4.
+    pub collections: Option<Sp<u64>>,
+    /// How many imports may be in flight on one Milvus instance at once. Default 4.
+    pub imports: Option<Sp<u64>>,
+    /// How many object copies may be in flight at once, across steps and collections. Default 32.
+    pub copies: Option<Sp<u64>>,
     /// How many times an operation that may succeed later is retried. Default 5.
     pub retries: Option<Sp<u64>>,
     /// Where run state is kept, relative to the plan file. Default `.planrun`.
@@ -254,7 +260,8 @@ pub struct RawRestore {
     pub on_conflict: Option<Sp<RawOnConflict>>,
     /// Recreate indexes. Default true.
     pub indexes: Option<Sp<bool>>,
-    /// Load the collection after restoring. Default true.
+    /// Load the collection after restoring: `true`, `false`, or (by default) as the source
+    /// collection was when it was backed up.
     pub load: Option<Sp<bool>>,
 }
 

@@ -10,6 +10,36 @@ use crate::plan::{BucketKind, CopyStep};
 use crate::storage::{self, ObjectMeta, Storage};
 use crate::text::human_bytes;
 
+/// The refusal both the preview and apply make of a damaged backup: when `from` holds a backup,
+/// every file is checked against its meta (present, size, MD5) before anything is copied, so a
+/// damaged backup never travels on as if it were whole.
+async fn damaged_backup(src: &dyn Storage, step: &CopyStep) -> Result<Option<String>> {
+    let Some(backup) = crate::format::read_meta(src, &step.from).await? else {
+        return Ok(None);
+    };
+    let rows = if backup.format == crate::format::rows::FORMAT {
+        Some(crate::format::read_rows_meta(src, &step.from).await?)
+    } else {
+        None
+    };
+    let damage =
+        crate::format::check::verify_backup(src, &step.from, &backup, rows.as_ref()).await?;
+    if damage.is_empty() {
+        return Ok(None);
+    }
+    let shown: Vec<String> = damage.iter().take(5).map(|d| d.to_string()).collect();
+    Ok(Some(format!(
+        "the backup at `{}` does not match its meta, so it is not copied: {}{}",
+        step.from,
+        shown.join("; "),
+        if damage.len() > 5 {
+            format!(" (and {} more files)", damage.len() - 5)
+        } else {
+            String::new()
+        }
+    )))
+}
+
 /// The refusal both the preview and apply make: there is nothing to copy.
 fn empty_source(step: &CopyStep) -> String {
     format!(
@@ -27,6 +57,9 @@ pub async fn run(ctx: &StepCtx, step: &CopyStep) -> Result<String> {
     let objects: Vec<ObjectMeta> = src.list(&prefix).try_collect().await?;
     if objects.is_empty() {
         return fail(empty_source(step));
+    }
+    if let Some(why) = damaged_backup(src.as_ref(), step).await? {
+        return fail(why);
     }
     let total: u64 = objects.iter().map(|o| o.size).sum();
     ctx.events.planned(&ctx.step, objects.len() as u64, total);
@@ -48,6 +81,7 @@ pub async fn run(ctx: &StepCtx, step: &CopyStep) -> Result<String> {
                         {
                             return Ok(Outcome::Present);
                         }
+                        let _slot = ctx.res.copies.acquire().await.expect("never closed");
                         let r = storage::copy_listed(src.as_ref(), o, dst.as_ref(), &to, &|_| {})
                             .await?;
                         Ok(if r.server_side {
@@ -197,6 +231,12 @@ pub async fn preview(look: &mut Look<'_>, step: &CopyStep, p: &mut StepPreview) 
             ));
             if objects.is_empty() {
                 p.conflict(empty_source(step));
+            } else if let Ok(src) = look.res.storage(&step.from.bucket).await {
+                match damaged_backup(src.as_ref(), step).await {
+                    Ok(Some(why)) => p.conflict(why),
+                    Ok(None) => {}
+                    Err(e) => p.conflict(e),
+                }
             }
             if let Some(up) = up {
                 look.produced.insert(step.to.to_string(), up);

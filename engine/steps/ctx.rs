@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Serialize, de::DeserializeOwned};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{CheckpointError, TaskState, Tasks};
@@ -33,6 +33,12 @@ pub enum StepError {
     Failed(String),
     #[error("interrupted")]
     Interrupted,
+    /// Some collections failed, the others finished: what depends on the finished ones may go on.
+    #[error("{} of the step's collections failed: {}", failed.len(), failed.iter().map(|(u, why)| format!("`{u}`: {why}")).collect::<Vec<_>>().join("; "))]
+    Partial {
+        summary: String,
+        failed: Vec<(String, String)>,
+    },
 }
 
 impl StepError {
@@ -68,15 +74,29 @@ pub struct Resources {
     pub plan: Arc<Plan>,
     milvus: Mutex<HashMap<String, MilvusClient>>,
     storage: Mutex<HashMap<String, Arc<dyn Storage>>>,
+    /// Object copies in flight in the whole run (`settings.copies`).
+    pub copies: Arc<Semaphore>,
+    /// Imports in flight per instance (`settings.imports`).
+    imports: std::sync::Mutex<HashMap<String, Arc<Semaphore>>>,
 }
 
 impl Resources {
     pub fn new(plan: Arc<Plan>) -> Resources {
         Resources {
-            plan,
             milvus: Mutex::new(HashMap::new()),
             storage: Mutex::new(HashMap::new()),
+            copies: Arc::new(Semaphore::new(plan.settings.copies.max(1))),
+            imports: std::sync::Mutex::new(HashMap::new()),
+            plan,
         }
+    }
+
+    /// The import slots of one instance: held while an import of it runs.
+    pub fn imports(&self, instance: &str) -> Arc<Semaphore> {
+        let mut map = self.imports.lock().expect("not poisoned");
+        map.entry(instance.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.plan.settings.imports.max(1))))
+            .clone()
     }
 
     pub fn milvus_config(&self, id: &str) -> MilvusConfig {
@@ -185,6 +205,77 @@ impl StepCtx {
         self.res.plan.settings.concurrency.max(1)
     }
 
+    /// Loads a source collection to read it. When it was released, planrun records (before
+    /// loading) that it loaded it, so [`StepCtx::release_read`] releases it again, even after a
+    /// crash in between. Returns whether the collection was loaded before planrun touched it.
+    pub async fn load_to_read(&self, c: &MilvusClient, coll: &str, task: &str) -> Result<bool> {
+        use crate::milvus::pb::common::LoadState;
+        let ours = self.state(task)?.is_some();
+        let loaded = c.get_load_state(coll).await? == LoadState::Loaded;
+        if !loaded && !ours {
+            self.set(task, TaskState::Intent(to_json(&coll))).await?;
+        }
+        ensure_loaded(c, coll).await?;
+        Ok(loaded && !ours)
+    }
+
+    /// Releases what [`StepCtx::load_to_read`] loaded: the source ends as it was.
+    pub async fn release_read(&self, c: &MilvusClient, coll: &str, task: &str) -> Result<()> {
+        if let Some(TaskState::Intent(_)) = self.state(task)? {
+            c.release_collection(coll).await?;
+            self.set(task, TaskState::Done(to_json(&true))).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs `work` for every collection of the step, `settings.collections` at a time. Each
+    /// collection is its own unit: a failure is reported for it (a `unit` event) and the others
+    /// go on. Only an interruption or a broken state dir stops them all. Returns the results of
+    /// the units that finished, in the order given, and the failures.
+    pub async fn each<T, R, F, Fut>(
+        &self,
+        units: Vec<T>,
+        name: impl Fn(&T) -> String,
+        work: F,
+    ) -> Result<Units<R>>
+    where
+        F: Fn(T) -> Fut,
+        Fut: Future<Output = Result<R>>,
+    {
+        use futures::StreamExt;
+        let n = self.res.plan.settings.collections.max(1);
+        let work = &work;
+        let mut results: Vec<(usize, String, Result<R>)> =
+            futures::stream::iter(units.into_iter().enumerate())
+                .map(|(i, u)| {
+                    let unit = name(&u);
+                    async move { (i, unit, work(u).await) }
+                })
+                .buffer_unordered(n)
+                .collect()
+                .await;
+        results.sort_by_key(|(i, _, _)| *i);
+        let mut out = Units {
+            done: Vec::new(),
+            failed: Vec::new(),
+        };
+        for (_, unit, r) in results {
+            match r {
+                Ok(v) => {
+                    self.events.unit(&self.step, &unit, None);
+                    out.done.push(v);
+                }
+                Err(e @ (StepError::Interrupted | StepError::Checkpoint(_))) => return Err(e),
+                Err(e) => {
+                    let why = e.to_string();
+                    self.events.unit(&self.step, &unit, Some(&why));
+                    out.failed.push((unit, why));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     fn key(&self, task: &str) -> String {
         format!("{}/{task}", self.step)
     }
@@ -271,6 +362,28 @@ impl StepCtx {
                 }
                 other => return other,
             }
+        }
+    }
+}
+
+/// What a step's units of work came to.
+pub struct Units<R> {
+    pub done: Vec<R>,
+    /// (collection, why) of every unit that failed.
+    pub failed: Vec<(String, String)>,
+}
+
+impl<R> Units<R> {
+    /// `Ok(summary)` when every unit finished; otherwise the step is partial: what finished is
+    /// kept (and recorded), the next apply retries only the failed units.
+    pub fn finish(self, summary: String) -> Result<String> {
+        if self.failed.is_empty() {
+            Ok(summary)
+        } else {
+            Err(StepError::Partial {
+                summary,
+                failed: self.failed,
+            })
         }
     }
 }

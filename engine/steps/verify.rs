@@ -16,7 +16,7 @@ use crate::codec::{self, digest::hash_rows};
 use crate::format::meta::{self, CollectionSchema};
 use crate::milvus::pb::common::LoadState;
 use crate::milvus::{MilvusClient, Pk};
-use crate::plan::{CollectionRef, DEFAULT_DATABASE, Location, Plan, StepKind, VerifyStep};
+use crate::plan::{CollectionRef, DEFAULT_DATABASE, Plan, StepKind, VerifyStep};
 
 /// How many example keys of each kind a mismatch reports.
 const EXAMPLES: usize = 5;
@@ -59,15 +59,40 @@ pub async fn run(ctx: &StepCtx, step: &VerifyStep) -> Result<String> {
         }
         VerifyStep::Restore(id) => pairs_of_restore(ctx, id).await?,
     };
-    let mut lines = Vec::new();
-    let mut problems = Vec::new();
-    for (source, target) in &pairs {
-        ctx.check_cancel()?;
+    let n = pairs.len();
+    let units = ctx
+        .each(
+            pairs,
+            |(_, t)| t.to_string(),
+            |(source, target)| async move {
+                ctx.check_cancel()?;
+                compare_pair(ctx, &source, &target).await
+            },
+        )
+        .await?;
+    if !units.failed.is_empty() {
+        return fail(format!(
+            "verification failed ({} of {n} collection(s) differ):\n{}",
+            units.failed.len(),
+            units
+                .failed
+                .into_iter()
+                .map(|(_, why)| why)
+                .collect::<Vec<_>>()
+                .join("\n")
+        ));
+    }
+    Ok(units.done.join("; "))
+}
+
+/// Compares one pair; a copy that differs is an error naming the differences. What verify
+/// loaded to read is released again, whatever the outcome.
+async fn compare_pair(ctx: &StepCtx, source: &Side, target: &Side) -> Result<String> {
+    {
         // Only a success is recorded: a failed comparison is made again on the next apply.
         let key = format!("pair/{target}");
         if let Some(line) = ctx.done::<String>(&key)? {
-            lines.push(line);
-            continue;
+            return Ok(line);
         }
         let src = ctx
             .res
@@ -79,30 +104,26 @@ pub async fn run(ctx: &StepCtx, step: &VerifyStep) -> Result<String> {
             .milvus(&target.instance)
             .await?
             .with_database(&target.database);
-        let report = compare(ctx, &src, source, &dst, target).await?;
+        let compared = compare(ctx, &src, source, &dst, target).await;
+        ctx.release_read(&src, &source.collection, &loaded_key(source))
+            .await?;
+        ctx.release_read(&dst, &target.collection, &loaded_key(target))
+            .await?;
+        let report = compared?;
         if report.differences.is_empty() {
             let line = format!(
                 "`{target}` equals `{source}`: {} rows in {} partitions, digest {:032x}",
                 report.rows, report.partitions, report.digest
             );
             ctx.set(&key, TaskState::Done(to_json(&line))).await?;
-            lines.push(line);
+            Ok(line)
         } else {
-            problems.push(format!(
+            fail(format!(
                 "`{target}` differs from `{source}`:\n  - {}",
                 report.differences.join("\n  - ")
-            ));
+            ))
         }
     }
-    if !problems.is_empty() {
-        return fail(format!(
-            "verification failed ({} of {} collection(s) differ):\n{}",
-            problems.len(),
-            pairs.len(),
-            problems.join("\n")
-        ));
-    }
-    Ok(lines.join("; "))
 }
 
 /// The (source, target) pairs of every collection a restore step restores. The source instance
@@ -112,7 +133,7 @@ pub async fn pairs_of_restore(ctx: &StepCtx, id: &str) -> Result<Vec<(Side, Side
     let Some(StepKind::Restore(r)) = plan.step(id).map(|s| &s.kind) else {
         return fail(format!("step `{id}` is not a restore step"));
     };
-    let Some(source_instance) = backup_instance(plan, &r.from, plan.steps.len()) else {
+    let Some(source_instance) = plan.backup_source(&r.from) else {
         return fail(format!(
             "cannot tell which instance the backup at `{}` (restored by `{id}`) was taken from: \
              no backup step of this plan writes it. Name the collections with `source` and \
@@ -158,29 +179,6 @@ pub async fn pairs_of_restore(ctx: &StepCtx, id: &str) -> Result<Vec<(Side, Side
     Ok(out)
 }
 
-/// The instance of the backup step whose output ends up at `loc`, following copies.
-fn backup_instance(plan: &Plan, loc: &Location, depth: usize) -> Option<String> {
-    if depth == 0 {
-        return None;
-    }
-    plan.steps.iter().find_map(|s| match &s.kind {
-        StepKind::Backup(b) if b.to.overlaps(loc) => Some(b.instance.clone()),
-        StepKind::Copy(c) if c.to.overlaps(loc) => {
-            let from = Location {
-                bucket: c.from.bucket.clone(),
-                path: if loc.path.len() > c.to.path.len() && loc.path.starts_with(&c.to.path) {
-                    c.from
-                        .join(loc.path[c.to.path.len()..].trim_start_matches('/'))
-                } else {
-                    c.from.path.clone()
-                },
-            };
-            backup_instance(plan, &from, depth - 1)
-        }
-        _ => None,
-    })
-}
-
 /// What a comparison found.
 #[derive(Debug, Default)]
 pub struct Report {
@@ -190,6 +188,11 @@ pub struct Report {
     pub digest: u128,
     /// One line per difference; empty when the copy is equal.
     pub differences: Vec<String>,
+}
+
+/// The task that records that verify loaded `side` (released again after the comparison).
+fn loaded_key(side: &Side) -> String {
+    format!("loaded/{side}")
 }
 
 async fn ensure_loaded(ctx: &StepCtx, c: &MilvusClient, side: &Side) -> Result<()> {
@@ -202,7 +205,9 @@ async fn ensure_loaded(ctx: &StepCtx, c: &MilvusClient, side: &Side) -> Result<(
             // Queries on Milvus 2.3 need the collection in memory.
             ctx.events
                 .info(&ctx.step, format!("loading `{side}` to read its rows"));
-            super::ctx::ensure_loaded(c, &side.collection).await
+            ctx.load_to_read(c, &side.collection, &loaded_key(side))
+                .await
+                .map(|_| ())
         }
     }
 }

@@ -29,6 +29,24 @@ impl MilvusClient {
         Ok(())
     }
 
+    /// Releases the collection from memory (what planrun loaded on a source only to read it).
+    pub async fn release_collection(&self, collection: &str) -> Result<(), MilvusError> {
+        let req = m::ReleaseCollectionRequest {
+            base: None,
+            db_name: self.db.clone(),
+            collection_name: collection.to_string(),
+        };
+        self.call(
+            "ReleaseCollection",
+            Some(collection),
+            Repeat::Always,
+            req,
+            |mut c, r| async move { c.release_collection(r).await },
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Load progress in percent.
     pub async fn get_loading_progress(&self, collection: &str) -> Result<i64, MilvusError> {
         let req = m::GetLoadingProgressRequest {

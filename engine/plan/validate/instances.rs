@@ -65,8 +65,17 @@ fn milvus(cx: &mut Ctx, id: &str, m: &RawMilvus) -> Instance {
             }
             v
         }
-        // Milvus serves its management API on 9091 of the same host by default.
-        None => host.map(|h| format!("http://{h}:9091")),
+        // Milvus serves its management API on 9091 of the same host when its proxy is on the
+        // default 19530. For any other port (a second instance on the host) 9091 may be another
+        // instance's, whose GC a backup would pause instead: no guess, the preview says so.
+        None => {
+            let port = uri
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.trim_end_matches('/').parse::<u16>().ok());
+            host.filter(|_| port.is_none_or(|p| p == 19530))
+                .map(|h| format!("http://{h}:9091"))
+        }
     };
     Instance {
         id: id.to_string(),

@@ -120,6 +120,9 @@ fn var_value(
 pub(super) fn settings(cx: &mut Ctx, raw: &Option<RawSettings>) -> Settings {
     let mut settings = Settings {
         concurrency: 4,
+        collections: 4,
+        imports: 4,
+        copies: 32,
         retries: 5,
         state_dir: cx.dir.join(".planrun"),
     };
@@ -135,6 +138,22 @@ pub(super) fn settings(cx: &mut Ctx, raw: &Option<RawSettings>) -> Settings {
         4,
     ) {
         settings.concurrency = c as usize;
+    }
+    for (value, key, default, slot) in [
+        (&s.collections, "collections", 4, &mut settings.collections),
+        (&s.imports, "imports", 4, &mut settings.imports),
+        (&s.copies, "copies", 32, &mut settings.copies),
+    ] {
+        if let Some(c) = in_range(
+            cx.diags,
+            value,
+            1..=1024,
+            key,
+            "between 1 and 1024",
+            default,
+        ) {
+            *slot = c as usize;
+        }
     }
     if let Some(r) = in_range(cx.diags, &s.retries, 0..=100, "retries", "at most 100", 5) {
         settings.retries = r as u32;

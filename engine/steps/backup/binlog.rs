@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
-use super::common::{backup_info, collection_info, preview_info, start};
+use super::common::{backup_info, collection_info, load_state_name, preview_info, start};
 use crate::format::meta::SegmentBackupInfo;
 use crate::format::meta::{BackupInfo, Binlog, CollectionBackupInfo, FieldBinlog};
 use crate::milvus::MilvusClient;
@@ -84,22 +84,26 @@ pub async fn run(ctx: &StepCtx, step: &BackupStep) -> Result<String> {
         }
     }
 
-    let result = async {
-        let mut infos = Vec::new();
-        for (db, name) in &collections {
-            ctx.check_cancel()?;
-            let info =
-                backup_collection(ctx, &client, &data, &src, &dst, &step.to, db, name).await?;
-            infos.push(info);
-        }
-        Ok::<_, StepError>(infos)
-    }
-    .await;
+    let (client_ref, data_ref, src_ref, dst_ref) = (&client, &data, &src, &dst);
+    let result = ctx
+        .each(
+            collections.clone(),
+            |(db, name)| format!("{db}.{name}"),
+            |(db, name)| async move {
+                ctx.check_cancel()?;
+                backup_collection(
+                    ctx, client_ref, data_ref, src_ref, dst_ref, &step.to, &db, &name,
+                )
+                .await
+            },
+        )
+        .await;
 
     if let Some(url) = &gc {
         let _ = crate::milvus::resume_gc(url).await;
     }
-    let infos = result?;
+    let units = result?;
+    let infos = units.done.clone();
 
     let files: u64 = infos
         .iter()
@@ -110,14 +114,14 @@ pub async fn run(ctx: &StepCtx, step: &BackupStep) -> Result<String> {
     let rows: u64 = infos.iter().filter_map(|c| c.planrun_row_count).sum();
     let backup = backup_info(ctx, step, &client, infos, "", files);
     let size = backup.size;
-    ctx.once("meta", || async {
-        crate::format::write_meta(dst.as_ref(), &step.to, &backup, None).await?;
-        Ok(true)
+    // Written at every end of the step, not once: a retried collection joins the meta.
+    ctx.retry("backup meta", || async {
+        Ok(crate::format::write_meta(dst.as_ref(), &step.to, &backup, None).await?)
     })
     .await?;
-    Ok(format!(
+    units.finish(format!(
         "{} collection(s), {} rows, {files} files, {} into {}",
-        collections.len(),
+        backup.collection_backups.len(),
         rows,
         human_bytes(size as u64),
         step.to
@@ -161,6 +165,7 @@ async fn backup_collection(
             async move {
                 let (md5, _cached): (Option<String>, bool) = ctx
                     .once_lazy(&task, || async {
+                        let _slot = ctx.res.copies.acquire().await.expect("never closed");
                         let report = storage::copy_object(
                             src.as_ref(),
                             &o.key,
@@ -338,8 +343,15 @@ async fn snapshot(
     }
     let size = parts.iter().map(|p| p.size).sum();
     let mut info = collection_info(db, name, &desc, &partitions, &indexes, row_count);
+    info.load_state = load_state_name(
+        client.get_load_state(name).await? == crate::milvus::pb::common::LoadState::Loaded,
+    );
     info.partition_backups = parts;
     info.size = size;
+    // A segment whose field binlogs are incomplete (compaction or GC raced the backup, or an
+    // object went missing) is refused before the snapshot is recorded: that collection fails,
+    // and the next apply takes a fresh snapshot of it.
+    crate::format::check::check_collection(&info).map_err(StepError::Failed)?;
     Ok(Snapshot { info, objects })
 }
 
@@ -365,6 +377,18 @@ pub(super) async fn preview(
             return None;
         }
     };
+    p.changes.push(match &look.res.plan.instances[&step.instance].management {
+        Some(url) => format!(
+            "~ garbage collection of `{}` paused through {url} while its binlogs are copied",
+            step.instance
+        ),
+        None => format!(
+            "! garbage collection of `{}` is not paused (no `management` address and its uri is \
+             not on the default port 19530); set `management` so compaction cannot remove \
+             binlogs mid-copy",
+            step.instance
+        ),
+    });
     let mut info = BackupInfo::default();
     for (db, name) in selected {
         let c = client.with_database(db);
@@ -406,9 +430,20 @@ pub(super) async fn preview(
             human_bytes(bytes)
         ));
         let indexes = c.describe_index(name).await.unwrap_or_default();
+        let loaded = matches!(
+            c.get_load_state(name).await,
+            Ok(crate::milvus::pb::common::LoadState::Loaded)
+        );
         let schema = desc.as_ref().map(|d| (&d.schema).into());
-        info.collection_backups
-            .push(preview_info(db, name, &parts, indexes, schema, Some(rows)));
+        info.collection_backups.push(preview_info(
+            db,
+            name,
+            &parts,
+            indexes,
+            schema,
+            Some(rows),
+            loaded,
+        ));
     }
     Some(info)
 }

@@ -125,6 +125,7 @@ pub(super) fn preview_info(
     indexes: Vec<IndexInfo>,
     schema: Option<meta::CollectionSchema>,
     rows: Option<u64>,
+    loaded: bool,
 ) -> CollectionBackupInfo {
     CollectionBackupInfo {
         db_name: db.to_string(),
@@ -147,6 +148,7 @@ pub(super) fn preview_info(
             .collect(),
         schema: schema.unwrap_or_default(),
         planrun_row_count: rows,
+        load_state: load_state_name(loaded),
         ..Default::default()
     }
 }
@@ -199,4 +201,17 @@ pub(super) fn collection_info(
         aliases: desc.aliases.clone(),
         planrun_row_count: rows,
     }
+}
+
+/// How the meta records whether the source collection was loaded (`LoadState`'s names), so a
+/// restore ends in the same state.
+pub(super) fn load_state_name(loaded: bool) -> String {
+    use crate::milvus::pb::common::LoadState;
+    if loaded {
+        LoadState::Loaded
+    } else {
+        LoadState::NotLoad
+    }
+    .as_str_name()
+    .to_string()
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
-use super::common::{backup_info, collection_info, preview_info, start};
+use super::common::{backup_info, collection_info, load_state_name, preview_info, start};
 use crate::checkpoint::TaskState;
 use crate::codec::{
     self,
@@ -34,26 +34,26 @@ pub async fn run(ctx: &StepCtx, step: &BackupStep) -> Result<String> {
     let client = ctx.res.milvus(&step.instance).await?;
     let dst = ctx.res.storage(&step.to.bucket).await?;
     let collections = start(ctx, step, &client, &dst).await?;
-    // Refuse before reading anything, as the preview does, what no collection could survive.
-    for (db, name) in &collections {
-        if ctx
-            .done::<CollectionBackupInfo>(&format!("coll/{db}.{name}"))?
-            .is_some()
-        {
-            continue;
-        }
-        let c = client.with_database(db);
-        let schema = CollectionSchema::from(&c.describe_collection(name).await?.schema);
-        if let Some(conflict) = unreadable(&c, db, name, &schema).await? {
-            return fail(conflict);
-        }
-    }
+    let (client_ref, dst_ref) = (&client, &dst);
+    let units = ctx
+        .each(
+            collections.clone(),
+            |(db, name)| format!("{db}.{name}"),
+            |(db, name)| async move {
+                ctx.check_cancel()?;
+                let c = client_ref.with_database(&db);
+                // Refused before reading anything, as the preview refuses it.
+                let schema = CollectionSchema::from(&c.describe_collection(&name).await?.schema);
+                if let Some(conflict) = unreadable(&c, &db, &name, &schema).await? {
+                    return fail(conflict);
+                }
+                backup_collection(ctx, &c, dst_ref, step, &db, &name).await
+            },
+        )
+        .await?;
     let mut infos = Vec::new();
     let mut rows_meta = RowsMeta::default();
-    for (db, name) in &collections {
-        ctx.check_cancel()?;
-        let c = client.with_database(db);
-        let (info, rc) = backup_collection(ctx, &c, &dst, step, db, name).await?;
+    for (info, rc) in units.done.iter().cloned() {
         infos.push(info);
         rows_meta.collections.push(rc);
     }
@@ -65,14 +65,14 @@ pub async fn run(ctx: &StepCtx, step: &BackupStep) -> Result<String> {
         .map(|p| p.files.len() as u64)
         .sum();
     let backup = backup_info(ctx, step, &client, infos, rows::FORMAT, files);
-    ctx.once("meta", || async {
-        crate::format::write_meta(dst.as_ref(), &step.to, &backup, Some(&rows_meta)).await?;
-        Ok(true)
+    // Written at every end of the step, not once: a retried collection joins the meta.
+    ctx.retry("backup meta", || async {
+        Ok(crate::format::write_meta(dst.as_ref(), &step.to, &backup, Some(&rows_meta)).await?)
     })
     .await?;
-    Ok(format!(
+    units.finish(format!(
         "{} collection(s), {rows} rows in {files} Parquet files into {}",
-        collections.len(),
+        backup.collection_backups.len(),
         ctx.res.plan.show_location(&step.to)
     ))
 }
@@ -180,13 +180,15 @@ async fn read_unit(
                     safe(name),
                     safe(partition)
                 );
-                dst.put_bytes(&step.to.join(&rel), body.into()).await?;
+                let put = dst.put_bytes(&step.to.join(&rel), body.into()).await?;
                 crate::fault::point("rows-file-written");
                 let file = RowsFile {
                     key: rel,
                     rows: rows as u64,
                     first: first.into(),
                     last: last.into(),
+                    size: Some(put.size),
+                    md5: put.md5,
                 };
                 ctx.set(
                     &task(seq),
@@ -230,7 +232,9 @@ async fn backup_collection(
             step.instance
         ));
     };
-    crate::steps::ctx::ensure_loaded(c, name).await?;
+    // Read by query, so loaded; a released source is released again once read.
+    let loaded_task = format!("{key}/loaded");
+    let was_loaded = ctx.load_to_read(c, name, &loaded_task).await?;
     let partitions = c.show_partitions(name).await?;
     let indexes = c.describe_index(name).await?;
     let limit = codec::page_limit(&schema, PAGE_BYTES);
@@ -259,7 +263,9 @@ async fn backup_collection(
         parts.push(RowsPartition { name: unit, files });
     }
     ctx.events.phase(&ctx.step, name, "read", started);
-    let info = collection_info(db, name, &desc, &partitions, &indexes, Some(total));
+    ctx.release_read(c, name, &loaded_task).await?;
+    let mut info = collection_info(db, name, &desc, &partitions, &indexes, Some(total));
+    info.load_state = load_state_name(was_loaded);
     Ok((
         info,
         RowsCollection {
@@ -345,8 +351,13 @@ pub(super) async fn preview(
             rows.map_or("?".to_string(), |n| n.to_string())
         ));
         let indexes = c.describe_index(name).await.unwrap_or_default();
-        info.collection_backups
-            .push(preview_info(db, name, &parts, indexes, schema, rows));
+        let loaded = matches!(
+            c.get_load_state(name).await,
+            Ok(crate::milvus::pb::common::LoadState::Loaded)
+        );
+        info.collection_backups.push(preview_info(
+            db, name, &parts, indexes, schema, rows, loaded,
+        ));
     }
     Some(info)
 }

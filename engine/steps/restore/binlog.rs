@@ -17,7 +17,9 @@ use crate::format::meta::{CollectionBackupInfo, SegmentBackupInfo};
 use crate::milvus::MilvusClient;
 use crate::milvus::pb::common::ImportState;
 use crate::plan::{Location, RestoreStep};
-use crate::steps::ctx::{Resources, Result, StepCtx, StepError, fail, to_json};
+use std::collections::BTreeMap;
+
+use crate::steps::ctx::{Resources, Result, StepCtx, StepError, Units, fail, to_json};
 use crate::storage::{self, Storage};
 
 const IMPORT_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -54,7 +56,8 @@ pub(super) async fn run(
     step: &RestoreStep,
     client: &MilvusClient,
     targets: &[Target<'_>],
-) -> Result<String> {
+    refused: &BTreeMap<String, String>,
+) -> Result<Units<String>> {
     let data = ctx.res.plan.instances[&step.instance]
         .data
         .clone()
@@ -72,24 +75,33 @@ pub(super) async fn run(
     };
     let data_store = ctx.res.storage(&data.bucket).await?;
 
-    let mut lines = Vec::new();
-    for t in targets {
-        ctx.check_cancel()?;
-        let line = restore_collection(
-            ctx,
-            step,
-            &client.with_database(&t.db),
-            t,
-            staged.then_some(Stage {
-                from: &from_store,
-                data: &data_store,
-            }),
-            &import_root,
+    let (from_store, data_store, import_root) = (&from_store, &data_store, &import_root);
+    let units = ctx
+        .each(
+            targets.iter().collect(),
+            |t| t.unit(),
+            |t: &Target<'_>| async move {
+                ctx.check_cancel()?;
+                if let Some(why) = refused.get(&t.unit()) {
+                    return fail(why.clone());
+                }
+                restore_collection(
+                    ctx,
+                    step,
+                    &client.with_database(&t.db),
+                    t,
+                    staged.then_some(Stage {
+                        from: from_store,
+                        data: data_store,
+                    }),
+                    import_root,
+                )
+                .await
+            },
         )
         .await?;
-        lines.push(line);
-    }
-    if staged {
+    // Staged files stay while a collection still needs them (the next apply retries it).
+    if staged && units.failed.is_empty() {
         ctx.once("unstage", || async {
             let keys: Vec<String> = data_store
                 .list(&format!("{}/", import_root.path))
@@ -101,7 +113,7 @@ pub(super) async fn run(
         })
         .await?;
     }
-    Ok(lines.join("; "))
+    Ok(units)
 }
 
 /// Where a backup outside the instance's bucket is read from and staged into.
@@ -178,6 +190,7 @@ async fn restore_collection(
             if let Some(Stage { from, data }) = stage {
                 for (rel, _, _) in seg.files() {
                     ctx.once_lazy(&format!("{key}/stage/{rel}"), || async {
+                        let _slot = ctx.res.copies.acquire().await.expect("never closed");
                         storage::copy_object(
                             from.as_ref(),
                             &step.from.join(&rel),
@@ -227,7 +240,29 @@ async fn restore_collection(
         .await?;
     }
     let mut counted = String::new();
-    if step.load {
+    if !t.loads(step) {
+        // Not loaded, so not countable by query: the imports' own counts must add up to the
+        // segments' (exact when the backup holds no deletes).
+        let no_deletes = segments
+            .iter()
+            .all(|s| s.deltalogs.iter().all(|d| d.binlogs.is_empty()));
+        let expected: i64 = segments.iter().map(|s| s.num_of_rows).sum();
+        if no_deletes {
+            if imported != expected {
+                return fail(format!(
+                    "`{target}` on `{}` imported {imported} rows, the backup of `{}` holds \
+                     {expected}; the collection was kept for inspection",
+                    step.instance, info.collection_name
+                ));
+            }
+            counted = format!(
+                ", {imported} rows checked against the backup (left released, as its source)"
+            );
+        } else {
+            counted = ", left released, as its source".to_string();
+        }
+    }
+    if t.loads(step) {
         let started = Instant::now();
         ctx.once(&format!("{key}/load"), || async {
             client.load_collection(target).await?;
@@ -289,6 +324,19 @@ async fn import_segment(
     root: &Location,
 ) -> Result<i64> {
     let task = format!("{key}/import/{}", seg.segment_id);
+    // One of the instance's import slots (`settings.imports`), held while the import runs and
+    // is waited for: collections restored at once queue here instead of flooding the server.
+    let _slot = if matches!(ctx.state(&task)?, Some(TaskState::Done(_))) {
+        None
+    } else {
+        Some(
+            ctx.res
+                .imports(client.name())
+                .acquire_owned()
+                .await
+                .expect("never closed"),
+        )
+    };
     let files = import_files(root, seg);
     let tasks: Vec<i64> = match ctx.state(&task)? {
         Some(TaskState::Done(v)) => return Ok(serde_json::from_value(v).unwrap_or(0)),

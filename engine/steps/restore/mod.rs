@@ -8,8 +8,10 @@ mod target;
 use crate::format::meta::{self, BackupInfo};
 use crate::format::rows::FORMAT as ROWS_FORMAT;
 use crate::plan::{OnConflict, RestoreStep};
+use std::collections::BTreeMap;
+
 use crate::steps::ctx::{Look, Result, StepCtx, StepError, StepPreview, fail};
-use target::{Mode, exists, refusals};
+use target::{Mode, exists, name_refusals, refusals};
 pub use target::{Target, selected};
 
 pub async fn run(ctx: &StepCtx, step: &RestoreStep) -> Result<String> {
@@ -25,27 +27,41 @@ pub async fn run(ctx: &StepCtx, step: &RestoreStep) -> Result<String> {
     if mode == Mode::Binlog {
         binlog::server_ok(&client, step)?;
     }
+    let names = name_refusals(step, &ctx.step, &backup);
+    if !names.is_empty() {
+        return fail(names.join("; "));
+    }
     let targets = selected(step, &backup);
     if targets.is_empty() {
         return fail(none_selected(step));
     }
-    // Everything the preview refuses is refused here, before any collection is created.
-    let mut refused = Vec::new();
+    let source = ctx.res.plan.backup_source(&step.from);
+    // Everything the preview refuses is refused here, before the collection is created; a
+    // refused collection fails alone, the others go on.
+    let damage = damaged(from.as_ref(), step, &backup, mode).await?;
+    let mut refused = BTreeMap::new();
     for t in &targets {
         let create = format!("{}/create", t.key());
         if ctx.done::<String>(&t.key())?.is_some() || ctx.state(&create)?.is_some() {
             continue;
         }
         let exists = exists(&client, t).await?;
-        refused.extend(refusals(&client, step, &ctx.step, mode, t, exists));
+        let mut why = refusals(&client, step, &ctx.step, mode, t, exists, source.as_deref());
+        why.extend(
+            damage
+                .get(&(t.info.db_name.clone(), t.info.collection_name.clone()))
+                .cloned(),
+        );
+        if !why.is_empty() {
+            refused.insert(t.unit(), why.join("; "));
+        }
     }
-    if !refused.is_empty() {
-        return fail(refused.join("; "));
-    }
-    match mode {
-        Mode::Binlog => binlog::run(ctx, step, &client, &targets).await,
-        Mode::Rows => rows::run(ctx, step, &client, &targets).await,
-    }
+    let units = match mode {
+        Mode::Binlog => binlog::run(ctx, step, &client, &targets, &refused).await?,
+        Mode::Rows => rows::run(ctx, step, &client, &targets, &refused).await?,
+    };
+    let summary = units.done.join("; ");
+    units.finish(summary)
 }
 
 pub async fn preview(look: &mut Look<'_>, step: &RestoreStep, p: &mut StepPreview) {
@@ -96,9 +112,24 @@ pub async fn preview(look: &mut Look<'_>, step: &RestoreStep, p: &mut StepPrevie
     {
         p.conflict(e);
     }
+    for why in name_refusals(step, &p.id, &backup) {
+        p.conflict(why);
+    }
     let targets = selected(step, &backup);
-    if targets.is_empty() {
+    if targets.is_empty() && p.conflicts.is_empty() {
         p.conflict(none_selected(step));
+    }
+    let source = look.res.plan.backup_source(&step.from);
+    // A backup that exists is checked against its meta, as apply checks it.
+    let mut damage = BTreeMap::new();
+    if !p.estimated {
+        match look.res.storage(&step.from.bucket).await {
+            Ok(s) => match damaged(s.as_ref(), step, &backup, mode).await {
+                Ok(d) => damage = d,
+                Err(e) => p.conflict(e),
+            },
+            Err(e) => p.conflict(e),
+        }
     }
     for t in &targets {
         let info = t.info;
@@ -122,7 +153,11 @@ pub async fn preview(look: &mut Look<'_>, step: &RestoreStep, p: &mut StepPrevie
                 .map(|n| n.to_string())
                 .unwrap_or_else(|| "?".into()),
             info.index_infos.len(),
-            if step.load { ", load" } else { "" }
+            if t.loads(step) {
+                ", load"
+            } else {
+                ", left released (as its source)"
+            }
         );
         let Some(client) = &client else {
             p.changes.push(format!("+ {what}"));
@@ -141,7 +176,12 @@ pub async fn preview(look: &mut Look<'_>, step: &RestoreStep, p: &mut StepPrevie
                 continue;
             }
         };
-        let refused = refusals(client, step, &p.id, mode, t, exists);
+        let mut refused = refusals(client, step, &p.id, mode, t, exists, source.as_deref());
+        refused.extend(
+            damage
+                .get(&(info.db_name.clone(), info.collection_name.clone()))
+                .cloned(),
+        );
         let mark = match (exists, step.on_conflict) {
             _ if !refused.is_empty() => "!",
             (false, _) => "+",
@@ -159,6 +199,34 @@ pub async fn preview(look: &mut Look<'_>, step: &RestoreStep, p: &mut StepPrevie
         });
         p.conflicts.extend(refused);
     }
+}
+
+/// Every file of the backup checked against its meta (present, size, MD5), by collection:
+/// a damaged collection is refused before it is created, the others are restored.
+async fn damaged(
+    store: &dyn crate::storage::Storage,
+    step: &RestoreStep,
+    backup: &BackupInfo,
+    mode: Mode,
+) -> Result<BTreeMap<(String, String), String>> {
+    let rows = match mode {
+        Mode::Rows => Some(crate::format::read_rows_meta(store, &step.from).await?),
+        Mode::Binlog => None,
+    };
+    let damage =
+        crate::format::check::verify_backup(store, &step.from, backup, rows.as_ref()).await?;
+    Ok(crate::format::check::by_collection(&damage)
+        .into_iter()
+        .map(|(k, ds)| {
+            let shown: Vec<String> = ds.iter().take(3).map(|d| d.to_string()).collect();
+            let more = if ds.len() > 3 {
+                format!(" (and {} more files)", ds.len() - 3)
+            } else {
+                String::new()
+            };
+            (k, format!("{}{more}", shown.join("; ")))
+        })
+        .collect())
 }
 
 fn no_backup(step: &RestoreStep, id: &str) -> String {

@@ -15,7 +15,9 @@ use crate::format::meta::CollectionBackupInfo;
 use crate::format::rows::{RowsCollection, RowsFile};
 use crate::milvus::{MilvusClient, Pk};
 use crate::plan::{Location, RestoreStep};
-use crate::steps::ctx::{Result, StepCtx, StepError, fail, to_json};
+use std::collections::BTreeMap;
+
+use crate::steps::ctx::{Result, StepCtx, StepError, Units, fail, to_json};
 use crate::storage::Storage;
 
 /// One Parquet file of the backup, whole (a file is one page, bounded in bytes).
@@ -30,26 +32,31 @@ pub(super) async fn run(
     step: &RestoreStep,
     client: &MilvusClient,
     targets: &[Target<'_>],
-) -> Result<String> {
+    refused: &BTreeMap<String, String>,
+) -> Result<Units<String>> {
     let from = ctx.res.storage(&step.from.bucket).await?;
     let rows_meta = crate::format::read_rows_meta(from.as_ref(), &step.from).await?;
-    let mut lines = Vec::new();
-    for t in targets {
-        ctx.check_cancel()?;
-        let Some(rc) = rows_meta
-            .collections
-            .iter()
-            .find(|c| c.db_name == t.info.db_name && c.collection_name == t.info.collection_name)
-        else {
-            return fail(format!(
-                "the rows meta of `{}` lists no files for `{}`",
-                step.from, t.info.collection_name
-            ));
-        };
-        let line = restore_collection(ctx, step, client, &from, t, rc).await?;
-        lines.push(line);
-    }
-    Ok(lines.join("; "))
+    let (from, rows_meta) = (&from, &rows_meta);
+    ctx.each(
+        targets.iter().collect(),
+        |t| t.unit(),
+        |t: &Target<'_>| async move {
+            ctx.check_cancel()?;
+            if let Some(why) = refused.get(&t.unit()) {
+                return fail(why.clone());
+            }
+            let Some(rc) = rows_meta.collections.iter().find(|c| {
+                c.db_name == t.info.db_name && c.collection_name == t.info.collection_name
+            }) else {
+                return fail(format!(
+                    "the rows meta of `{}` lists no files for `{}`",
+                    step.from, t.info.collection_name
+                ));
+            };
+            restore_collection(ctx, step, client, from, t, rc).await
+        },
+    )
+    .await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -113,7 +120,7 @@ async fn restore_collection(
                 Some(TaskState::Done(_)) => continue,
                 Some(TaskState::Intent(_)) => {
                     if !queryable {
-                        make_queryable(ctx, &c, target, info).await?;
+                        make_queryable(ctx, &c, target, info, true).await?;
                         queryable = true;
                     }
                     let range = format!(
@@ -175,11 +182,12 @@ async fn restore_collection(
         .await?;
     ctx.events.phase(&ctx.step, target, "insert", started);
     let started = std::time::Instant::now();
-    if step.indexes || step.load {
-        make_queryable(ctx, c, target, info).await?;
+    let loads = t.loads(step);
+    if step.indexes || loads {
+        make_queryable(ctx, c, target, info, loads).await?;
     }
     let mut counted = String::new();
-    if step.load {
+    if loads {
         let got = c.query_count(target, &[], "").await?;
         if got != total {
             return fail(format!(
@@ -190,7 +198,7 @@ async fn restore_collection(
         }
         counted = format!(", {got} rows verified by count");
     }
-    if step.indexes || step.load {
+    if step.indexes || loads {
         ctx.events
             .phase(&ctx.step, target, "index and load", started);
     }
@@ -229,6 +237,7 @@ async fn make_queryable(
     c: &MilvusClient,
     target: &str,
     info: &CollectionBackupInfo,
+    load: bool,
 ) -> Result<()> {
     let have = c.describe_index(target).await?;
     for idx in &info.index_infos {
@@ -259,6 +268,9 @@ async fn make_queryable(
                     .await?;
             }
         }
+    }
+    if !load {
+        return Ok(());
     }
     ctx.once(&format!("coll/{}.{target}/load", c.database()), || async {
         c.load_collection(target).await?;

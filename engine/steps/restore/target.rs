@@ -16,6 +16,9 @@ pub(super) enum Mode {
     Rows,
 }
 
+/// How a backup records a loaded source collection (`LoadState`'s name).
+pub const LOADED: &str = "LoadStateLoaded";
+
 /// Milvus's default `common.maxNameLength`.
 const MAX_NAME: usize = 255;
 
@@ -30,6 +33,18 @@ impl Target<'_> {
     /// The task key of the collection within the step.
     pub(super) fn key(&self) -> String {
         format!("coll/{}.{}", self.db, self.name)
+    }
+
+    /// Whether the restored collection is loaded: as the plan says, else as its source was
+    /// when backed up (a backup that did not record it, e.g. milvus-backup's: loaded).
+    pub fn loads(&self, step: &RestoreStep) -> bool {
+        step.load
+            .unwrap_or_else(|| self.info.load_state.is_empty() || self.info.load_state == LOADED)
+    }
+
+    /// The unit of work as reports name it: the target collection.
+    pub fn unit(&self) -> String {
+        format!("{}.{}", self.db, self.name)
     }
 }
 
@@ -60,7 +75,7 @@ pub fn selected<'a>(step: &RestoreStep, backup: &'a BackupInfo) -> Vec<Target<'a
 }
 
 /// The database a backed-up collection came from (milvus-backup leaves it empty for `default`).
-fn source_db(c: &CollectionBackupInfo) -> &str {
+pub(super) fn source_db(c: &CollectionBackupInfo) -> &str {
     if c.db_name.is_empty() {
         crate::plan::DEFAULT_DATABASE
     } else {
@@ -77,6 +92,7 @@ pub(super) fn refusals(
     mode: Mode,
     t: &Target,
     exists: bool,
+    source: Option<&str>,
 ) -> Vec<String> {
     let mut out = Vec::new();
     let shown = |n: &str| -> String {
@@ -88,6 +104,21 @@ pub(super) fn refusals(
     };
     if exists && step.on_conflict == OnConflict::Fail {
         out.push(already_exists(step, id, t));
+    }
+    // Dropping the very collection the backup was read from would replace data with an older
+    // copy of itself (or lose it if the restore fails).
+    if exists
+        && step.on_conflict == OnConflict::Drop
+        && source == Some(step.instance.as_str())
+        && t.name == t.info.collection_name
+        && t.db == source_db(t.info)
+    {
+        out.push(format!(
+            "step `{id}` would drop `{}` on `{}`, the collection its backup was taken from \
+             (on_conflict = \"drop\"); restore it under another name (`suffix`, `rename` or \
+             `database`)",
+            t.name, step.instance
+        ));
     }
     let n = t.name.chars().count();
     if n > MAX_NAME {
@@ -105,10 +136,7 @@ pub(super) fn refusals(
         ));
     }
     // A collection loads only with an index on every vector field (Milvus Lite excepted).
-    let loads = match mode {
-        Mode::Binlog => step.load,
-        Mode::Rows => step.load || step.indexes,
-    };
+    let loads = t.loads(step);
     let indexed = mode == Mode::Rows || step.indexes;
     if loads && !client.is_lite() {
         let missing: Vec<String> = t
@@ -126,11 +154,59 @@ pub(super) fn refusals(
                 t.info.collection_name,
                 missing.join(", "),
                 t.name,
-                if mode == Mode::Rows {
-                    " and indexes = false"
+                if step.load == Some(true) {
+                    " (or leave `load` out: the copy is then released like its source)"
                 } else {
                     ""
                 }
+            ));
+        }
+    }
+    out
+}
+
+/// The refusals of the step as a whole, made by the preview and by apply: a `rename` key or a
+/// `collections` entry that names nothing in the backup is a typo that would silently restore
+/// less (or, with `on_conflict = "drop"`, replace the wrong collection).
+pub fn name_refusals(step: &RestoreStep, id: &str, backup: &BackupInfo) -> Vec<String> {
+    let held: Vec<(&str, &str)> = backup
+        .collection_backups
+        .iter()
+        .map(|c| (source_db(c), c.collection_name.as_str()))
+        .collect();
+    let listing = || {
+        let names: Vec<String> = held
+            .iter()
+            .take(10)
+            .map(|(_, c)| format!("`{c}`"))
+            .collect();
+        format!(
+            "{}{}",
+            names.join(", "),
+            if held.len() > 10 { ", …" } else { "" }
+        )
+    };
+    let mut out = Vec::new();
+    if let crate::plan::Naming::Rename(map) = &step.naming {
+        for from in map.keys() {
+            if !held.iter().any(|(_, c)| c == from) {
+                out.push(format!(
+                    "`rename` in step `{id}` names `{from}`, which the backup at `{}` does not \
+                     hold; it holds {}",
+                    step.from,
+                    listing()
+                ));
+            }
+        }
+    }
+    for p in step.collections.iter().flatten() {
+        let pat = Pattern::parse(p);
+        if !held.iter().any(|(d, c)| pat.matches(d, c)) {
+            out.push(format!(
+                "`collections` in step `{id}` has `{p}`, which matches nothing in the backup at \
+                 `{}`; it holds {}",
+                step.from,
+                listing()
             ));
         }
     }

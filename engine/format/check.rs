@@ -1,0 +1,744 @@
+//! Checks of a backup against its own meta: files present with the recorded size and MD5, and segments whose field binlogs are complete.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+
+use futures::{StreamExt, TryStreamExt};
+use md5::{Digest, Md5};
+
+use super::meta::{BackupInfo, CollectionBackupInfo, CollectionSchema, SegmentBackupInfo};
+use super::rows::RowsMeta;
+use crate::plan::Location;
+use crate::storage::{Storage, StorageError, md5_hex};
+
+/// Objects whose MD5 is computed by reading them at once: enough to keep a remote store busy,
+/// few enough that the reads' buffers stay small.
+const READ_CONCURRENCY: usize = 8;
+
+/// Field ids Milvus stores for every segment besides the schema's user fields.
+const SYSTEM_FIELDS: [(i64, &str); 2] = [(0, "RowID"), (1, "Timestamp")];
+
+/// User fields start here; ids below are system fields.
+const FIRST_USER_FIELD: i64 = 100;
+
+/// Segments named in one `check_collection` message before the rest are only counted.
+const SEGMENTS_SHOWN: usize = 5;
+
+/// One file of a backup that does not match its meta.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Damage {
+    /// The collection the file belongs to, as in the meta (`""` is the default database).
+    pub db: String,
+    pub collection: String,
+    /// Relative to the backup location.
+    pub key: String,
+    pub problem: Problem,
+}
+
+/// What is wrong with a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Problem {
+    Missing,
+    Size { found: u64, expected: u64 },
+    Md5 { found: String, expected: String },
+}
+
+impl Damage {
+    /// `db.collection`, or the name alone in the default database (as milvus-backup writes it).
+    pub fn collection_name(&self) -> String {
+        qualified(&self.db, &self.collection)
+    }
+}
+
+impl fmt::Display for Damage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (coll, key) = (self.collection_name(), &self.key);
+        match &self.problem {
+            Problem::Missing => write!(
+                f,
+                "`{coll}`: `{key}` is missing from the backup; the backup is incomplete, take it again"
+            ),
+            Problem::Size { found, expected } => write!(
+                f,
+                "`{coll}`: `{key}` is {found} bytes, the backup meta says {expected}; the file was \
+                 truncated or replaced after the backup, take the backup again"
+            ),
+            Problem::Md5 { found, expected } => write!(
+                f,
+                "`{coll}`: `{key}` has MD5 {found}, the backup meta says {expected}; the file was \
+                 changed after the backup, take the backup again"
+            ),
+        }
+    }
+}
+
+fn qualified(db: &str, name: &str) -> String {
+    if db.is_empty() {
+        name.to_string()
+    } else {
+        format!("{db}.{name}")
+    }
+}
+
+/// The damage grouped by collection `(db, name)`, so a caller can fail only those collections.
+pub fn by_collection(damage: &[Damage]) -> BTreeMap<(String, String), Vec<&Damage>> {
+    let mut out: BTreeMap<(String, String), Vec<&Damage>> = BTreeMap::new();
+    for d in damage {
+        out.entry((d.db.clone(), d.collection.clone()))
+            .or_default()
+            .push(d);
+    }
+    out
+}
+
+/// A file the meta promises: its collection, key relative to the backup, and what is recorded.
+struct Expected<'a> {
+    db: &'a str,
+    collection: &'a str,
+    key: String,
+    size: Option<u64>,
+    md5: Option<String>,
+}
+
+impl Expected<'_> {
+    fn damage(&self, problem: Problem) -> Damage {
+        Damage {
+            db: self.db.to_string(),
+            collection: self.collection.to_string(),
+            key: self.key.clone(),
+            problem,
+        }
+    }
+}
+
+/// A size as the meta records it (Go writes `int64`); a negative one can match no file.
+fn meta_size(size: i64) -> u64 {
+    u64::try_from(size).unwrap_or(u64::MAX)
+}
+
+/// Checks a backup's files against its meta before a restore creates anything: every file the
+/// meta lists is present with the recorded size and, where the meta records one, MD5. A binlog
+/// backup when `rows` is `None`, else a rows backup. The damage comes sorted by collection, then
+/// key; an `Err` is a store that could not be listed or read, not damage.
+pub async fn verify_backup(
+    store: &dyn Storage,
+    at: &Location,
+    backup: &BackupInfo,
+    rows: Option<&RowsMeta>,
+) -> Result<Vec<Damage>, StorageError> {
+    let mut expected = Vec::new();
+    match rows {
+        None => {
+            for c in &backup.collection_backups {
+                for p in &c.partition_backups {
+                    for s in &p.segment_backups {
+                        for (key, size, md5) in s.files() {
+                            expected.push(Expected {
+                                db: &c.db_name,
+                                collection: &c.collection_name,
+                                key,
+                                size: Some(meta_size(size)),
+                                md5,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        Some(r) => {
+            for c in &r.collections {
+                for p in &c.partitions {
+                    for f in &p.files {
+                        expected.push(Expected {
+                            db: &c.db_name,
+                            collection: &c.collection_name,
+                            key: f.key.clone(),
+                            size: f.size,
+                            md5: f.md5.clone(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    // One listing of the whole backup rather than a HEAD per file: a backup holds many
+    // thousands of binlogs, and a listing page answers for a thousand of them. Only the keys
+    // the meta names are kept, so memory follows the meta, not whatever else lies there.
+    let wanted: HashSet<&str> = expected.iter().map(|e| e.key.as_str()).collect();
+    // The trailing `/` keeps a sibling such as `backup-old` out of `backup`'s listing.
+    let prefix = if at.path.is_empty() {
+        String::new()
+    } else {
+        format!("{}/", at.path)
+    };
+    let mut listed: HashMap<String, (u64, Option<String>)> = HashMap::new();
+    let mut listing = store.list(&prefix);
+    while let Some(o) = listing.try_next().await? {
+        let Some(rel) = o.key.strip_prefix(&prefix) else {
+            continue;
+        };
+        if wanted.contains(rel) {
+            listed.insert(rel.to_string(), (o.size, o.md5));
+        }
+    }
+    drop(listing);
+
+    let mut damage = Vec::new();
+    // Files whose MD5 only reading them can tell: (index into `expected`, recorded MD5).
+    let mut to_read = Vec::new();
+    for (i, e) in expected.iter().enumerate() {
+        let Some((size, md5)) = listed.get(&e.key) else {
+            damage.push(e.damage(Problem::Missing));
+            continue;
+        };
+        if let Some(want) = e.size
+            && *size != want
+        {
+            // A wrong size says enough; its MD5 would differ too.
+            damage.push(e.damage(Problem::Size {
+                found: *size,
+                expected: want,
+            }));
+            continue;
+        }
+        let Some(want) = &e.md5 else { continue };
+        match md5 {
+            Some(found) if !found.eq_ignore_ascii_case(want) => {
+                damage.push(e.damage(Problem::Md5 {
+                    found: found.clone(),
+                    expected: want.to_ascii_lowercase(),
+                }));
+            }
+            Some(_) => {}
+            None => to_read.push((i, want.to_ascii_lowercase())),
+        }
+    }
+    drop(listed);
+
+    let read: Vec<Option<Damage>> = futures::stream::iter(to_read)
+        .map(|(i, want)| {
+            let e = &expected[i];
+            let key = at.join(&e.key);
+            async move {
+                Ok::<_, StorageError>(match content_md5(store, &key).await? {
+                    // Gone since the listing: as missing as a file never there.
+                    None => Some(e.damage(Problem::Missing)),
+                    Some(found) if found != want => Some(e.damage(Problem::Md5 {
+                        found,
+                        expected: want,
+                    })),
+                    Some(_) => None,
+                })
+            }
+        })
+        .buffer_unordered(READ_CONCURRENCY)
+        .try_collect()
+        .await?;
+    damage.extend(read.into_iter().flatten());
+
+    damage.sort_by(|a, b| (&a.db, &a.collection, &a.key).cmp(&(&b.db, &b.collection, &b.key)));
+    Ok(damage)
+}
+
+/// The MD5 of an object's content, streamed chunk by chunk; `None` when it does not exist.
+async fn content_md5(store: &dyn Storage, key: &str) -> Result<Option<String>, StorageError> {
+    let mut body = match store.get(key).await {
+        Ok(body) => body,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut hasher = Md5::new();
+    while let Some(chunk) = body.try_next().await? {
+        hasher.update(&chunk);
+    }
+    Ok(Some(md5_hex(hasher)))
+}
+
+/// Every file of a binlog backup, relative key → (size, MD5 if recorded), for the copy step to
+/// check each copied object against the meta. A rows backup's files are in its `RowsMeta`.
+pub fn expected_files(backup: &BackupInfo) -> HashMap<String, (u64, Option<String>)> {
+    backup
+        .collection_backups
+        .iter()
+        .flat_map(|c| &c.partition_backups)
+        .flat_map(|p| &p.segment_backups)
+        .flat_map(|s| s.files())
+        .map(|(key, size, md5)| (key, (meta_size(size), md5)))
+        .collect()
+}
+
+/// Refuses a segment whose insert binlogs are incomplete or inconsistent, as when compaction
+/// races the backup and some fields' logs are gone or new: every field Milvus stores (RowID,
+/// Timestamp, and every field with id ≥ 100, the dynamic `$meta` field included) must have at
+/// least one binlog, no binlog may be of a field the schema does not have, and every field must
+/// have as many binlogs as the others, since each flush writes one log per field.
+pub fn check_segment(schema: &CollectionSchema, seg: &SegmentBackupInfo) -> Result<(), String> {
+    // An L0 segment holds only deletes (delta logs) by design.
+    if seg.is_l0 {
+        return Ok(());
+    }
+    // Which fields have binlogs: system fields by their fixed ids, user and dynamic fields by
+    // the schema's ids (the ids below 100 other than 0 and 1 are never stored).
+    let mut fields: Vec<(i64, String)> = SYSTEM_FIELDS
+        .iter()
+        .map(|(id, name)| (*id, name.to_string()))
+        .collect();
+    fields.extend(
+        schema
+            .fields
+            .iter()
+            .filter(|f| f.field_id >= FIRST_USER_FIELD)
+            .map(|f| (f.field_id, f.name.clone())),
+    );
+    let mut counts: BTreeMap<i64, usize> = BTreeMap::new();
+    for fb in &seg.binlogs {
+        *counts.entry(fb.field_id).or_default() += fb.binlogs.len();
+    }
+    let id = seg.segment_id;
+    if seg.binlogs.iter().all(|fb| fb.binlogs.is_empty()) {
+        return Err(format!(
+            "segment {id} has no insert logs; it was likely compacted away while it was backed \
+             up, take the backup again"
+        ));
+    }
+
+    let mut problems = Vec::new();
+    for (fid, name) in &fields {
+        if counts.get(fid).copied().unwrap_or(0) == 0 {
+            problems.push(format!("field `{name}` (id {fid}) has no binlog"));
+        }
+    }
+    // DescribeCollection leaves out the dynamic `$meta` field, which has binlogs of its own:
+    // with dynamic fields on, the one field id past the schema's is that field.
+    let unknown: Vec<i64> = counts
+        .keys()
+        .filter(|fid| !fields.iter().any(|(f, _)| f == *fid))
+        .copied()
+        .collect();
+    let max_known = fields.iter().map(|(f, _)| *f).max().unwrap_or(0);
+    if schema.enable_dynamic_field
+        && !schema.fields.iter().any(|f| f.is_dynamic)
+        && let [only] = unknown.as_slice()
+        && *only > max_known
+    {
+        fields.push((*only, "$meta".to_string()));
+    }
+    for fid in counts.keys() {
+        if !fields.iter().any(|(f, _)| f == fid) {
+            problems.push(format!(
+                "it has binlogs of field id {fid}, which the schema does not have"
+            ));
+        }
+    }
+    // The count most fields agree on (the larger on a tie): a field with another count lost
+    // or gained logs.
+    let mut tally: BTreeMap<usize, usize> = BTreeMap::new();
+    for (fid, _) in &fields {
+        if let Some(&n) = counts.get(fid).filter(|&&n| n > 0) {
+            *tally.entry(n).or_default() += 1;
+        }
+    }
+    if let Some((&usual, _)) = tally.iter().max_by_key(|(n, fields)| (**fields, **n)) {
+        for (fid, name) in &fields {
+            match counts.get(fid).copied() {
+                Some(n) if n > 0 && n != usual => problems.push(format!(
+                    "field `{name}` (id {fid}) has {n} binlog(s) where the other fields have \
+                     {usual}"
+                )),
+                _ => {}
+            }
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "segment {id}: {}; its binlogs changed while it was backed up (compaction), take the \
+         backup again",
+        problems.join("; ")
+    ))
+}
+
+/// [`check_segment`] for every segment of a collection; the message names the collection and
+/// the segments that fail.
+pub fn check_collection(info: &CollectionBackupInfo) -> Result<(), String> {
+    let failed: Vec<String> = info
+        .partition_backups
+        .iter()
+        .flat_map(|p| &p.segment_backups)
+        .filter_map(|s| check_segment(&info.schema, s).err())
+        .collect();
+    if failed.is_empty() {
+        return Ok(());
+    }
+    // The caller names the collection (it is the unit of work that fails).
+    let mut msg = failed[..failed.len().min(SEGMENTS_SHOWN)].join("\n");
+    if failed.len() > SEGMENTS_SHOWN {
+        msg.push_str(&format!(
+            "\nand {} more segment(s)",
+            failed.len() - SEGMENTS_SHOWN
+        ));
+    }
+    Err(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::meta::{Binlog, FieldBinlog, FieldSchema, PartitionBackupInfo};
+    use crate::format::rows::{Key, RowsCollection, RowsFile, RowsPartition};
+    use crate::storage::{ByteStream, MemoryFault, MemoryStorage, ObjectMeta, Place};
+    use bytes::Bytes;
+    use futures::stream::BoxStream;
+
+    fn md5_of(data: &[u8]) -> String {
+        hex::encode(Md5::digest(data))
+    }
+
+    fn schema() -> CollectionSchema {
+        let field = |id: i64, name: &str, dynamic: bool| FieldSchema {
+            field_id: id,
+            name: name.into(),
+            is_dynamic: dynamic,
+            ..Default::default()
+        };
+        CollectionSchema {
+            name: "c".into(),
+            fields: vec![
+                field(100, "pk", false),
+                field(101, "vec", false),
+                field(102, "$meta", true),
+            ],
+            enable_dynamic_field: true,
+            ..Default::default()
+        }
+    }
+
+    /// A segment with `logs` binlogs of every stored field, each holding `content(field, log)`.
+    fn segment(coll: i64, id: i64, logs: i64) -> SegmentBackupInfo {
+        let binlogs = [0, 1, 100, 101, 102]
+            .into_iter()
+            .map(|field| FieldBinlog {
+                field_id: field,
+                binlogs: (0..logs)
+                    .map(|log| {
+                        let data = content(coll, id, field, log);
+                        Binlog {
+                            log_path: String::new(),
+                            log_size: data.len() as i64,
+                            log_id: 1000 + log,
+                            md5: Some(md5_of(&data)),
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        SegmentBackupInfo {
+            segment_id: id,
+            collection_id: coll,
+            partition_id: 9,
+            group_id: id,
+            num_of_rows: 10,
+            binlogs,
+            ..Default::default()
+        }
+    }
+
+    fn content(coll: i64, seg: i64, field: i64, log: i64) -> Vec<u8> {
+        format!("coll {coll} seg {seg} field {field} log {log}").into_bytes()
+    }
+
+    fn collection(name: &str, coll: i64) -> CollectionBackupInfo {
+        CollectionBackupInfo {
+            collection_id: coll,
+            db_name: "db".into(),
+            collection_name: name.into(),
+            schema: schema(),
+            partition_backups: vec![PartitionBackupInfo {
+                partition_id: 9,
+                segment_backups: vec![segment(coll, 7, 2), segment(coll, 8, 1)],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn backup() -> BackupInfo {
+        BackupInfo {
+            collection_backups: vec![collection("a", 1), collection("b", 2)],
+            ..Default::default()
+        }
+    }
+
+    fn at() -> Location {
+        Location::new("mem", "backups/one").unwrap()
+    }
+
+    /// A store holding every file of `backup()` under `at()`, plus a sibling backup's file.
+    async fn stored() -> MemoryStorage {
+        let store = MemoryStorage::new("mem");
+        for c in &backup().collection_backups {
+            for s in &c.partition_backups[0].segment_backups {
+                for fb in &s.binlogs {
+                    for (i, b) in fb.binlogs.iter().enumerate() {
+                        let key =
+                            at().join(&format!("{}/{}/{}", s.insert_dir(), fb.field_id, b.log_id));
+                        let data = content(c.collection_id, s.segment_id, fb.field_id, i as i64);
+                        store.put_bytes(&key, Bytes::from(data)).await.unwrap();
+                    }
+                }
+            }
+        }
+        store
+            .put_bytes("backups/one-old/x", Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+        store
+    }
+
+    fn key_of(coll: i64, seg: i64, field: i64, log: i64) -> String {
+        format!(
+            "binlogs/insert_log/{coll}/9/{seg}/{seg}/{field}/{}",
+            1000 + log
+        )
+    }
+
+    #[tokio::test]
+    async fn a_complete_backup_passes() {
+        let store = stored().await;
+        let damage = verify_backup(&store, &at(), &backup(), None).await.unwrap();
+        assert!(damage.is_empty(), "{damage:?}");
+        // The listing's MD5s sufficed: nothing was read.
+        assert_eq!(store.bytes_read(), 0);
+        assert_eq!(expected_files(&backup()).len(), 2 * (5 * 2 + 5));
+    }
+
+    #[tokio::test]
+    async fn missing_truncated_and_replaced_files_are_reported_per_collection() {
+        let store = stored().await;
+        let missing = key_of(1, 7, 101, 1);
+        let truncated = key_of(2, 8, 0, 0);
+        let replaced = key_of(2, 7, 102, 0);
+        store.delete(&[at().join(&missing)]).await.unwrap();
+        store
+            .put_bytes(&at().join(&truncated), Bytes::from_static(b"coll"))
+            .await
+            .unwrap();
+        let mut other = content(2, 7, 102, 0);
+        other[0] ^= 1;
+        store
+            .put_bytes(&at().join(&replaced), Bytes::from(other.clone()))
+            .await
+            .unwrap();
+
+        let damage = verify_backup(&store, &at(), &backup(), None).await.unwrap();
+        let got: Vec<(&str, &str, &Problem)> = damage
+            .iter()
+            .map(|d| (d.collection.as_str(), d.key.as_str(), &d.problem))
+            .collect();
+        let full = content(2, 8, 0, 0).len() as u64;
+        assert_eq!(
+            got,
+            [
+                ("a", missing.as_str(), &Problem::Missing),
+                (
+                    "b",
+                    replaced.as_str(),
+                    &Problem::Md5 {
+                        found: md5_of(&other),
+                        expected: md5_of(&content(2, 7, 102, 0))
+                    }
+                ),
+                (
+                    "b",
+                    truncated.as_str(),
+                    &Problem::Size {
+                        found: 4,
+                        expected: full
+                    }
+                ),
+            ]
+        );
+        assert_eq!(
+            damage[0].to_string(),
+            format!(
+                "`db.a`: `{missing}` is missing from the backup; the backup is incomplete, take it again"
+            )
+        );
+        let groups = by_collection(&damage);
+        assert_eq!(groups.len(), 2);
+        assert_eq!(groups[&("db".to_string(), "b".to_string())].len(), 2);
+    }
+
+    /// A store whose listings tell no MD5 (as S3 for multipart uploads): the check must read.
+    #[derive(Debug)]
+    struct NoListedMd5(MemoryStorage);
+
+    #[async_trait::async_trait]
+    impl Storage for NoListedMd5 {
+        fn place(&self) -> &Place {
+            self.0.place()
+        }
+        fn list(&self, prefix: &str) -> BoxStream<'_, Result<ObjectMeta, StorageError>> {
+            self.0
+                .list(prefix)
+                .map_ok(|o| ObjectMeta { md5: None, ..o })
+                .boxed()
+        }
+        async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StorageError> {
+            self.0.head(key).await
+        }
+        async fn get(&self, key: &str) -> Result<ByteStream, StorageError> {
+            self.0.get(key).await
+        }
+        async fn put(&self, key: &str, body: ByteStream) -> Result<ObjectMeta, StorageError> {
+            self.0.put(key, body).await
+        }
+        async fn put_bytes(&self, key: &str, body: Bytes) -> Result<ObjectMeta, StorageError> {
+            self.0.put_bytes(key, body).await
+        }
+        async fn delete(&self, keys: &[String]) -> Result<(), StorageError> {
+            self.0.delete(keys).await
+        }
+        async fn check(&self) -> Result<(), StorageError> {
+            self.0.check().await
+        }
+    }
+
+    #[tokio::test]
+    async fn without_listed_md5s_the_content_is_read_and_checked() {
+        let store = NoListedMd5(stored().await);
+        let damage = verify_backup(&store, &at(), &backup(), None).await.unwrap();
+        assert!(damage.is_empty(), "{damage:?}");
+        let total: u64 = expected_files(&backup()).values().map(|v| v.0).sum();
+        assert_eq!(store.0.bytes_read(), total);
+
+        let bad = key_of(1, 8, 100, 0);
+        store.0.inject(&at().join(&bad), MemoryFault::CorruptReads);
+        let damage = verify_backup(&store, &at(), &backup(), None).await.unwrap();
+        assert_eq!(damage.len(), 1, "{damage:?}");
+        assert_eq!(
+            (damage[0].collection.as_str(), damage[0].key.as_str()),
+            ("a", bad.as_str())
+        );
+        assert!(matches!(damage[0].problem, Problem::Md5 { .. }));
+        assert!(damage[0].to_string().contains("the backup meta says"));
+    }
+
+    #[tokio::test]
+    async fn a_rows_backup_with_a_missing_parquet_file_is_reported() {
+        let store = MemoryStorage::new("mem");
+        let file = |key: &str, data: Option<&[u8]>| RowsFile {
+            key: key.into(),
+            rows: 1,
+            first: Key::Int(1),
+            last: Key::Int(1),
+            size: data.map(|d| d.len() as u64),
+            md5: data.map(md5_of),
+        };
+        let rows = RowsMeta {
+            collections: vec![RowsCollection {
+                db_name: "".into(),
+                collection_name: "r".into(),
+                partitions: vec![RowsPartition {
+                    name: "_default".into(),
+                    files: vec![
+                        file("rows/default/r/_default/000000.parquet", Some(b"one")),
+                        file("rows/default/r/_default/000001.parquet", None),
+                        file("rows/default/r/_default/000002.parquet", Some(b"three")),
+                    ],
+                }],
+            }],
+        };
+        store
+            .put_bytes(
+                &at().join("rows/default/r/_default/000000.parquet"),
+                Bytes::from_static(b"one"),
+            )
+            .await
+            .unwrap();
+        // An older backup's file records no size or MD5: present is all that is asked.
+        store
+            .put_bytes(
+                &at().join("rows/default/r/_default/000001.parquet"),
+                Bytes::from_static(b"anything"),
+            )
+            .await
+            .unwrap();
+        let damage = verify_backup(&store, &at(), &BackupInfo::default(), Some(&rows))
+            .await
+            .unwrap();
+        assert_eq!(
+            damage.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+            [
+                "`r`: `rows/default/r/_default/000002.parquet` is missing from the backup; the \
+              backup is incomplete, take it again"
+            ]
+        );
+    }
+
+    #[test]
+    fn rows_files_of_older_backups_still_read() {
+        let f: RowsFile =
+            serde_json::from_str(r#"{"key":"k","rows":1,"first":1,"last":2}"#).unwrap();
+        assert_eq!((f.size, f.md5.as_deref()), (None, None));
+        let json = serde_json::to_value(&f).unwrap();
+        assert!(json.get("size").is_none() && json.get("md5").is_none());
+    }
+
+    #[test]
+    fn complete_segments_pass() {
+        let c = collection("a", 1);
+        assert_eq!(check_collection(&c), Ok(()));
+        let l0 = SegmentBackupInfo {
+            segment_id: 3,
+            is_l0: true,
+            ..Default::default()
+        };
+        assert_eq!(check_segment(&schema(), &l0), Ok(()));
+    }
+
+    #[test]
+    fn a_segment_missing_a_fields_binlog_is_refused() {
+        let mut s = segment(1, 7, 2);
+        s.binlogs.retain(|fb| fb.field_id != 102);
+        let err = check_segment(&schema(), &s).unwrap_err();
+        assert!(err.starts_with("segment 7: "), "{err}");
+        assert!(
+            err.contains("field `$meta` (id 102) has no binlog"),
+            "{err}"
+        );
+
+        let mut s = segment(1, 8, 1);
+        s.binlogs.retain(|fb| fb.field_id != 1);
+        s.binlogs.push(FieldBinlog {
+            field_id: 105,
+            binlogs: s.binlogs[0].binlogs.clone(),
+        });
+        let err = check_segment(&schema(), &s).unwrap_err();
+        assert!(
+            err.contains("field `Timestamp` (id 1) has no binlog"),
+            "{err}"
+        );
+        assert!(
+            err.contains("field id 105, which the schema does not have"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_segment_with_unequal_log_counts_is_refused() {
+        let mut c = collection("a", 1);
+        let s = &mut c.partition_backups[0].segment_backups[0];
+        let vec = s.binlogs.iter_mut().find(|fb| fb.field_id == 101).unwrap();
+        vec.binlogs.pop();
+        let err = check_collection(&c).unwrap_err();
+        assert!(err.starts_with("segment 7: "), "{err}");
+        assert!(
+            err.contains("field `vec` (id 101) has 1 binlog(s) where the other fields have 2"),
+            "{err}"
+        );
+        assert!(!err.contains("segment 8"), "{err}");
+    }
+}

@@ -1,0 +1,497 @@
+//! Real collections, many at once, through the `planrun` binary on real servers: one failing
+//! collection does not sink the others and a resume redoes only it; damaged backups are refused
+//! before anything is created; load state is mirrored and never changed on the source.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use assert_cmd::cargo::cargo_bin;
+use serde_json::Value;
+
+use crate::support::{self, MILVUS_A, MILVUS_B, S3, data, ok};
+
+fn planrun(args: &[&str]) -> Output {
+    Command::new(cargo_bin("planrun"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env_remove("PLANRUN_CRASH")
+        .output()
+        .expect("run planrun")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+const HEAD: &str = r#"
+version = 1
+name = "isolation"
+
+[instances.milvus_a]
+type = "milvus"
+uri = "http://127.0.0.1:19530"
+user = "root"
+password = "Milvus"
+data = "bucket_a:files"
+
+[instances.milvus_b]
+type = "milvus"
+uri = "http://127.0.0.1:19540"
+data = "bucket_b:files"
+
+[buckets.bucket_a]
+type = "s3"
+endpoint = "http://127.0.0.1:9000"
+bucket = "bucket-a"
+region = "us-east-1"
+access_key_id = "minioadmin"
+secret_access_key = "minioadmin"
+
+[buckets.bucket_b]
+type = "s3"
+endpoint = "http://127.0.0.1:9000"
+bucket = "bucket-b"
+region = "us-east-1"
+access_key_id = "minioadmin"
+secret_access_key = "minioadmin"
+"#;
+
+/// A plan file of `steps` with a state dir of its own.
+fn plan(dir: &Path, name: &str, steps: &str) -> PathBuf {
+    for s in [&S3, &MILVUS_A, &MILVUS_B] {
+        s.require();
+    }
+    let text = format!(
+        "{HEAD}\n[settings]\nstate_dir = \"{}\"\n\n{steps}",
+        dir.join(format!("{name}.state")).display()
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn seed(uri: &str, token: &str, coll: &str, extra: &[&str]) {
+    let mut args = vec![
+        "seed",
+        "--uri",
+        uri,
+        "--token",
+        token,
+        "--collection",
+        coll,
+        "--rows",
+        "200",
+        "--partitions",
+        "1",
+        "--segments",
+        "1",
+        "--delete-every",
+        "0",
+    ];
+    args.extend_from_slice(extra);
+    ok(data(&args));
+}
+
+fn state(uri: &str, token: &str, coll: &str) -> Value {
+    serde_json::from_str(ok(data(&["state", "--uri", uri, "--token", token, coll])).trim()).unwrap()
+}
+
+fn same_rows(coll: &str, target: &str) {
+    let out = data(&[
+        "compare",
+        "--collection",
+        coll,
+        "--target-collection",
+        target,
+    ]);
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "`{target}` differs from `{coll}`: {report}"
+    );
+    let v: Value = serde_json::from_str(report.trim()).unwrap();
+    assert_eq!(v["source_rows"], v["target_rows"], "{v}");
+    assert!(v["source_rows"].as_u64().unwrap() > 0, "{v}");
+}
+
+fn drop_b(coll: &str) {
+    data(&["drop", "--uri", &MILVUS_B.uri(), "--token", "", coll]);
+}
+
+fn clean_backup(bucket: &str, backup: &str) {
+    data(&[
+        "s3-clean",
+        "--bucket",
+        bucket,
+        "--prefix",
+        &format!("backup/{backup}/"),
+    ]);
+}
+
+/// Stdin fed to a `milvus_data.py` command (`s3-put`).
+fn data_with_input(args: &[&str], input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(support::python())
+        .arg(support::root().join("scripts/milvus_data.py"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// One binlog of the collection in Milvus A's bucket (its first field's first log).
+fn one_binlog(coll: &str) -> String {
+    let id = state(&MILVUS_A.uri(), "root:Milvus", coll)["id"]
+        .as_i64()
+        .unwrap();
+    let prefix = format!("files/insert_log/{id}/");
+    let listing = ok(data(&["s3-list", "--bucket", "bucket-a"]));
+    listing
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .find(|k| {
+            k.starts_with(&prefix)
+                && k.split('/').count() == 7
+                && k.split('/').nth(5) == Some("101")
+        })
+        .unwrap_or_else(|| panic!("no binlog of field 101 under {prefix}"))
+        .to_string()
+}
+
+#[test]
+fn one_failing_collection_does_not_stop_the_others_and_a_resume_redoes_only_it() {
+    let prefix = support::unique("iso");
+    let colls: Vec<String> = (1..=3).map(|i| format!("{prefix}_{i}")).collect();
+    for c in &colls {
+        seed(&MILVUS_A.uri(), "root:Milvus", c, &[]);
+    }
+    let bk = support::unique("bk");
+    let dir = tempfile::tempdir().unwrap();
+    let p = plan(
+        dir.path(),
+        "many",
+        &format!(
+            r#"
+[steps.backup]
+type = "backup"
+instance = "milvus_a"
+collections = ["{prefix}_*"]
+to = "bucket_b:backup/{bk}"
+
+[steps.restore]
+type = "restore"
+instance = "milvus_b"
+from = "bucket_b:backup/{bk}"
+suffix = "_bak"
+"#
+        ),
+    );
+    let p = p.to_str().unwrap();
+    // A binlog of the second collection goes missing after the dry run, before apply.
+    let plan_out = planrun(&["plan", p]);
+    assert!(plan_out.status.success(), "{}", text(&plan_out));
+    let key = one_binlog(&colls[1]);
+    let saved = std::process::Command::new(support::python())
+        .arg(support::root().join("scripts/milvus_data.py"))
+        .args(["s3-get", "--bucket", "bucket-a", "--key", &key])
+        .output()
+        .unwrap()
+        .stdout;
+    assert!(!saved.is_empty());
+    ok(data(&[
+        "s3-clean", "--bucket", "bucket-a", "--prefix", &key,
+    ]));
+
+    let out = planrun(&["apply", "--yes", "--progress", "plain", p]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "the run fails: {t}");
+    assert!(t.contains("Collections:"), "a per-collection table: {t}");
+    assert!(
+        t.contains(&format!("default.{} ", colls[1])) && t.contains("has no binlog"),
+        "{t}"
+    );
+    for c in [&colls[0], &colls[2]] {
+        same_rows(c, &format!("{c}_bak"));
+    }
+    let names = ok(data(&[
+        "dump-names",
+        "--uri",
+        &MILVUS_B.uri(),
+        "--token",
+        "",
+    ]));
+    let failed_target = format!("{}_bak", colls[1]);
+    assert!(
+        !names
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(failed_target.as_str())),
+        "nothing of the failed collection was created: {names}"
+    );
+
+    // The object is back: the next apply redoes only the failed collection.
+    ok(data_with_input(
+        &["s3-put", "--bucket", "bucket-a", "--key", &key],
+        &saved,
+    ));
+    let out = planrun(&["apply", "--yes", "--progress", "plain", p]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("resuming"), "{t}");
+    for c in [&colls[0], &colls[2]] {
+        assert!(
+            !t.contains(&format!("`{c}_bak` import")),
+            "`{c}` is not restored twice: {t}"
+        );
+    }
+    for c in &colls {
+        same_rows(c, &format!("{c}_bak"));
+    }
+    for c in &colls {
+        drop_b(&format!("{c}_bak"));
+        data(&["drop", c]);
+    }
+    clean_backup("bucket-b", &bk);
+}
+
+#[test]
+fn a_damaged_backup_is_refused_before_anything_is_created() {
+    let prefix = support::unique("dmg");
+    let colls = [format!("{prefix}_ok"), format!("{prefix}_bad")];
+    for c in &colls {
+        seed(&MILVUS_A.uri(), "root:Milvus", c, &[]);
+    }
+    let bk = support::unique("bk");
+    let dir = tempfile::tempdir().unwrap();
+    let backup = plan(
+        dir.path(),
+        "backup",
+        &format!(
+            r#"
+[steps.backup]
+type = "backup"
+instance = "milvus_a"
+collections = ["{prefix}_*"]
+to = "bucket_b:backup/{bk}"
+"#
+        ),
+    );
+    let out = planrun(&["apply", "--yes", backup.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    // Remove one binlog of `_bad` from the backup (what a lost object looks like).
+    let meta = std::process::Command::new(support::python())
+        .arg(support::root().join("scripts/milvus_data.py"))
+        .args([
+            "s3-get",
+            "--bucket",
+            "bucket-b",
+            "--key",
+            &format!("backup/{bk}/meta/full_meta.json"),
+        ])
+        .output()
+        .unwrap()
+        .stdout;
+    let meta: Value = serde_json::from_slice(&meta).unwrap();
+    let bad = meta["collection_backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["collection_name"] == colls[1].as_str())
+        .unwrap();
+    let id = bad["collection_id"].as_i64().unwrap();
+    let listing = ok(data(&["s3-list", "--bucket", "bucket-b"]));
+    let victim = listing
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .find(|k| k.starts_with(&format!("backup/{bk}/binlogs/insert_log/{id}/")))
+        .unwrap()
+        .to_string();
+    ok(data(&[
+        "s3-clean", "--bucket", "bucket-b", "--prefix", &victim,
+    ]));
+
+    let restore = plan(
+        dir.path(),
+        "restore",
+        &format!(
+            r#"
+[steps.restore]
+type = "restore"
+instance = "milvus_b"
+from = "bucket_b:backup/{bk}"
+suffix = "_bak"
+
+[steps.copy]
+type = "copy"
+from = "bucket_b:backup/{bk}"
+to = "bucket_a:backup/{bk}_copy"
+"#
+        ),
+    );
+    let restore = restore.to_str().unwrap();
+    let shown = planrun(&["plan", restore]);
+    let t = text(&shown);
+    assert_eq!(
+        shown.status.code(),
+        Some(1),
+        "conflicts make `plan` fail: {t}"
+    );
+    assert!(t.contains("is missing from the backup"), "{t}");
+    assert!(
+        t.contains("does not match its meta, so it is not copied"),
+        "{t}"
+    );
+    let out = planrun(&["apply", "--yes", restore]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    let names = ok(data(&[
+        "dump-names",
+        "--uri",
+        &MILVUS_B.uri(),
+        "--token",
+        "",
+    ]));
+    for c in &colls {
+        let target = format!("{c}_bak");
+        assert!(
+            !names
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(target.as_str())),
+            "nothing was created: {names}"
+        );
+        data(&["drop", c]);
+    }
+    clean_backup("bucket-b", &bk);
+}
+
+#[test]
+fn load_state_is_mirrored_and_the_source_is_left_as_it_was() {
+    let prefix = support::unique("lst");
+    let (unindexed, released) = (format!("{prefix}_noidx"), format!("{prefix}_rel"));
+    seed(&MILVUS_A.uri(), "root:Milvus", &unindexed, &["--no-index"]);
+    seed(&MILVUS_A.uri(), "root:Milvus", &released, &[]);
+    ok(data(&["release", &released]));
+    let (bk, bk_rows) = (support::unique("bk"), support::unique("bk"));
+    let dir = tempfile::tempdir().unwrap();
+    let p = plan(
+        dir.path(),
+        "mirror",
+        &format!(
+            r#"
+[steps.backup]
+type = "backup"
+instance = "milvus_a"
+collections = ["{unindexed}", "{released}"]
+to = "bucket_b:backup/{bk}"
+
+[steps.restore]
+type = "restore"
+instance = "milvus_b"
+from = "bucket_b:backup/{bk}"
+suffix = "_bak"
+
+[steps.rows_backup]
+type = "backup"
+instance = "milvus_a"
+needs = ["restore"]  # not while the binlog backup records the source's load state
+mode = "rows"
+collections = ["{released}"]
+to = "bucket_b:backup/{bk_rows}"
+
+[steps.rows_restore]
+type = "restore"
+instance = "milvus_b"
+from = "bucket_b:backup/{bk_rows}"
+suffix = "_rows"
+"#
+        ),
+    );
+    let p = p.to_str().unwrap();
+    let shown = planrun(&["plan", p]);
+    let t = text(&shown);
+    assert!(shown.status.success(), "{t}");
+    assert!(t.contains("left released (as its source)"), "{t}");
+    let out = planrun(&["apply", "--yes", "--progress", "plain", p]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("200 rows checked against the backup"), "{t}");
+    for (target, source) in [
+        (format!("{unindexed}_bak"), &unindexed),
+        (format!("{released}_bak"), &released),
+        (format!("{released}_rows"), &released),
+    ] {
+        let s = state(&MILVUS_B.uri(), "", &target);
+        assert_eq!(
+            s["loaded"], false,
+            "`{target}` mirrors its released source: {s}"
+        );
+        assert_eq!(s["flushed_rows"].as_i64().unwrap_or(-1), 200, "{s}");
+        let src = state(&MILVUS_A.uri(), "root:Milvus", source);
+        assert_eq!(src["loaded"], false, "the source stays released: {src}");
+        drop_b(&target);
+    }
+    data(&["drop", &unindexed, &released]);
+    clean_backup("bucket-b", &bk);
+    clean_backup("bucket-b", &bk_rows);
+}
+
+#[test]
+fn a_rename_typo_and_dropping_the_source_are_refused() {
+    let coll = support::unique("nm");
+    seed(&MILVUS_A.uri(), "root:Milvus", &coll, &[]);
+    let bk = support::unique("bk");
+    let dir = tempfile::tempdir().unwrap();
+    let p = plan(
+        dir.path(),
+        "names",
+        &format!(
+            r#"
+[steps.backup]
+type = "backup"
+instance = "milvus_a"
+collections = ["{coll}"]
+to = "bucket_a:backup/{bk}"
+
+[steps.typo]
+type = "restore"
+instance = "milvus_b"
+from = "bucket_a:backup/{bk}"
+rename = {{ "{coll}x" = "renamed" }}
+
+[steps.back_into_source]
+type = "restore"
+instance = "milvus_a"
+from = "bucket_a:backup/{bk}"
+on_conflict = "drop"
+"#
+        ),
+    );
+    let shown = planrun(&["plan", p.to_str().unwrap()]);
+    let t = text(&shown);
+    assert_eq!(shown.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains(&format!("names `{coll}x`, which the backup")),
+        "{t}"
+    );
+    assert!(
+        t.contains("the collection its backup was taken from"),
+        "{t}"
+    );
+    let out = planrun(&["apply", "--yes", p.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let src = state(&MILVUS_A.uri(), "root:Milvus", &coll);
+    assert_eq!(
+        src["flushed_rows"].as_i64().unwrap_or(-1),
+        200,
+        "the source is untouched: {src}"
+    );
+    data(&["drop", &coll]);
+    clean_backup("bucket-a", &bk);
+}
