@@ -625,7 +625,7 @@ def report(results, args):
                          f"{c['durable_us_per_task']:.0f} us/task", "-", "-", "-"))
             rows.append(("6 checkpoint: lookup of a done task",
                          f"{c['lookup_us_per_task']:.1f} us/task", "-", "-", "-"))
-    if "binlog" in results or "rows" in results:
+    if "binlog" in results or "rows" in results or "many" in results:
         import milvus_bench
         rows += milvus_bench.report_rows(results)
     print("\n## planrun benchmark results" + (" (smoke: tiny sizes, numbers mean nothing)" if args.smoke else ""))
@@ -663,7 +663,7 @@ def machine():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, one round: checks the suite runs")
-    ap.add_argument("--only", default="1,2,3,4,5,6", help="comma-separated benchmark numbers")
+    ap.add_argument("--only", default="1,2,3,4,5,6,7", help="comma-separated benchmark numbers")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--objects", type=int, default=2000)
     ap.add_argument("--concurrency", type=int, default=4,
@@ -677,6 +677,9 @@ def main():
     ap.add_argument("--milvus-rounds", type=int, default=3, help="rounds of benchmarks 3 and 4")
     ap.add_argument("--iterator-batch", type=int, default=1000,
                     help="the script's query_iterator batch size (benchmark 4; pymilvus default)")
+    ap.add_argument("--collections", type=int, default=50, help="collections of benchmark 7")
+    ap.add_argument("--rows", type=int, default=5000, help="rows per collection (benchmark 7)")
+    ap.add_argument("--many-rounds", type=int, default=1, help="rounds of benchmark 7")
     args = ap.parse_args()
     only = {int(x) for x in args.only.split(",")}
     if args.smoke:
@@ -686,6 +689,7 @@ def main():
         args.big_rounds = args.resume_rounds = 1
         args.plan_collections, args.plan_steps, args.checkpoint_tasks = 200, 40, 2000
         args.binlog_rows, args.rows_rows, args.dim, args.milvus_rounds = 3000, 2000, 8, 1
+        args.collections, args.rows, args.many_rounds = 3, 200, 1
     else:
         max_size = 8 * MIB
         args.big_sizes = [parse_size(s) for s in args.big.split(",")]
@@ -733,7 +737,7 @@ def main():
         if 5 in only:
             log("benchmark 5: resume after kill -9")
             results["resume"] = resume_benchmark(args, pr, moto, moto_s3, src, expect, sizes_by_key)
-        if only & {3, 4}:
+        if only & {3, 4, 7}:
             import milvus_bench
             if 3 in only:
                 log("benchmark 3: binlog migration, planrun vs a pymilvus + boto3 script")
@@ -741,6 +745,9 @@ def main():
             if 4 in only:
                 log("benchmark 4: rows mode, planrun vs query_iterator + insert")
                 results["rows"] = milvus_bench.rows_benchmark(args, binary, work, alternate)
+            if 7 in only:
+                log("benchmark 7: many collections, planrun vs a script, one collection at a time")
+                results["many"] = milvus_bench.many_benchmark(args, binary, work)
         if 6 in only:
             log("benchmark 6: engine overhead (offline)")
             results["engine"] = engine_benchmark(args, binary, work)

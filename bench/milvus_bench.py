@@ -1,4 +1,4 @@
-"""Benchmarks 3 and 4: planrun against the pymilvus (+ boto3) scripts users write today, on the
+"""Benchmarks 3, 4 and 7: planrun against the pymilvus (+ boto3) scripts users write today, on the
 two Milvus 2.3.5 servers and Milvus Lite of scripts/services.sh (see docs/benchmarks.md).
 
 3. Binlog migration of one collection from Milvus A to Milvus B through the seed scenario's
@@ -6,6 +6,9 @@ two Milvus 2.3.5 servers and Milvus Lite of scripts/services.sh (see docs/benchm
    (flush, copy the segments' binlogs with boto3, bulk-insert them with backup=true, index, load).
 4. Rows mode: planrun's `mode = "rows"` backup and restore vs a script that reads with
    `query_iterator` and writes with `insert`, from A to B and from A to Lite.
+7. Many small collections from A to B with the seed's three steps (backup into bucket-a, copy to
+   bucket-b, restore on B with a suffix): planrun with default settings vs the benchmark 3 script
+   looped over the collections one at a time vs planrun with `collections = 1`.
 
 Both sides of a comparison run alternately in one invocation; results are checked (row counts)
 before they count. Run through bench/run.sh.
@@ -244,10 +247,11 @@ def s3():
                         config=Config(max_pool_connections=32))
 
 
-def script_binlog(coll, target, prefix, dim):
+def script_binlog(coll, target, prefix, dim, stage=None):
     """Flush, copy each live segment's insert and delta logs into bucket-b with boto3 (16
     copies at a time), bulk-insert them on B with backup=true, index, load. Returns seconds per
-    phase."""
+    phase. With `stage` (a prefix in bucket-a), the binlogs are first copied there (the backup)
+    and from there to bucket-b, as the seed's backup and copy steps do (benchmark 7)."""
     phases = {}
     t = time.monotonic()
 
@@ -268,19 +272,28 @@ def script_binlog(coll, target, prefix, dim):
         seg_dirs = []
         for kind in ("insert_log", "delta_log"):
             src = f"{A['root']}/{kind}/{cid}/{s.partitionID}/{s.segmentID}/"
-            dst = f"{prefix}/{kind}/{cid}/{s.partitionID}/{s.segmentID}/"
+            rel = f"{kind}/{cid}/{s.partitionID}/{s.segmentID}/"
             for page in store.get_paginator("list_objects_v2").paginate(Bucket=A["bucket"], Prefix=src):
-                jobs += [(o["Key"], dst + o["Key"][len(src):]) for o in page.get("Contents", [])]
-            seg_dirs.append(dst)
+                jobs += [(o["Key"], rel + o["Key"][len(src):]) for o in page.get("Contents", [])]
+            seg_dirs.append(f"{prefix}/{rel}")
         dirs.append(seg_dirs)
 
-    def copy(job):
-        store.copy_object(Bucket=B["bucket"], Key=job[1],
-                          CopySource={"Bucket": A["bucket"], "Key": job[0]})
+    def copier(src_bucket, dst_bucket, dst_prefix, staged):
+        def copy(job):
+            src_key = f"{stage}/{job[1]}" if staged else job[0]
+            store.copy_object(Bucket=dst_bucket, Key=f"{dst_prefix}/{job[1]}",
+                              CopySource={"Bucket": src_bucket, "Key": src_key})
+        return copy
 
     with ThreadPoolExecutor(16) as ex:
-        list(ex.map(copy, jobs))
-    lap("copy")
+        if stage is None:
+            list(ex.map(copier(A["bucket"], B["bucket"], prefix, False), jobs))
+            lap("copy")
+        else:
+            list(ex.map(copier(A["bucket"], A["bucket"], stage, False), jobs))
+            lap("backup copy")
+            list(ex.map(copier(A["bucket"], B["bucket"], prefix, True), jobs))
+            lap("copy to bucket-b")
     b.create_collection(target, schema=schema(b, dim), consistency_level="Strong", shards_num=1)
     connections.connect(alias="bench-b", uri=B["uri"])
     tasks = [utility.do_bulk_insert(target, files=d, partition_name="_default", using="bench-b",
@@ -436,6 +449,198 @@ def rows_benchmark(args, binary, work, alternate):
     return results
 
 
+# ---------------------------------------------------------------------------------------------
+# Benchmark 7: many small collections, the seed's three steps
+
+
+MANY_DIM = 8
+
+MANY_PLAN = """version = 1
+name = "{name}"
+
+[settings]
+state_dir = "{state}"
+{settings}
+[instances.milvus_a]
+type = "milvus"
+uri = "{a_uri}"
+user = "root"
+password = "Milvus"
+data = "bucket_a:files"
+
+[instances.milvus_b]
+type = "milvus"
+uri = "{b_uri}"
+data = "bucket_b:files"
+
+[buckets.bucket_a]
+type = "s3"
+endpoint = "{s3}"
+bucket = "bucket-a"
+region = "us-east-1"
+access_key_id = "minioadmin"
+secret_access_key = "minioadmin"
+
+[buckets.bucket_b]
+type = "s3"
+endpoint = "{s3}"
+bucket = "bucket-b"
+region = "us-east-1"
+access_key_id = "minioadmin"
+secret_access_key = "minioadmin"
+
+[steps.backup]
+type = "backup"
+instance = "milvus_a"
+collections = ["{prefix}_*"]
+to = "bucket_a:{backup}"
+
+[steps.copy]
+type = "copy"
+from = "bucket_a:{backup}"
+to = "bucket_b:{backup}"
+
+[steps.restore]
+type = "restore"
+instance = "milvus_b"
+from = "bucket_b:{backup}"
+suffix = "{suffix}"
+"""
+
+
+def seed_many(prefix, n, rows, dim, threads=4):
+    """`n` collections `<prefix>_<k>` on Milvus A, `rows` rows each, flushed, indexed, loaded
+    (Strong consistency, one shard), created `threads` at a time. Waits until compaction stops
+    changing their segments and checks every row count."""
+    import numpy as np
+
+    names = [f"{prefix}_{k:03d}" for k in range(n)]
+    log(f"seeding {n} collections `{prefix}_*` on Milvus A: {rows:,} rows x {dim} dims each")
+    t0 = time.monotonic()
+
+    def one(k):
+        name, c = names[k], client(A)
+        c.create_collection(name, schema=schema(c, dim), index_params=index_params(c),
+                            consistency_level="Strong", shards_num=1)
+        vecs = np.random.default_rng(7000 + k).random((rows, dim), dtype=np.float32)
+        for start in range(0, rows, 20_000):
+            c.insert(name, [{"pk": i, "vec": vecs[i], "cat": i % 100}
+                            for i in range(start, min(rows, start + 20_000))])
+        c.flush(name)
+        wait_indexed(c, name)
+
+    with ThreadPoolExecutor(threads) as ex:
+        list(ex.map(one, range(n)))
+    c = client(A)
+    settle_many(c, names)
+    for name in names:
+        c.load_collection(name)
+        got = count(c, name)
+        if got != rows:
+            raise SystemExit(f"seeding `{name}` left {got} rows, expected {rows}")
+    log(f"seeded {n} collections in {time.monotonic() - t0:.0f} s")
+    return names
+
+
+def settle_many(c, names, quiet=15, limit=600):
+    """`settle` for many collections at once: until none of their segment sets changes."""
+    last, since, t0 = None, time.monotonic(), time.monotonic()
+    while time.monotonic() - t0 < limit:
+        now = [sorted(s.segmentID for s in segments(c, name)) for name in names]
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+        time.sleep(2)
+
+
+def many_benchmark(args, binary, work):
+    """Benchmark 7: `args.collections` collections of `args.rows` rows from A to B with the
+    seed's backup, copy and restore: planrun (default settings), a script migrating one
+    collection after the other, and planrun with `collections = 1`."""
+    n, rows = args.collections, args.rows
+    tag = f"{os.getpid()}_{int(time.time()) % 1_000_000}"
+    prefix = f"bench_many_{tag}"
+    names = []
+    try:
+        names = seed_many(prefix, n, rows, MANY_DIM)
+
+        def restored(suffix, who):
+            """Checks every restored collection against its source, then drops it."""
+            b = client(B)
+            extra = [x for x in b.list_collections()
+                     if x.startswith(prefix) and x.endswith(suffix) and x[:-len(suffix)] not in names]
+            if extra:
+                raise SystemExit(f"{who}: restored collections without a source: {extra}")
+            total = 0
+            for name in names:
+                check_rows(B, name + suffix, rows, who)
+                total += rows
+            return len(names), total
+
+        def cleanup(suffix, backup):
+            for name in names:
+                drop(B, name + suffix)
+            delete_prefix(A["bucket"], backup)
+            delete_prefix(B["bucket"], backup)
+
+        def run_planrun(i, label, settings):
+            suffix, backup = f"_r{i}{label}", f"backup/bench-many-{tag}-{i}{label}"
+            cleanup(suffix, backup)
+            state = tempfile.mkdtemp(prefix="state-", dir=work)
+            plan = os.path.join(work, f"b7-{label}-{i}.toml")
+            with open(plan, "w") as f:
+                f.write(MANY_PLAN.format(name=f"b7-{label}-{i}", state=state, settings=settings,
+                                         a_uri=A["uri"], b_uri=B["uri"], s3=S3, prefix=prefix,
+                                         backup=backup, suffix=suffix))
+            r = Run(binary, plan, os.path.join(work, f"b7-{label}-{i}.log"))
+            shutil.rmtree(state, ignore_errors=True)
+            if r.rc != 0:
+                raise SystemExit(f"planrun b7-{label}-{i} failed (exit {r.rc}):\n{r.text[-3000:]}")
+            checked = restored(suffix, f"planrun ({label})")
+            cleanup(suffix, backup)
+            log(f"many round {i}: planrun {label} {r.wall:.1f} s ({fmt(r.phases())}), "
+                f"CPU {r.cpu_s:.1f} s, RSS {r.rss_mib:.0f} MiB; {checked[0]} collections, "
+                f"{checked[1]:,} rows checked")
+            return {"wall": r.wall, "phases": r.phases(), "cpu_s": r.cpu_s, "rss_mib": r.rss_mib,
+                    "checked": checked}
+
+        def run_script(i):
+            suffix, backup = f"_r{i}py", f"backup/bench-many-{tag}-{i}py"
+            cleanup(suffix, backup)
+            phases, files = {}, 0
+            t0 = time.monotonic()
+            for name in names:
+                p, f = script_binlog(name, name + suffix, backup, MANY_DIM, stage=backup)
+                files += f
+                for k, v in p.items():
+                    phases[k] = phases.get(k, 0) + v
+            wall = time.monotonic() - t0
+            checked = restored(suffix, "script")
+            cleanup(suffix, backup)
+            log(f"many round {i}: script {wall:.1f} s ({fmt(phases)}), {files} files; "
+                f"{checked[0]} collections, {checked[1]:,} rows checked")
+            return {"wall": wall, "phases": phases, "files": files, "checked": checked}
+
+        sides = {"planrun": lambda i: run_planrun(i, "pr", ""),
+                 "script": run_script,
+                 "planrun_c1": lambda i: run_planrun(i, "c1", "collections = 1\n")}
+        out = {k: [] for k in sides}
+        order = list(sides)
+        for i in range(args.many_rounds):
+            for k in order[i % 3:] + order[:i % 3]:
+                out[k].append(sides[k](i))
+        med = {k: statistics.median(r["wall"] for r in v) for k, v in out.items()}
+        return {"collections": n, "rows": rows, "dim": MANY_DIM, "rounds": args.many_rounds,
+                **out, "median_s": med, "ratio_script": med["planrun"] / med["script"],
+                "ratio_c1": med["planrun"] / med["planrun_c1"]}
+    finally:
+        a = client(A)
+        for name in names:
+            if a.has_collection(name):
+                a.drop_collection(name)
+
+
 def fmt(phases):
     return ", ".join(f"{k} {v:.1f}" for k, v in phases.items())
 
@@ -459,4 +664,26 @@ def report_rows(results):
                      f"{r['planrun_rows_per_s']:,.0f} rows/s",
                      f"query_iterator+insert {r['script_rows_per_s']:,.0f} rows/s",
                      f"{r['ratio']:.2f}x", ">= 3x"))
+    if "many" in results:
+        r = results["many"]
+        m = r["median_s"]
+        rows.append((f"7 {r['collections']} collections x {r['rows']:,} rows, A -> B, seed's 3 steps",
+                     f"{m['planrun']:.1f} s", f"script, one collection at a time {m['script']:.1f} s",
+                     f"planrun takes {r['ratio_script']:.2f}x the script's time", "-"))
+        rows.append(("7 the same, planrun with `collections = 1`", f"{m['planrun_c1']:.1f} s", "-",
+                     f"planrun takes {r['ratio_c1']:.2f}x its time with collections = 1", "-"))
+        for who in ("planrun", "planrun_c1", "script"):
+            med = {}
+            for k in r[who][0]["phases"]:
+                med[k] = statistics.median(x["phases"].get(k, 0) for x in r[who])
+            what = {"planrun": "planrun", "planrun_c1": "planrun collections = 1",
+                    "script": "script"}[who]
+            rows.append((f"7 phases, {what} (median s, summed over collections)", fmt(med),
+                         "-", "-", "-"))
+
+        def checked(who):
+            c, n = r[who][-1]["checked"]
+            return f"{c} / {r['collections']} collections, {n:,} rows"
+        rows.append(("7 restored rows checked (count(*) = source)", checked("planrun"),
+                     f"script {checked('script')}", f"collections = 1: {checked('planrun_c1')}", "-"))
     return rows

@@ -218,9 +218,19 @@ def state(a):
     c.flush(a.collection)  # rows inserted by a restore count once flushed
     st = c.get_load_state(a.collection)["state"]
     rows = c.get_collection_stats(a.collection).get("row_count")
-    cid = c.describe_collection(a.collection).get("collection_id")
-    print(json.dumps({"collection": a.collection, "id": cid, "loaded": str(st).endswith("Loaded"),
+    desc = c.describe_collection(a.collection)
+    cid = desc.get("collection_id")
+    print(json.dumps({"collection": a.collection, "id": cid, "aliases": desc.get("aliases", []),
+                      "loaded": str(st).endswith("Loaded"),
                       "state": str(st), "flushed_rows": rows}))
+
+
+def alias(a):
+    client(a.uri, a.token).create_alias(a.collection, a.alias)
+
+
+def drop_alias(a):
+    client(a.uri, a.token).drop_alias(a.alias)
 
 
 def release(a):
@@ -271,6 +281,11 @@ def main():
     sp = sub.add_parser("dump-names"); common(sp)
     sp = sub.add_parser("state"); common(sp)
     sp.add_argument("collection")
+    sp = sub.add_parser("alias"); common(sp)
+    sp.add_argument("collection")
+    sp.add_argument("alias")
+    sp = sub.add_parser("drop-alias"); common(sp)
+    sp.add_argument("alias")
     sp = sub.add_parser("release"); common(sp)
     sp.add_argument("collection")
     sp = sub.add_parser("s3-put", help="store stdin as an object")
@@ -290,7 +305,8 @@ def main():
     sp.add_argument("--prefix", required=True)
     a = p.parse_args()
     {"seed": seed, "dump": dump, "compare": compare, "drop": drop, "dump-names": dump_names,
-     "s3-list": s3_list, "s3-clean": s3_clean, "state": state, "release": release,
+     "s3-list": s3_list, "s3-clean": s3_clean, "state": state, "release": release, "alias": alias,
+     "drop-alias": drop_alias,
      "s3-get": s3_get, "s3-put": s3_put}[a.cmd](a)
 
 

@@ -1,4 +1,5 @@
-//! The benchmark suite still runs: `bench/run.sh --smoke` on tiny sizes prints its result table.
+//! The benchmark suite still runs: `bench/run.sh --smoke` on tiny sizes prints its result table
+//! (benchmark 7: 3 collections x 200 rows, each restored row count checked).
 //! No timing is asserted; the numbers of a smoke run mean nothing.
 
 use std::process::Command;
@@ -44,7 +45,21 @@ fn bench_smoke_run_prints_a_result_table() {
         "3 phases, planrun",
         "4 rows mode 2.3.5 -> 2.3.5, 2,000 rows",
         "4 rows mode 2.3.5 -> Lite, 2,000 rows",
+        "7 3 collections x 200 rows, A -> B, seed's 3 steps",
+        "7 the same, planrun with `collections = 1`",
     ] {
         assert!(stdout.contains(row), "no `{row}` row:\n{stdout}");
+    }
+    // Benchmark 7 counts (count(*)) every restored collection of each side against its source.
+    let checked = stdout
+        .lines()
+        .find(|l| l.starts_with("| 7 restored rows checked"))
+        .unwrap_or_else(|| panic!("no benchmark 7 row check:\n{stdout}"));
+    for side in [
+        "| 3 / 3 collections, 600 rows ",
+        "| script 3 / 3 collections, 600 rows ",
+        "| collections = 1: 3 / 3 collections, 600 rows ",
+    ] {
+        assert!(checked.contains(side), "no `{side}` in `{checked}`");
     }
 }

@@ -495,3 +495,87 @@ on_conflict = "drop"
     data(&["drop", &coll]);
     clean_backup("bucket-a", &bk);
 }
+
+#[test]
+fn aliases_are_carried_renamed_like_their_collections() {
+    let coll = support::unique("al");
+    seed(&MILVUS_A.uri(), "root:Milvus", &coll, &[]);
+    let alias = format!("{coll}_app");
+    ok(data(&["alias", &coll, &alias]));
+    // An alias on B that already points elsewhere is a conflict, seen before anything runs.
+    let other = format!("{coll}_other");
+    seed(&MILVUS_B.uri(), "", &other, &["--rows", "10"]);
+    ok(data(&[
+        "alias",
+        "--uri",
+        &MILVUS_B.uri(),
+        "--token",
+        "",
+        &other,
+        &format!("{alias}_bak"),
+    ]));
+    let bk = support::unique("bk");
+    let dir = tempfile::tempdir().unwrap();
+    let p = plan(
+        dir.path(),
+        "aliases",
+        &format!(
+            r#"
+[steps.backup]
+type = "backup"
+instance = "milvus_a"
+collections = ["{coll}"]
+to = "bucket_b:backup/{bk}"
+
+[steps.restore]
+type = "restore"
+instance = "milvus_b"
+from = "bucket_b:backup/{bk}"
+suffix = "_bak"
+"#
+        ),
+    );
+    let p = p.to_str().unwrap();
+    let shown = planrun(&["plan", p]);
+    let t = text(&shown);
+    assert_eq!(shown.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains(&format!(
+            "alias `{alias}_bak` for `{coll}_bak` already points at `{other}`"
+        )),
+        "{t}"
+    );
+    ok(data(&[
+        "drop-alias",
+        "--uri",
+        &MILVUS_B.uri(),
+        "--token",
+        "",
+        &format!("{alias}_bak"),
+    ]));
+    drop_b(&other);
+    let out = planrun(&["apply", "--yes", p]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    let s = state(&MILVUS_B.uri(), "", &format!("{coll}_bak"));
+    assert!(
+        s["aliases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == &format!("{alias}_bak")),
+        "{s}"
+    );
+    data(&[
+        "drop-alias",
+        "--uri",
+        &MILVUS_B.uri(),
+        "--token",
+        "",
+        &format!("{alias}_bak"),
+    ]);
+    drop_b(&format!("{coll}_bak"));
+    data(&["drop-alias", &alias]);
+    data(&["drop", &coll]);
+    clean_backup("bucket-b", &bk);
+}

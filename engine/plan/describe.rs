@@ -204,6 +204,7 @@ impl Plan {
                         "database": os(&r.database),
                         "on_conflict": r.on_conflict.as_str(),
                         "indexes": r.indexes,
+                        "aliases": r.aliases,
                         "load": r.load,
                     }),
                     StepKind::Verify(VerifyStep::Pair { source, target }) => {

@@ -192,6 +192,8 @@ pub struct RestoreStep {
     pub database: Option<String>,
     pub on_conflict: OnConflict,
     pub indexes: bool,
+    /// Recreate the backup's aliases, renamed like the collections.
+    pub aliases: bool,
     /// `None`: as the source was when backed up (loaded or released).
     pub load: Option<bool>,
 }

@@ -260,6 +260,9 @@ pub struct RawRestore {
     pub on_conflict: Option<Sp<RawOnConflict>>,
     /// Recreate indexes. Default true.
     pub indexes: Option<Sp<bool>>,
+    /// Recreate the aliases the backup recorded, renamed like the collections (`suffix` or
+    /// `rename`). Default true.
+    pub aliases: Option<Sp<bool>>,
     /// Load the collection after restoring: `true`, `false`, or (by default) as the source
     /// collection was when it was backed up.
     pub load: Option<Sp<bool>>,

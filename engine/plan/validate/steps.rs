@@ -225,6 +225,7 @@ fn restore(
         database,
         on_conflict,
         indexes: r.indexes.as_ref().is_none_or(|v| *v.get()),
+        aliases: r.aliases.as_ref().is_none_or(|v| *v.get()),
         load: r.load.as_ref().map(|v| *v.get()),
     }))
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
-use super::target::{Target, create_target, failed};
+use super::target::{Target, create_aliases, create_target, failed};
 use crate::checkpoint::TaskState;
 use crate::format::meta::{CollectionBackupInfo, SegmentBackupInfo};
 use crate::milvus::MilvusClient;
@@ -299,6 +299,12 @@ async fn restore_collection(
         info.partition_backups.len(),
         segments.len()
     );
+    let made = create_aliases(client, step, t).await?;
+    let line = if made.is_empty() {
+        line
+    } else {
+        format!("{line}, aliases {}", made.join(", "))
+    };
     ctx.set(&key, TaskState::Done(to_json(&line))).await?;
     Ok(line)
 }

@@ -11,7 +11,7 @@ use crate::plan::{OnConflict, RestoreStep};
 use std::collections::BTreeMap;
 
 use crate::steps::ctx::{Look, Result, StepCtx, StepError, StepPreview, fail};
-use target::{Mode, exists, name_refusals, refusals};
+use target::{Mode, alias_refusals, aliases, exists, name_refusals, refusals};
 pub use target::{Target, selected};
 
 pub async fn run(ctx: &StepCtx, step: &RestoreStep) -> Result<String> {
@@ -52,6 +52,7 @@ pub async fn run(ctx: &StepCtx, step: &RestoreStep) -> Result<String> {
                 .get(&(t.info.db_name.clone(), t.info.collection_name.clone()))
                 .cloned(),
         );
+        why.extend(alias_refusals(&client, step, &ctx.step, t).await?);
         if !why.is_empty() {
             refused.insert(t.unit(), why.join("; "));
         }
@@ -182,6 +183,15 @@ pub async fn preview(look: &mut Look<'_>, step: &RestoreStep, p: &mut StepPrevie
                 .get(&(info.db_name.clone(), info.collection_name.clone()))
                 .cloned(),
         );
+        match alias_refusals(client, step, &p.id, t).await {
+            Ok(a) => refused.extend(a),
+            Err(e) => p.conflict(e),
+        }
+        let names = aliases(step, t);
+        if !names.is_empty() && refused.is_empty() {
+            p.changes
+                .push(format!("  + aliases {} → {}", names.join(", "), t.name));
+        }
         let mark = match (exists, step.on_conflict) {
             _ if !refused.is_empty() => "!",
             (false, _) => "+",

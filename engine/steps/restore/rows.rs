@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 
-use super::target::{Target, create_target};
+use super::target::{Target, create_aliases, create_target};
 use crate::checkpoint::TaskState;
 use crate::codec::arrow::{Col, batch_to_fields, columns, from_parquet};
 use crate::format::meta::CollectionBackupInfo;
@@ -207,6 +207,12 @@ async fn restore_collection(
         info.collection_name,
         rc.partitions.len()
     );
+    let made = create_aliases(&client.with_database(db), step, t).await?;
+    let line = if made.is_empty() {
+        line
+    } else {
+        format!("{line}, aliases {}", made.join(", "))
+    };
     ctx.set(key, TaskState::Done(to_json(&line))).await?;
     Ok(line)
 }

@@ -213,6 +213,65 @@ pub fn name_refusals(step: &RestoreStep, id: &str, backup: &BackupInfo) -> Vec<S
     out
 }
 
+/// The aliases the restored collection gets: the backup's, renamed like the collections.
+pub(super) fn aliases(step: &RestoreStep, t: &Target<'_>) -> Vec<String> {
+    if !step.aliases {
+        return Vec::new();
+    }
+    t.info
+        .aliases
+        .iter()
+        .map(|a| step.naming.target(a))
+        .collect()
+}
+
+/// The refusal of an alias that exists on the target for another collection (moving it would
+/// redirect an application): checked by the preview and by apply before creating anything.
+pub(super) async fn alias_refusals(
+    client: &MilvusClient,
+    step: &RestoreStep,
+    id: &str,
+    t: &Target<'_>,
+) -> Result<Vec<String>> {
+    let c = client.with_database(&t.db);
+    let mut out = Vec::new();
+    for alias in aliases(step, t) {
+        if let Some(other) = c.describe_alias(&alias).await?
+            && other != t.name
+        {
+            out.push(format!(
+                "alias `{alias}` for `{}` already points at `{other}` on `{}`; set aliases = \
+                 false in step `{id}`, or drop or move that alias first",
+                t.name, step.instance
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Creates the restored collection's aliases (idempotent: an alias already on it is kept).
+pub(super) async fn create_aliases(
+    client: &MilvusClient,
+    step: &RestoreStep,
+    t: &Target<'_>,
+) -> Result<Vec<String>> {
+    let mut made = Vec::new();
+    for alias in aliases(step, t) {
+        match client.describe_alias(&alias).await? {
+            Some(on) if on == t.name => {}
+            Some(other) => {
+                return fail(format!(
+                    "alias `{alias}` already points at `{other}` on `{}`; it is left alone",
+                    step.instance
+                ));
+            }
+            None => client.create_alias(&t.name, &alias).await?,
+        }
+        made.push(alias);
+    }
+    Ok(made)
+}
+
 /// Whether the target exists; a name over the limit cannot (Milvus refuses to look it up).
 pub(super) async fn exists(client: &MilvusClient, t: &Target<'_>) -> Result<bool> {
     if t.name.chars().count() > MAX_NAME {
