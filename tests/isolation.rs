@@ -27,46 +27,14 @@ fn text(out: &Output) -> String {
     )
 }
 
-const HEAD: &str = r#"
-version = 1
-name = "isolation"
-
-[instances.milvus_a]
-type = "milvus"
-uri = "http://127.0.0.1:19530"
-user = "root"
-password = "Milvus"
-data = "bucket_a:files"
-
-[instances.milvus_b]
-type = "milvus"
-uri = "http://127.0.0.1:19540"
-data = "bucket_b:files"
-
-[buckets.bucket_a]
-type = "s3"
-endpoint = "http://127.0.0.1:9000"
-bucket = "bucket-a"
-region = "us-east-1"
-access_key_id = "minioadmin"
-secret_access_key = "minioadmin"
-
-[buckets.bucket_b]
-type = "s3"
-endpoint = "http://127.0.0.1:9000"
-bucket = "bucket-b"
-region = "us-east-1"
-access_key_id = "minioadmin"
-secret_access_key = "minioadmin"
-"#;
-
 /// A plan file of `steps` with a state dir of its own.
 fn plan(dir: &Path, name: &str, steps: &str) -> PathBuf {
     for s in [&S3, &MILVUS_A, &MILVUS_B] {
         s.require();
     }
     let text = format!(
-        "{HEAD}\n[settings]\nstate_dir = \"{}\"\n\n{steps}",
+        "{}\n[settings]\nstate_dir = \"{}\"\n\n{steps}",
+        support::PLAN_HEAD,
         dir.join(format!("{name}.state")).display()
     );
     let path = dir.join(format!("{name}.toml"));

@@ -12,44 +12,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::{self, LITE, MILVUS_A, MILVUS_B, S3, data, ok};
 
-const HEAD: &str = r#"
-version = 1
-name = "preview-apply"
-
-[instances.milvus_a]
-type = "milvus"
-uri = "http://127.0.0.1:19530"
-user = "root"
-password = "Milvus"
-data = "bucket_a:files"
-
-[instances.milvus_b]
-type = "milvus"
-uri = "http://127.0.0.1:19540"
-data = "bucket_b:files"
-
-[instances.lite]
-type = "milvus"
-uri = "http://127.0.0.1:19560"
-data = "bucket_b:lite"
-
-[buckets.bucket_a]
-type = "s3"
-endpoint = "http://127.0.0.1:9000"
-bucket = "bucket-a"
-region = "us-east-1"
-access_key_id = "minioadmin"
-secret_access_key = "minioadmin"
-
-[buckets.bucket_b]
-type = "s3"
-endpoint = "http://127.0.0.1:9000"
-bucket = "bucket-b"
-region = "us-east-1"
-access_key_id = "minioadmin"
-secret_access_key = "minioadmin"
-"#;
-
 /// What one scenario showed: the preview's conflicts and apply's failures, per step.
 struct Outcome {
     conflicts: BTreeMap<String, Vec<String>>,
@@ -64,7 +26,8 @@ fn preview_then_apply(steps: &str) -> Outcome {
     }
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
-        "{HEAD}\n[settings]\nstate_dir = \"{}\"\n\n{steps}",
+        "{}\n[settings]\nstate_dir = \"{}\"\n\n{steps}",
+        support::PLAN_HEAD,
         dir.path().join("state").display()
     );
     let path = dir.path().join("plan.toml");

@@ -95,3 +95,43 @@ pub fn ok(out: std::process::Output) -> String {
     );
     stdout
 }
+
+/// The instances and buckets of the test servers, for plans written inline by tests: Milvus A
+/// (auth on, data in `bucket_a:files`), Milvus B (`bucket_b:files`), Milvus Lite, and both buckets.
+pub const PLAN_HEAD: &str = r#"
+version = 1
+name = "preview-apply"
+
+[instances.milvus_a]
+type = "milvus"
+uri = "http://127.0.0.1:19530"
+user = "root"
+password = "Milvus"
+data = "bucket_a:files"
+
+[instances.milvus_b]
+type = "milvus"
+uri = "http://127.0.0.1:19540"
+data = "bucket_b:files"
+
+[instances.lite]
+type = "milvus"
+uri = "http://127.0.0.1:19560"
+data = "bucket_b:lite"
+
+[buckets.bucket_a]
+type = "s3"
+endpoint = "http://127.0.0.1:9000"
+bucket = "bucket-a"
+region = "us-east-1"
+access_key_id = "minioadmin"
+secret_access_key = "minioadmin"
+
+[buckets.bucket_b]
+type = "s3"
+endpoint = "http://127.0.0.1:9000"
+bucket = "bucket-b"
+region = "us-east-1"
+access_key_id = "minioadmin"
+secret_access_key = "minioadmin"
+"#;

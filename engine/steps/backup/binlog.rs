@@ -434,13 +434,12 @@ pub(super) async fn preview(
             c.get_load_state(name).await,
             Ok(crate::milvus::pb::common::LoadState::Loaded)
         );
-        let schema = desc.as_ref().map(|d| (&d.schema).into());
         info.collection_backups.push(preview_info(
             db,
             name,
             &parts,
             indexes,
-            schema,
+            desc.as_ref(),
             Some(rows),
             loaded,
         ));

@@ -123,7 +123,7 @@ pub(super) fn preview_info(
     name: &str,
     parts: &[PartitionInfo],
     indexes: Vec<IndexInfo>,
-    schema: Option<meta::CollectionSchema>,
+    desc: Option<&CollectionInfo>,
     rows: Option<u64>,
     loaded: bool,
 ) -> CollectionBackupInfo {
@@ -146,7 +146,8 @@ pub(super) fn preview_info(
                 ..Default::default()
             })
             .collect(),
-        schema: schema.unwrap_or_default(),
+        schema: desc.map(|d| (&d.schema).into()).unwrap_or_default(),
+        aliases: desc.map(|d| d.aliases.clone()).unwrap_or_default(),
         planrun_row_count: rows,
         load_state: load_state_name(loaded),
         ..Default::default()

@@ -329,11 +329,8 @@ pub(super) async fn preview(
     for (db, name) in selected {
         let c = client.with_database(db);
         let parts = c.show_partitions(name).await.unwrap_or_default();
-        let schema: Option<CollectionSchema> = c
-            .describe_collection(name)
-            .await
-            .ok()
-            .map(|d| (&d.schema).into());
+        let desc = c.describe_collection(name).await.ok();
+        let schema: Option<CollectionSchema> = desc.as_ref().map(|d| (&d.schema).into());
         if let Some(s) = &schema {
             match unreadable(&c, db, name, s).await {
                 Ok(Some(conflict)) => p.conflict(conflict),
@@ -356,7 +353,13 @@ pub(super) async fn preview(
             Ok(crate::milvus::pb::common::LoadState::Loaded)
         );
         info.collection_backups.push(preview_info(
-            db, name, &parts, indexes, schema, rows, loaded,
+            db,
+            name,
+            &parts,
+            indexes,
+            desc.as_ref(),
+            rows,
+            loaded,
         ));
     }
     Some(info)
