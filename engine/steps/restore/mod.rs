@@ -187,6 +187,15 @@ pub async fn preview(look: &mut Look<'_>, step: &RestoreStep, p: &mut StepPrevie
             Ok(a) => refused.extend(a),
             Err(e) => p.conflict(e),
         }
+        if mode == Mode::Rows
+            && (info.schema.auto_id || info.schema.fields.iter().any(|f| f.auto_id))
+        {
+            p.changes.push(format!(
+                "  ~ `{}` has auto_id: rows mode keeps its primary keys, so `{}` is created with \
+                 auto_id off; applications that insert without keys must send them after cutover",
+                info.collection_name, t.name
+            ));
+        }
         let names = aliases(step, t);
         if !names.is_empty() && refused.is_empty() {
             p.changes
