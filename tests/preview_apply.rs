@@ -98,31 +98,6 @@ impl Outcome {
     }
 }
 
-fn seed(coll: &str, extra: &[&str]) {
-    let mut args = vec![
-        "seed",
-        "--collection",
-        coll,
-        "--rows",
-        "200",
-        "--partitions",
-        "1",
-        "--segments",
-        "1",
-        "--delete-every",
-        "0",
-    ];
-    args.extend_from_slice(extra);
-    ok(data(&args));
-}
-
-fn exists_on(uri: &str, token: &str, coll: &str) -> bool {
-    let names = ok(data(&["dump-names", "--uri", uri, "--token", token]));
-    names
-        .lines()
-        .any(|l| l.split_whitespace().next() == Some(coll))
-}
-
 fn clean(colls: &[&str], backup: &str) {
     for c in colls {
         data(&["drop", c]);
@@ -144,7 +119,7 @@ fn clean(colls: &[&str], backup: &str) {
 fn an_existing_target_is_refused_by_both() {
     let coll = support::unique("pa_exist");
     let bk = support::unique("bk");
-    seed(&coll, &[]);
+    support::seed_small(&MILVUS_A, "root:Milvus", &coll, &[]);
     ok(data(&[
         "seed",
         "--uri",
@@ -203,7 +178,7 @@ suffix = "_bak"
 fn an_unloadable_collection_is_refused_before_anything_is_created() {
     let coll = support::unique("pa_noidx");
     let (bk, bk_rows) = (support::unique("bk"), support::unique("bk"));
-    seed(&coll, &["--no-index"]);
+    support::seed_small(&MILVUS_A, "root:Milvus", &coll, &["--no-index"]);
     // Binlog mode with `load = true`: the backup works, the restore could not load the copy.
     // (Left out, `load` follows the source: see `isolation::an_unindexed_collection_*`.)
     let o = preview_then_apply(&format!(
@@ -224,7 +199,7 @@ load = true
     ));
     let c = o.agree("restore");
     assert!(c[0].contains("no index on `vec`"), "{c:?}");
-    assert!(!exists_on(&MILVUS_B.uri(), "", &format!("{coll}_bak")));
+    assert!(!support::exists_on(&MILVUS_B, "", &format!("{coll}_bak")));
     // Rows mode cannot even read it.
     let o = preview_then_apply(&format!(
         r#"
@@ -246,7 +221,7 @@ to = "bucket_b:backup/{bk_rows}"
 fn a_type_the_target_lacks_is_refused_before_anything_is_created() {
     let coll = support::unique("pa_bin");
     let bk = support::unique("bk");
-    seed(&coll, &["--binary"]);
+    support::seed_small(&MILVUS_A, "root:Milvus", &coll, &["--binary"]);
     let o = preview_then_apply(&format!(
         r#"
 [steps.backup]
@@ -265,7 +240,7 @@ suffix = "_bak"
     ));
     let c = o.agree("restore");
     assert!(c[0].contains("binary vector"), "{c:?}");
-    assert!(!exists_on(&LITE.uri(), "", &format!("{coll}_bak")));
+    assert!(!support::exists_on(&LITE, "", &format!("{coll}_bak")));
     clean(&[&coll, &format!("{coll}_bak")], &bk);
 }
 
@@ -273,7 +248,7 @@ suffix = "_bak"
 fn a_name_over_the_limit_is_refused_before_anything_is_created() {
     let coll = support::unique("pa_long");
     let bk = support::unique("bk");
-    seed(&coll, &[]);
+    support::seed_small(&MILVUS_A, "root:Milvus", &coll, &[]);
     let suffix = format!("_{}", "x".repeat(240));
     let o = preview_then_apply(&format!(
         r#"

@@ -249,7 +249,16 @@ impl StepCtx {
             futures::stream::iter(units.into_iter().enumerate())
                 .map(|(i, u)| {
                     let unit = name(&u);
-                    async move { (i, unit, work(u).await) }
+                    async move {
+                        let r = work(u).await;
+                        // Reported as each unit ends, so progress shows collections finishing.
+                        match &r {
+                            Ok(_) => self.events.unit(&self.step, &unit, None),
+                            Err(StepError::Interrupted | StepError::Checkpoint(_)) => {}
+                            Err(e) => self.events.unit(&self.step, &unit, Some(&e.to_string())),
+                        }
+                        (i, unit, r)
+                    }
                 })
                 .buffer_unordered(n)
                 .collect()
@@ -261,16 +270,9 @@ impl StepCtx {
         };
         for (_, unit, r) in results {
             match r {
-                Ok(v) => {
-                    self.events.unit(&self.step, &unit, None);
-                    out.done.push(v);
-                }
+                Ok(v) => out.done.push(v),
                 Err(e @ (StepError::Interrupted | StepError::Checkpoint(_))) => return Err(e),
-                Err(e) => {
-                    let why = e.to_string();
-                    self.events.unit(&self.step, &unit, Some(&why));
-                    out.failed.push((unit, why));
-                }
+                Err(e) => out.failed.push((unit, e.to_string())),
             }
         }
         Ok(out)

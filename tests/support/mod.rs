@@ -135,3 +135,44 @@ region = "us-east-1"
 access_key_id = "minioadmin"
 secret_access_key = "minioadmin"
 "#;
+
+/// Seeds a small collection on `server` (200 rows, one partition, one segment, no deletes; `extra`
+/// adds or overrides `milvus_data.py seed` options). Fails the test saying how to start the
+/// server when it is not up.
+pub fn seed_small(server: &Service, token: &str, coll: &str, extra: &[&str]) {
+    server.require();
+    let uri = server.uri();
+    let mut args = vec![
+        "seed",
+        "--uri",
+        &uri,
+        "--token",
+        token,
+        "--collection",
+        coll,
+        "--rows",
+        "200",
+        "--partitions",
+        "1",
+        "--segments",
+        "1",
+        "--delete-every",
+        "0",
+    ];
+    args.extend_from_slice(extra);
+    ok(data(&args));
+}
+
+/// Whether `coll` exists on `server`.
+pub fn exists_on(server: &Service, token: &str, coll: &str) -> bool {
+    let names = ok(data(&[
+        "dump-names",
+        "--uri",
+        &server.uri(),
+        "--token",
+        token,
+    ]));
+    names
+        .lines()
+        .any(|l| l.split_whitespace().next() == Some(coll))
+}

@@ -429,20 +429,8 @@ pub(super) async fn preview(
             segs.len(),
             human_bytes(bytes)
         ));
-        let indexes = c.describe_index(name).await.unwrap_or_default();
-        let loaded = matches!(
-            c.get_load_state(name).await,
-            Ok(crate::milvus::pb::common::LoadState::Loaded)
-        );
-        info.collection_backups.push(preview_info(
-            db,
-            name,
-            &parts,
-            indexes,
-            desc.as_ref(),
-            Some(rows),
-            loaded,
-        ));
+        info.collection_backups
+            .push(preview_info(&c, db, name, &parts, desc.as_ref(), Some(rows)).await);
     }
     Some(info)
 }

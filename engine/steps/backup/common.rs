@@ -118,15 +118,20 @@ pub(super) fn backup_info(
 
 /// What the preview knows of a collection a backup will hold: enough for a later restore's
 /// preview (names, partitions, indexes, rows) and its checks.
-pub(super) fn preview_info(
+pub(super) async fn preview_info(
+    c: &MilvusClient,
     db: &str,
     name: &str,
     parts: &[PartitionInfo],
-    indexes: Vec<IndexInfo>,
     desc: Option<&CollectionInfo>,
     rows: Option<u64>,
-    loaded: bool,
 ) -> CollectionBackupInfo {
+    // Looked at once here for both modes: what a later restore's preview checks.
+    let indexes = c.describe_index(name).await.unwrap_or_default();
+    let loaded = matches!(
+        c.get_load_state(name).await,
+        Ok(crate::milvus::pb::common::LoadState::Loaded)
+    );
     CollectionBackupInfo {
         db_name: db.to_string(),
         collection_name: name.to_string(),
