@@ -25,6 +25,8 @@ pub struct StepTotals {
     pub planned_bytes: u64,
     pub objects: u64,
     pub bytes: u64,
+    pub planned_rows: u64,
+    pub rows: u64,
     pub state: String,
     pub summary: String,
 }
@@ -46,7 +48,7 @@ pub async fn render(mut rx: mpsc::UnboundedReceiver<Event>, style: Style) -> Rep
         ProgressDrawTarget::hidden()
     });
     let bar_style = ProgressStyle::with_template(
-        "{prefix:>12.bold} [{bar:30}] {pos}/{len} objects  {msg}  {elapsed_precise} ETA {eta}",
+        "{prefix:>12.bold} [{bar:30}] {pos}/{len} {msg}  {elapsed_precise} ETA {eta}",
     )
     .expect("valid template")
     .progress_chars("=> ");
@@ -104,36 +106,38 @@ pub async fn render(mut rx: mpsc::UnboundedReceiver<Event>, style: Style) -> Rep
                 step,
                 objects,
                 bytes,
+                rows,
             } => {
                 let t = report.steps.entry(step.clone()).or_default();
                 t.planned_objects += objects;
                 t.planned_bytes += bytes;
+                t.planned_rows += rows;
                 if let Some((pb, _)) = progress.get(step) {
-                    pb.set_length(t.planned_objects);
+                    pb.set_length(t.counted().1);
                 }
             }
             Event::Progress {
                 step,
                 objects,
                 bytes,
+                rows,
             } => {
                 let t = report.steps.entry(step.clone()).or_default();
                 t.objects += objects;
                 t.bytes += bytes;
+                t.rows += rows;
                 if let Some((pb, started)) = progress.get(step) {
-                    pb.set_position(t.objects);
-                    pb.set_message(rate(t.bytes, t.planned_bytes, started.elapsed()));
+                    let (done, _) = t.counted();
+                    let rate = t.rate(started.elapsed());
+                    pb.set_position(done);
+                    pb.set_message(rate.clone());
                     let due = last_line
                         .get(step)
                         .is_none_or(|at| at.elapsed() >= Duration::from_secs(5));
                     if !bars && style != Style::Json && due {
                         last_line.insert(step.clone(), Instant::now());
-                        line(format!(
-                            "{step}: {}/{} objects, {}",
-                            t.objects,
-                            t.planned_objects,
-                            rate(t.bytes, t.planned_bytes, started.elapsed())
-                        ));
+                        let (done, planned) = t.counted();
+                        line(format!("{step}: {done}/{planned} {rate}"));
                     }
                 }
             }
@@ -222,14 +226,29 @@ impl Report {
     }
 }
 
-fn rate(bytes: u64, planned: u64, elapsed: Duration) -> String {
-    let secs = elapsed.as_secs_f64().max(0.001);
-    format!(
-        "{} / {} ({}/s)",
-        human_bytes(bytes),
-        human_bytes(planned),
-        human_bytes((bytes as f64 / secs) as u64)
-    )
+impl StepTotals {
+    /// A step counts rows (rows mode, verify) or objects (binlogs, copies): done and planned.
+    fn counted(&self) -> (u64, u64) {
+        if self.rows > 0 || self.planned_rows > 0 {
+            (self.rows, self.planned_rows)
+        } else {
+            (self.objects, self.planned_objects)
+        }
+    }
+
+    /// What follows `done/planned` in a progress line: the unit and the rate.
+    fn rate(&self, elapsed: Duration) -> String {
+        let secs = elapsed.as_secs_f64().max(0.001);
+        if self.rows > 0 || self.planned_rows > 0 {
+            return format!("rows ({:.0} rows/s)", self.rows as f64 / secs);
+        }
+        format!(
+            "objects, {} / {} ({}/s)",
+            human_bytes(self.bytes),
+            human_bytes(self.planned_bytes),
+            human_bytes((self.bytes as f64 / secs) as u64)
+        )
+    }
 }
 
 #[cfg(test)]
@@ -257,5 +276,21 @@ mod tests {
         let t = &report.steps["copy"];
         assert_eq!((t.planned_objects, t.objects, t.bytes), (3, 3, 300));
         assert_eq!(t.state, "done");
+    }
+
+    #[tokio::test]
+    async fn rows_steps_count_rows_not_objects() {
+        let (events, rx) = Events::channel();
+        let reporter = tokio::spawn(render(rx, Style::Plain));
+        events.planned_rows("restore", 500);
+        events.progress_rows("restore", 300);
+        drop(events);
+        let t = &reporter.await.unwrap().steps["restore"];
+        assert_eq!(t.counted(), (300, 500));
+        assert!(
+            t.rate(Duration::from_secs(1))
+                .starts_with("rows (300 rows/s)")
+        );
+        assert_eq!((t.objects, t.bytes), (0, 0));
     }
 }

@@ -447,8 +447,8 @@ mod tests {
         let back = from_parquet(to_parquet(&batch).unwrap().into()).unwrap();
         assert_eq!(back.len(), 1);
         let fields = batch_to_fields(&cols, &back[0]).unwrap();
-        let a = crate::codec::digest::hash_rows(&page, "pk", 2).unwrap();
-        let b = crate::codec::digest::hash_rows(&fields, "pk", 2).unwrap();
+        let a = crate::codec::digest::hash_rows(&page, "pk", 2, true).unwrap();
+        let b = crate::codec::digest::hash_rows(&fields, "pk", 2, true).unwrap();
         assert_eq!(a, b, "every value survives the round trip");
         let dynamic = fields.iter().find(|f| f.is_dynamic).unwrap();
         assert_eq!(dynamic.field_name, "$meta");

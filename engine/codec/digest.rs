@@ -9,11 +9,13 @@ use crate::milvus::Pk;
 use crate::milvus::pb::schema::{FieldData, ScalarField, field_data, scalar_field, vector_field};
 
 /// The key and canonical hash of every row of a page. Columns are taken by field name, so the
-/// order the server returns them in does not matter.
+/// order the server returns them in does not matter. Without `with_key` the key column is left
+/// out of the hash: rows whose keys were reassigned still hash as their source.
 pub fn hash_rows(
     fields: &[FieldData],
     pk: &str,
     n: usize,
+    with_key: bool,
 ) -> std::result::Result<Vec<(Pk, u128)>, String> {
     let pk_col = fields
         .iter()
@@ -25,7 +27,7 @@ pub fn hash_rows(
         return Err(format!("the page has {} keys for {n} rows", keys.len()));
     }
     let mut cols: BTreeMap<&str, &FieldData> = BTreeMap::new();
-    for f in fields {
+    for f in fields.iter().filter(|f| with_key || f.field_name != pk) {
         let name = if f.is_dynamic {
             "$meta"
         } else {
@@ -160,18 +162,19 @@ mod tests {
             &page(vec![1.0, 2.0], vec![r#"{"a":1,"b":2}"#, "[]"]),
             "id",
             2,
+            true,
         )
         .unwrap();
         let mut cols = page(vec![1.0, 2.0], vec![r#"{"b":2,"a":1}"#, "[]"]);
         cols.reverse();
-        let b = hash_rows(&cols, "id", 2).unwrap();
+        let b = hash_rows(&cols, "id", 2, true).unwrap();
         assert_eq!(a, b);
     }
 
     #[test]
     fn a_changed_value_changes_only_its_row() {
-        let a = hash_rows(&page(vec![1.0, 2.0], vec!["1", "2"]), "id", 2).unwrap();
-        let b = hash_rows(&page(vec![1.0, 2.5], vec!["1", "2"]), "id", 2).unwrap();
+        let a = hash_rows(&page(vec![1.0, 2.0], vec!["1", "2"]), "id", 2, true).unwrap();
+        let b = hash_rows(&page(vec![1.0, 2.5], vec!["1", "2"]), "id", 2, true).unwrap();
         assert_eq!(a[0], b[0]);
         assert_ne!(a[1].1, b[1].1);
         assert_eq!(a[1].0, Pk::Int(1));
@@ -187,6 +190,7 @@ mod tests {
             ],
             "id",
             2,
+            true,
         )
         .unwrap();
         let b = hash_rows(
@@ -196,10 +200,30 @@ mod tests {
             ],
             "id",
             2,
+            true,
         )
         .unwrap();
         let sum = |v: &[(Pk, u128)]| v.iter().fold(0u128, |s, r| s.wrapping_add(r.1));
         assert_ne!(sum(&a), sum(&b));
+    }
+
+    #[test]
+    fn without_the_key_rows_with_new_keys_hash_as_their_source() {
+        let row = |id: i64| {
+            vec![
+                int64_column("id", vec![id]),
+                varchar_column("t", vec!["x".into()]),
+            ]
+        };
+        let (a, b) = (row(1), row(1_000_001));
+        assert_ne!(
+            hash_rows(&a, "id", 1, true).unwrap()[0].1,
+            hash_rows(&b, "id", 1, true).unwrap()[0].1
+        );
+        assert_eq!(
+            hash_rows(&a, "id", 1, false).unwrap()[0].1,
+            hash_rows(&b, "id", 1, false).unwrap()[0].1
+        );
     }
 
     #[test]
@@ -209,10 +233,10 @@ mod tests {
         let mut compact = int64_column("x", vec![5]);
         compact.valid_data = vec![true, false];
         let ids = int64_column("id", vec![1, 2]);
-        let a = hash_rows(&[ids.clone(), full], "id", 2).unwrap();
-        let b = hash_rows(&[ids.clone(), compact], "id", 2).unwrap();
+        let a = hash_rows(&[ids.clone(), full], "id", 2, true).unwrap();
+        let b = hash_rows(&[ids.clone(), compact], "id", 2, true).unwrap();
         assert_eq!(a, b);
-        let c = hash_rows(&[ids, int64_column("x", vec![5, 0])], "id", 2).unwrap();
+        let c = hash_rows(&[ids, int64_column("x", vec![5, 0])], "id", 2, true).unwrap();
         assert_eq!(a[0], c[0]);
         assert_ne!(a[1], c[1]);
     }
@@ -226,6 +250,7 @@ mod tests {
             ],
             "id",
             2,
+            true,
         )
         .unwrap_err();
         assert!(err.contains("`s`"), "{err}");

@@ -3,6 +3,7 @@
 
 pub mod arrow;
 pub mod digest;
+pub mod limits;
 
 use crate::format::meta::{self, CollectionSchema};
 use crate::milvus::pb::schema::{DataType, FieldData};

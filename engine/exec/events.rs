@@ -19,17 +19,21 @@ pub enum Event {
         step: String,
         kind: String,
     },
-    /// Work a step has discovered it must do, so progress bars know their length.
+    /// Work a step has discovered it must do, so progress bars know their length. Steps that
+    /// move objects count `objects` and `bytes`; steps that move rows (rows mode, verify) `rows`.
     Planned {
         step: String,
         objects: u64,
         bytes: u64,
+        rows: u64,
     },
-    /// Work finished: objects copied or verified present, bytes moved through planrun or server-side.
+    /// Work finished: objects copied or verified present, bytes moved through planrun or
+    /// server-side, rows read, inserted or compared.
     Progress {
         step: String,
         objects: u64,
         bytes: u64,
+        rows: u64,
     },
     /// One phase of a step's work on one collection ended (flush, copy, import, index, load):
     /// where the time of a migration went, without a profiler.
@@ -161,6 +165,7 @@ impl Events {
             step: step.to_string(),
             objects,
             bytes,
+            rows: 0,
         });
     }
 
@@ -169,6 +174,25 @@ impl Events {
             step: step.to_string(),
             objects,
             bytes,
+            rows: 0,
+        });
+    }
+
+    pub fn planned_rows(&self, step: &str, rows: u64) {
+        self.send(Event::Planned {
+            step: step.to_string(),
+            objects: 0,
+            bytes: 0,
+            rows,
+        });
+    }
+
+    pub fn progress_rows(&self, step: &str, rows: u64) {
+        self.send(Event::Progress {
+            step: step.to_string(),
+            objects: 0,
+            bytes: 0,
+            rows,
         });
     }
 }

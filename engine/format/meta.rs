@@ -314,6 +314,11 @@ impl From<&pb::schema::CollectionSchema> for CollectionSchema {
 }
 
 impl CollectionSchema {
+    /// Whether the server assigns the primary keys.
+    pub fn auto_id(&self) -> bool {
+        self.auto_id || self.fields.iter().any(|f| f.is_primary_key && f.auto_id)
+    }
+
     /// The vector fields: a collection loads only with an index on each of them.
     pub fn vector_fields(&self) -> impl Iterator<Item = &FieldSchema> {
         use pb::schema::DataType as T;

@@ -7,6 +7,8 @@
 //! key ranges of files never overlap, which is what lets a restore reconcile a file it may have
 //! inserted before a crash by counting its range.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::milvus::Pk;
@@ -47,6 +49,9 @@ pub struct RowsFile {
     /// Hex MD5 of the file as written; absent in older backups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub md5: Option<String>,
+    /// The longest value read per size limit the source did not report (`codec::limits`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub longest: BTreeMap<String, u64>,
 }
 
 /// A primary key as it is stored in the meta and checkpoints (a number or a string).

@@ -131,18 +131,7 @@ pub fn float_vector_column(name: &str, dim: i64, data: Vec<f32>) -> FieldData {
 /// How many rows a column holds.
 pub fn column_len(f: &FieldData) -> usize {
     match &f.field {
-        Some(field_data::Field::Scalars(s)) => match &s.data {
-            Some(scalar_field::Data::BoolData(a)) => a.data.len(),
-            Some(scalar_field::Data::IntData(a)) => a.data.len(),
-            Some(scalar_field::Data::LongData(a)) => a.data.len(),
-            Some(scalar_field::Data::FloatData(a)) => a.data.len(),
-            Some(scalar_field::Data::DoubleData(a)) => a.data.len(),
-            Some(scalar_field::Data::StringData(a)) => a.data.len(),
-            Some(scalar_field::Data::BytesData(a)) => a.data.len(),
-            Some(scalar_field::Data::ArrayData(a)) => a.data.len(),
-            Some(scalar_field::Data::JsonData(a)) => a.data.len(),
-            None => 0,
-        },
+        Some(field_data::Field::Scalars(s)) => scalar_len(s),
         Some(field_data::Field::Vectors(v)) => {
             let dim = v.dim.max(1) as usize;
             match &v.data {
@@ -156,6 +145,22 @@ pub fn column_len(f: &FieldData) -> usize {
                 None => 0,
             }
         }
+        None => 0,
+    }
+}
+
+/// How many values a scalar column (or one array value) holds.
+pub fn scalar_len(s: &ScalarField) -> usize {
+    match &s.data {
+        Some(scalar_field::Data::BoolData(a)) => a.data.len(),
+        Some(scalar_field::Data::IntData(a)) => a.data.len(),
+        Some(scalar_field::Data::LongData(a)) => a.data.len(),
+        Some(scalar_field::Data::FloatData(a)) => a.data.len(),
+        Some(scalar_field::Data::DoubleData(a)) => a.data.len(),
+        Some(scalar_field::Data::StringData(a)) => a.data.len(),
+        Some(scalar_field::Data::BytesData(a)) => a.data.len(),
+        Some(scalar_field::Data::ArrayData(a)) => a.data.len(),
+        Some(scalar_field::Data::JsonData(a)) => a.data.len(),
         None => 0,
     }
 }

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::location::Location;
-use super::model::{BucketKind, CollectionRef, Naming, Plan, Step, StepKind, VerifyStep};
+use super::model::{BucketKind, CollectionRef, Keys, Naming, Plan, Step, StepKind, VerifyStep};
 use crate::secret::Secret;
 
 impl fmt::Debug for Plan {
@@ -229,6 +229,12 @@ impl Plan {
                 o.insert("id".into(), Value::from(st.id.clone()));
                 o.insert("type".into(), Value::from(st.kind.type_name()));
                 o.insert("needs".into(), json!(st.needs));
+                // Only when set: plans written before the option keep their fingerprint.
+                if let StepKind::Restore(r) = &st.kind
+                    && r.keys != Keys::Keep
+                {
+                    o.insert("auto_id".into(), json!(r.keys.as_str()));
+                }
                 v
             })
             .collect();

@@ -196,6 +196,8 @@ pub struct RestoreStep {
     pub aliases: bool,
     /// `None`: as the source was when backed up (loaded or released).
     pub load: Option<bool>,
+    /// What a rows-mode restore does with the keys of an auto_id collection.
+    pub keys: Keys,
 }
 
 /// One collection of one instance, as a verify step names it.
@@ -247,6 +249,26 @@ impl Naming {
             Naming::Suffix(s) => format!("{name}{s}"),
             Naming::Rename(map) => map.get(name).cloned().unwrap_or_else(|| name.to_string()),
             Naming::Keep => name.to_string(),
+        }
+    }
+}
+
+/// The primary keys of an auto_id collection restored in rows mode (a binlog restore always
+/// keeps both keys and auto_id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keys {
+    /// The source's keys; the copy is created with auto_id off.
+    Keep,
+    /// The copy keeps auto_id and the target assigns new keys.
+    New,
+}
+
+impl Keys {
+    /// As the plan spells it (`auto_id = "..."`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Keys::Keep => "keep_keys",
+            Keys::New => "new_keys",
         }
     }
 }

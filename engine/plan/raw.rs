@@ -210,6 +210,17 @@ pub enum RawOnConflict {
     Drop,
 }
 
+/// `auto_id` of a restore step: what a rows-mode restore does with an auto_id collection's keys.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[schemars(rename = "AutoId")]
+#[serde(rename_all = "snake_case")]
+pub enum RawAutoId {
+    /// Keep the source's primary keys; the copy is created with auto_id off (default).
+    KeepKeys,
+    /// Keep auto_id; the target assigns new primary keys to every row.
+    NewKeys,
+}
+
 /// `[steps.<id>]` with `type = "backup"`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -266,6 +277,9 @@ pub struct RawRestore {
     /// Load the collection after restoring: `true`, `false`, or (by default) as the source
     /// collection was when it was backed up.
     pub load: Option<Sp<bool>>,
+    /// Rows mode, collections with auto_id: `keep_keys` (default: the copy has the source's
+    /// keys and auto_id off) or `new_keys` (the copy keeps auto_id and gets new keys).
+    pub auto_id: Option<Sp<RawAutoId>>,
 }
 
 /// `source`/`target` of a verify step: `{ instance = "...", collection = "..." }`.

@@ -59,6 +59,7 @@ pub fn fail<T>(msg: impl Into<String>) -> Result<T> {
 
 /// How long a collection may take to load.
 pub const LOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1800);
+pub const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Loads a collection unless it is loaded already.
 pub async fn ensure_loaded(c: &crate::milvus::MilvusClient, coll: &str) -> Result<()> {
@@ -301,6 +302,12 @@ impl StepCtx {
 
     pub async fn set(&self, task: &str, state: TaskState) -> Result<()> {
         Ok(self.tasks.set(&self.key(task), &state).await?)
+    }
+
+    /// Forgets every task under `prefix/`, so the next run does that work again from the start.
+    pub async fn forget(&self, prefix: &str) -> Result<()> {
+        self.tasks.remove_prefix(&self.key(&format!("{prefix}/")))?;
+        Ok(self.tasks.sync().await?)
     }
 
     /// Runs an idempotent task once: a finished task returns its recorded result; otherwise `f`

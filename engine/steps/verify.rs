@@ -16,7 +16,7 @@ use crate::codec::{self, digest::hash_rows};
 use crate::format::meta::{self, CollectionSchema};
 use crate::milvus::pb::common::LoadState;
 use crate::milvus::{MilvusClient, Pk};
-use crate::plan::{CollectionRef, DEFAULT_DATABASE, Plan, StepKind, VerifyStep};
+use crate::plan::{CollectionRef, DEFAULT_DATABASE, Keys, Plan, StepKind, VerifyStep};
 
 /// How many example keys of each kind a mismatch reports.
 const EXAMPLES: usize = 5;
@@ -59,6 +59,10 @@ pub async fn run(ctx: &StepCtx, step: &VerifyStep) -> Result<String> {
         }
         VerifyStep::Restore(id) => pairs_of_restore(ctx, id).await?,
     };
+    // A restore that let the target assign new keys is compared by content, not key by key.
+    let new_keys = matches!(step, VerifyStep::Restore(id)
+        if matches!(plan.step(id).map(|s| &s.kind),
+            Some(StepKind::Restore(r)) if r.keys == Keys::New));
     let n = pairs.len();
     let units = ctx
         .each(
@@ -66,7 +70,7 @@ pub async fn run(ctx: &StepCtx, step: &VerifyStep) -> Result<String> {
             |(_, t)| t.to_string(),
             |(source, target)| async move {
                 ctx.check_cancel()?;
-                compare_pair(ctx, &source, &target).await
+                compare_pair(ctx, &source, &target, new_keys).await
             },
         )
         .await?;
@@ -87,7 +91,12 @@ pub async fn run(ctx: &StepCtx, step: &VerifyStep) -> Result<String> {
 
 /// Compares one pair; a copy that differs is an error naming the differences. What verify
 /// loaded to read is released again, whatever the outcome.
-async fn compare_pair(ctx: &StepCtx, source: &Side, target: &Side) -> Result<String> {
+async fn compare_pair(
+    ctx: &StepCtx,
+    source: &Side,
+    target: &Side,
+    new_keys: bool,
+) -> Result<String> {
     {
         // Only a success is recorded: a failed comparison is made again on the next apply.
         let key = format!("pair/{target}");
@@ -104,7 +113,7 @@ async fn compare_pair(ctx: &StepCtx, source: &Side, target: &Side) -> Result<Str
             .milvus(&target.instance)
             .await?
             .with_database(&target.database);
-        let compared = compare(ctx, &src, source, &dst, target).await;
+        let compared = compare(ctx, &src, source, &dst, target, new_keys).await;
         ctx.release_read(&src, &source.collection, &loaded_key(source))
             .await?;
         ctx.release_read(&dst, &target.collection, &loaded_key(target))
@@ -112,8 +121,15 @@ async fn compare_pair(ctx: &StepCtx, source: &Side, target: &Side) -> Result<Str
         let report = compared?;
         if report.differences.is_empty() {
             let line = format!(
-                "`{target}` equals `{source}`: {} rows in {} partitions, digest {:032x}",
-                report.rows, report.partitions, report.digest
+                "`{target}` equals `{source}`: {} rows in {} partitions, digest {:032x}{}",
+                report.rows,
+                report.partitions,
+                report.digest,
+                if report.notes.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", report.notes.join("; "))
+                }
             );
             ctx.set(&key, TaskState::Done(to_json(&line))).await?;
             Ok(line)
@@ -188,6 +204,53 @@ pub struct Report {
     pub digest: u128,
     /// One line per difference; empty when the copy is equal.
     pub differences: Vec<String>,
+    /// What differs by design (a size limit the restore filled in, keys kept without auto_id).
+    pub notes: Vec<String>,
+}
+
+/// Both schemas without what differs by design, each difference noted: a size limit one side
+/// does not report (Milvus Lite forgets `max_length` of a VARCHAR array; a rows backup fills it
+/// in from the data), and auto_id turned off because rows mode kept the source's keys.
+fn by_design(
+    source: &CollectionSchema,
+    target: &CollectionSchema,
+    notes: &mut Vec<String>,
+) -> (CollectionSchema, CollectionSchema) {
+    let (mut s, mut t) = (source.clone(), target.clone());
+    for tf in &mut t.fields {
+        let Some(sf) = s.fields.iter_mut().find(|s| s.name == tf.name) else {
+            continue;
+        };
+        let only = |a: &[meta::KeyValue], b: &[meta::KeyValue]| -> Vec<meta::KeyValue> {
+            a.iter()
+                .filter(|kv| !b.iter().any(|x| x.key == kv.key))
+                .cloned()
+                .collect()
+        };
+        let (in_target, in_source) = (
+            only(&tf.type_params, &sf.type_params),
+            only(&sf.type_params, &tf.type_params),
+        );
+        for kv in &in_target {
+            notes.push(format!(
+                "`{}` has {}={} (filled in)",
+                tf.name, kv.key, kv.value
+            ));
+        }
+        for kv in &in_source {
+            notes.push(format!(
+                "`{}`: {}={} not reported by the target",
+                tf.name, kv.key, kv.value
+            ));
+        }
+        tf.type_params.retain(|kv| !in_target.contains(kv));
+        sf.type_params.retain(|kv| !in_source.contains(kv));
+        if sf.auto_id && !tf.auto_id {
+            tf.auto_id = true;
+            notes.push(format!("`{}` kept its keys (auto_id off)", tf.name));
+        }
+    }
+    (s, t)
 }
 
 /// The task that records that verify loaded `side` (released again after the comparison).
@@ -219,9 +282,9 @@ pub async fn compare(
     source: &Side,
     dst: &MilvusClient,
     target: &Side,
+    new_keys: bool,
 ) -> Result<Report> {
     let mut report = Report::default();
-    let diff = &mut report.differences;
     for (c, side) in [(src, source), (dst, target)] {
         if !c.has_collection(&side.collection).await? {
             return fail(format!(
@@ -236,7 +299,11 @@ pub async fn compare(
         CollectionSchema::from(&sd.schema),
         CollectionSchema::from(&td.schema),
     );
-    let (sshape, tshape) = (ss.shape(), ts.shape());
+    let (sshape, tshape) = {
+        let (s, t) = by_design(&ss, &ts, &mut report.notes);
+        (s.shape(), t.shape())
+    };
+    let diff = &mut report.differences;
     if sshape != tshape {
         let only_s: Vec<&String> = sshape.iter().filter(|f| !tshape.contains(f)).collect();
         let only_t: Vec<&String> = tshape.iter().filter(|f| !sshape.contains(f)).collect();
@@ -251,7 +318,10 @@ pub async fn compare(
     };
     let sp = parts(src.show_partitions(&source.collection).await?);
     let tp = parts(dst.show_partitions(&target.collection).await?);
-    if sp != tp {
+    // With a partition key the server makes and names the partitions (Milvus Lite: `_pk_N`
+    // and a `_default`; Milvus: `_default_N`): the rows are compared whole instead.
+    let partition_key = ss.fields.iter().any(|f| f.is_partition_key);
+    if sp != tp && !partition_key {
         diff.push(format!(
             "partitions: only in source {:?}, only in target {:?}",
             sp.difference(&tp).collect::<Vec<_>>(),
@@ -295,11 +365,22 @@ pub async fn compare(
         }
     }
 
+    // Keys the target assigned anew (an auto_id source restored with `new_keys`) match no
+    // source key: the rows are compared as a whole, by a digest of everything but the key.
+    let by_content = new_keys && ss.auto_id() && ts.auto_id();
+    if by_content {
+        report
+            .notes
+            .push("new keys: rows compared by content".to_string());
+    }
     let limit = codec::page_limit(&ss, PAGE_BYTES);
     let common: Vec<&String> = sp.intersection(&tp).collect();
-    report.partitions = common.len();
+    report.partitions = if partition_key {
+        tp.len()
+    } else {
+        common.len()
+    };
     // With a partition key Milvus refuses queries naming partitions: compare the collection whole.
-    let partition_key = ss.fields.iter().any(|f| f.is_partition_key);
     let units: Vec<(String, Vec<String>)> = if partition_key {
         vec![("(all, partition key)".to_string(), Vec::new())]
     } else {
@@ -329,13 +410,25 @@ pub async fn compare(
     }
     let s_total = src.query_count(&source.collection, &[], "").await?;
     let t_total = dst.query_count(&target.collection, &[], "").await?;
-    ctx.events.planned(&ctx.step, s_total + t_total, 0);
+    ctx.events.planned_rows(&ctx.step, s_total + t_total);
     let (mut s_walked, mut t_walked) = (0, 0);
     for ((p, part), (sc, tc)) in units.into_iter().zip(counts) {
         ctx.check_cancel()?;
-        let mut a = Walk::new(src, &source.collection, &part, &pk, limit);
-        let mut b = Walk::new(dst, &target.collection, &part, &pk, limit);
-        let m = merge(ctx, &mut a, &mut b).await?;
+        let mut a = Walk::new(src, &source.collection, &part, &pk, limit, !by_content);
+        let mut b = Walk::new(dst, &target.collection, &part, &pk, limit, !by_content);
+        let m = if by_content {
+            let ((source_rows, source_digest), (target_rows, target_digest)) =
+                (a.sum(ctx).await?, b.sum(ctx).await?);
+            Merged {
+                source_rows,
+                source_digest,
+                target_rows,
+                target_digest,
+                ..Default::default()
+            }
+        } else {
+            merge(ctx, &mut a, &mut b).await?
+        };
         report.rows += m.source_rows;
         report.digest = report.digest.wrapping_add(m.source_digest);
         s_walked += m.source_rows;
@@ -388,6 +481,7 @@ struct Walk<'a> {
     after: Option<Pk>,
     buf: VecDeque<(Pk, u128)>,
     done: bool,
+    with_key: bool,
 }
 
 impl<'a> Walk<'a> {
@@ -397,6 +491,7 @@ impl<'a> Walk<'a> {
         partitions: &'a [String],
         pk: &'a str,
         limit: usize,
+        with_key: bool,
     ) -> Self {
         Walk {
             client,
@@ -407,7 +502,18 @@ impl<'a> Walk<'a> {
             after: None,
             buf: VecDeque::new(),
             done: false,
+            with_key,
         }
+    }
+
+    /// Walks to the end: the rows and the sum of their hashes.
+    async fn sum(&mut self, ctx: &StepCtx) -> Result<(u64, u128)> {
+        let (mut rows, mut digest) = (0, 0u128);
+        while let Some((_, h)) = self.next(ctx).await? {
+            rows += 1;
+            digest = digest.wrapping_add(h);
+        }
+        Ok((rows, digest))
     }
 
     async fn next(&mut self, ctx: &StepCtx) -> Result<Option<(Pk, u128)>> {
@@ -431,9 +537,9 @@ impl<'a> Walk<'a> {
             if page.num_rows == 0 {
                 self.done = true;
             } else {
-                ctx.events.progress(&ctx.step, page.num_rows as u64, 0);
+                ctx.events.progress_rows(&ctx.step, page.num_rows as u64);
                 self.after = page.last_pk.clone();
-                self.buf = hash_rows(&page.fields, self.pk, page.num_rows)
+                self.buf = hash_rows(&page.fields, self.pk, page.num_rows, self.with_key)
                     .map_err(|e| {
                         StepError::Failed(format!(
                             "reading `{}` on `{}`: {e}",

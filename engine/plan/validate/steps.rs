@@ -6,9 +6,9 @@ use std::ops::Range;
 use crate::plan::diag::{Diag, suggest};
 use crate::plan::load::{Entry, RawPlan, RawStep};
 use crate::plan::model::{
-    BackupStep, CopyStep, Instance, Mode, Naming, OnConflict, RestoreStep, Step, StepKind,
+    BackupStep, CopyStep, Instance, Keys, Mode, Naming, OnConflict, RestoreStep, Step, StepKind,
 };
-use crate::plan::raw::{RawBackup, RawCopy, RawMode, RawOnConflict, RawRestore, Sp};
+use crate::plan::raw::{RawAutoId, RawBackup, RawCopy, RawMode, RawOnConflict, RawRestore, Sp};
 
 use super::context::{Ctx, Known, Spans};
 use super::cutover;
@@ -227,6 +227,10 @@ fn restore(
         indexes: r.indexes.as_ref().is_none_or(|v| *v.get()),
         aliases: r.aliases.as_ref().is_none_or(|v| *v.get()),
         load: r.load.as_ref().map(|v| *v.get()),
+        keys: match r.auto_id.as_ref().map(|v| *v.get()) {
+            None | Some(RawAutoId::KeepKeys) => Keys::Keep,
+            Some(RawAutoId::NewKeys) => Keys::New,
+        },
     }))
 }
 

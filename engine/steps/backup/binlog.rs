@@ -1,12 +1,14 @@
 //! A binlog backup: flush, snapshot the live segments, copy their binlogs, write meta.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
-use super::common::{backup_info, collection_info, load_state_name, preview_info, start};
+use super::common::{
+    backup_info, collection_info, load_state_name, preview_info, preview_rows, start,
+};
 use crate::format::meta::SegmentBackupInfo;
 use crate::format::meta::{BackupInfo, Binlog, CollectionBackupInfo, FieldBinlog};
 use crate::milvus::MilvusClient;
@@ -17,7 +19,6 @@ use crate::text::human_bytes;
 
 /// How long GC stays paused per backup; renewed by nothing, so it is generous.
 const GC_PAUSE_SECS: u64 = 3600;
-const FLUSH_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// One object to copy from the Milvus bucket into the backup.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -231,7 +232,9 @@ async fn snapshot(
     db: &str,
     name: &str,
 ) -> Result<Snapshot> {
-    client.flush_and_wait(name, FLUSH_TIMEOUT).await?;
+    client
+        .flush_and_wait(name, crate::steps::ctx::FLUSH_TIMEOUT)
+        .await?;
     let desc = client.describe_collection(name).await?;
     let partitions = client.show_partitions(name).await?;
     let indexes = client.describe_index(name).await?;
@@ -398,10 +401,7 @@ pub(super) async fn preview(
             .await
             .unwrap_or_default();
         let desc = c.describe_collection(name).await.ok();
-        let rows = match c.query_count(name, &[], "").await {
-            Ok(n) => n,
-            Err(_) => segs.iter().map(|s| s.num_rows as u64).sum(),
-        };
+        let (rows, shown) = preview_rows(&c, name).await;
         let (mut objects, mut bytes) = (0, 0);
         if let Some(d) = &desc {
             for s in &segs {
@@ -424,7 +424,7 @@ pub(super) async fn preview(
         p.counts.objects += objects;
         p.counts.bytes += bytes;
         p.changes.push(format!(
-            "+ {db}.{name}: {} partitions, {} sealed segments, {rows} rows, {objects} binlogs ({}); growing rows are flushed first",
+            "+ {db}.{name}: {} partitions, {} sealed segments, {shown} rows, {objects} binlogs ({}); growing rows are flushed first",
             parts.len(),
             segs.len(),
             human_bytes(bytes)

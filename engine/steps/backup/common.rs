@@ -116,6 +116,25 @@ pub(super) fn backup_info(
     }
 }
 
+/// The rows the preview shows for a collection: counted when it is loaded; otherwise (a count
+/// needs a loaded collection) the rows of its flushed segments, before deletes.
+pub(super) async fn preview_rows(c: &MilvusClient, name: &str) -> (u64, String) {
+    if let Ok(n) = c.query_count(name, &[], "").await {
+        return (n, n.to_string());
+    }
+    let n = c
+        .get_persistent_segment_info(name)
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|s| s.num_rows as u64)
+        .sum();
+    (
+        n,
+        format!("about {n} (not loaded: flushed rows before deletes)"),
+    )
+}
+
 /// What the preview knows of a collection a backup will hold: enough for a later restore's
 /// preview (names, partitions, indexes, rows) and its checks.
 pub(super) async fn preview_info(

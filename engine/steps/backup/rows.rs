@@ -4,16 +4,20 @@
 //! Each file records its last key: a resumed backup continues after the last recorded file, and
 //! rewrites a file that was written but not recorded (a put is atomic, the content is the same).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
-use super::common::{backup_info, collection_info, load_state_name, preview_info, start};
+use super::common::{
+    backup_info, collection_info, load_state_name, preview_info, preview_rows, start,
+};
 use crate::checkpoint::TaskState;
 use crate::codec::{
     self,
     arrow::{Col, columns, page_to_batch, to_parquet},
+    limits,
 };
 use crate::format::meta::{BackupInfo, CollectionBackupInfo, CollectionSchema};
 use crate::format::rows::{self, RowsCollection, RowsFile, RowsMeta, RowsPartition, safe};
@@ -94,6 +98,7 @@ async fn read_unit(
     names: &[String],
     pk: &str,
     cols: &[Col],
+    missing: &[String],
     limit: usize,
 ) -> Result<Vec<RowsFile>> {
     let task = |seq: usize| format!("{key}/{}/{seq:06}", safe(partition));
@@ -106,6 +111,7 @@ async fn read_unit(
     loop {
         match ctx.done::<Option<Written>>(&task(seq))? {
             Some(Some(w)) => {
+                ctx.events.progress_rows(&ctx.step, w.file.rows);
                 after = Some(Pk::from(&w.file.last));
                 files.push(w.file);
                 seq += 1;
@@ -161,6 +167,7 @@ async fn read_unit(
                     return fail(format!("a page of `{db}.{name}` has no primary keys"));
                 };
                 let rows = page.num_rows;
+                let longest = limits::observe(missing, &page.fields);
                 // Encoding is CPU work: off the async threads, so queries and puts go on.
                 let body = tokio::task::spawn_blocking(move || {
                     let batch = page_to_batch(&cols, &page.fields, page.num_rows)?;
@@ -189,13 +196,14 @@ async fn read_unit(
                     last: last.into(),
                     size: Some(put.size),
                     md5: put.md5,
+                    longest,
                 };
                 ctx.set(
                     &task(seq),
                     TaskState::Done(to_json(&Some(Written { file: file.clone() }))),
                 )
                 .await?;
-                ctx.events.progress(&ctx.step, rows as u64, 0);
+                ctx.events.progress_rows(&ctx.step, rows as u64);
                 Ok(file)
             }
         })
@@ -235,9 +243,14 @@ async fn backup_collection(
     // Read by query, so loaded; a released source is released again once read.
     let loaded_task = format!("{key}/loaded");
     let was_loaded = ctx.load_to_read(c, name, &loaded_task).await?;
+    if let Ok(n) = c.query_count(name, &[], "").await {
+        ctx.events.planned_rows(&ctx.step, n);
+    }
     let partitions = c.show_partitions(name).await?;
     let indexes = c.describe_index(name).await?;
     let limit = codec::page_limit(&schema, PAGE_BYTES);
+    let missing = limits::missing(&schema);
+    let mut longest = BTreeMap::new();
     let mut parts = Vec::new();
     let mut total = 0;
     // With a partition key Milvus routes rows itself and refuses queries naming partitions:
@@ -256,16 +269,22 @@ async fn backup_collection(
             vec![unit.clone()]
         };
         let files = read_unit(
-            ctx, c, dst, step, db, name, &key, &unit, &names, &pk, &cols, limit,
+            ctx, c, dst, step, db, name, &key, &unit, &names, &pk, &cols, &missing, limit,
         )
         .await?;
         total += files.iter().map(|f| f.rows).sum::<u64>();
+        for f in &files {
+            limits::merge(&mut longest, &f.longest);
+        }
         parts.push(RowsPartition { name: unit, files });
     }
     ctx.events.phase(&ctx.step, name, "read", started);
     ctx.release_read(c, name, &loaded_task).await?;
     let mut info = collection_info(db, name, &desc, &partitions, &indexes, Some(total));
     info.load_state = load_state_name(was_loaded);
+    for note in limits::fill(&mut info.schema, &longest) {
+        ctx.events.warn(&ctx.step, format!("`{db}.{name}`: {note}"));
+    }
     Ok((
         info,
         RowsCollection {
@@ -331,24 +350,33 @@ pub(super) async fn preview(
         let parts = c.show_partitions(name).await.unwrap_or_default();
         let desc = c.describe_collection(name).await.ok();
         let schema: Option<CollectionSchema> = desc.as_ref().map(|d| (&d.schema).into());
+        let mut notes = Vec::new();
         if let Some(s) = &schema {
             match unreadable(&c, db, name, s).await {
                 Ok(Some(conflict)) => p.conflict(conflict),
                 Ok(None) => {}
                 Err(e) => p.conflict(e),
             }
+            for m in limits::missing(s) {
+                let (field, what) = m.split_once('/').unwrap_or((&m, ""));
+                notes.push(format!(
+                    "  ~ {db}.{name}: field `{field}` has no {what} on `{}`; the backup records \
+                     one derived from the longest value it reads",
+                    c.name()
+                ));
+            }
         }
-        let rows = c.query_count(name, &[], "").await.ok();
+        let (rows, shown) = preview_rows(&c, name).await;
         p.counts.collections += 1;
         p.counts.partitions += parts.len() as u64;
-        p.counts.rows += rows.unwrap_or(0);
+        p.counts.rows += rows;
         p.changes.push(format!(
-            "+ {db}.{name}: {} partitions, {} rows read by primary key into Parquet files",
+            "+ {db}.{name}: {} partitions, {shown} rows read by primary key into Parquet files",
             parts.len(),
-            rows.map_or("?".to_string(), |n| n.to_string())
         ));
+        p.changes.extend(notes);
         info.collection_backups
-            .push(preview_info(&c, db, name, &parts, desc.as_ref(), rows).await);
+            .push(preview_info(&c, db, name, &parts, desc.as_ref(), Some(rows)).await);
     }
     Some(info)
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
-use super::target::{Target, create_aliases, create_target, failed};
+use super::target::{Target, create_aliases, create_target, discard, failed};
 use crate::checkpoint::TaskState;
 use crate::format::meta::{CollectionBackupInfo, SegmentBackupInfo};
 use crate::milvus::MilvusClient;
@@ -249,11 +249,12 @@ async fn restore_collection(
         let expected: i64 = segments.iter().map(|s| s.num_of_rows).sum();
         if no_deletes {
             if imported != expected {
-                return fail(format!(
+                let why = format!(
                     "`{target}` on `{}` imported {imported} rows, the backup of `{}` holds \
-                     {expected}; the collection was kept for inspection",
+                     {expected}",
                     step.instance, info.collection_name
-                ));
+                );
+                return discard(ctx, client, t, why).await;
             }
             counted = format!(
                 ", {imported} rows checked against the backup (left released, as its source)"
@@ -275,11 +276,12 @@ async fn restore_collection(
         if let Some(expected) = info.planrun_row_count {
             let got = client.query_count(target, &[], "").await?;
             if got != expected {
-                return fail(format!(
+                let why = format!(
                     "`{target}` on `{}` holds {got} rows after the restore, the backup of `{}` \
-                     had {expected}; the collection was kept for inspection",
+                     had {expected}",
                     step.instance, info.collection_name
-                ));
+                );
+                return discard(ctx, client, t, why).await;
             }
             counted = format!(", {got} rows verified by count");
         }

@@ -7,11 +7,11 @@ mod target;
 
 use crate::format::meta::{self, BackupInfo};
 use crate::format::rows::FORMAT as ROWS_FORMAT;
-use crate::plan::{OnConflict, RestoreStep};
+use crate::plan::{Keys, OnConflict, RestoreStep};
 use std::collections::BTreeMap;
 
 use crate::steps::ctx::{Look, Result, StepCtx, StepError, StepPreview, fail};
-use target::{Mode, alias_refusals, aliases, exists, name_refusals, refusals};
+use target::{Mode, alias_refusals, aliases, exists, key_partitions, name_refusals, refusals};
 pub use target::{Target, selected};
 
 pub async fn run(ctx: &StepCtx, step: &RestoreStep) -> Result<String> {
@@ -187,13 +187,40 @@ pub async fn preview(look: &mut Look<'_>, step: &RestoreStep, p: &mut StepPrevie
             Ok(a) => refused.extend(a),
             Err(e) => p.conflict(e),
         }
-        if mode == Mode::Rows
-            && (info.schema.auto_id || info.schema.fields.iter().any(|f| f.auto_id))
-        {
+        if mode == Mode::Rows && info.schema.auto_id() {
+            p.changes.push(match step.keys {
+                Keys::Keep => format!(
+                    "  ~ `{}` has auto_id: rows mode keeps its primary keys (auto_id = \
+                     \"keep_keys\"), so `{}` is created with auto_id off; applications that insert \
+                     without keys must send them after cutover (auto_id = \"new_keys\" keeps \
+                     auto_id instead)",
+                    info.collection_name, t.name
+                ),
+                Keys::New => format!(
+                    "  ~ `{}` has auto_id: `{}` keeps it and `{}` assigns new primary keys \
+                     (auto_id = \"new_keys\"); applications that stored ids must map them, and \
+                     verify compares rows by content",
+                    info.collection_name, t.name, step.instance
+                ),
+            });
+        }
+        if mode == Mode::Binlog && step.keys == Keys::New && info.schema.auto_id() {
             p.changes.push(format!(
-                "  ~ `{}` has auto_id: rows mode keeps its primary keys, so `{}` is created with \
-                 auto_id off; applications that insert without keys must send them after cutover",
-                info.collection_name, t.name
+                "  ~ `{}`: auto_id = \"new_keys\" does not apply to a binlog backup, which \
+                 keeps both its keys and auto_id",
+                info.collection_name
+            ));
+        }
+        if let Some(n) = key_partitions(info) {
+            p.changes.push(format!(
+                "  ~ `{}` has a partition key: `{}` asks for {n} partitions, as its source{}",
+                info.collection_name,
+                t.name,
+                if client.is_lite() {
+                    format!("; Milvus Lite (`{}`) makes its own number", step.instance)
+                } else {
+                    String::new()
+                }
             ));
         }
         let names = aliases(step, t);

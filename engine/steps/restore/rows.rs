@@ -8,13 +8,13 @@ use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 
-use super::target::{Target, create_aliases, create_target};
+use super::target::{Target, create_aliases, create_target, discard};
 use crate::checkpoint::TaskState;
 use crate::codec::arrow::{Col, batch_to_fields, columns, from_parquet};
 use crate::format::meta::CollectionBackupInfo;
 use crate::format::rows::{RowsCollection, RowsFile};
 use crate::milvus::{MilvusClient, Pk};
-use crate::plan::{Location, RestoreStep};
+use crate::plan::{Keys, Location, RestoreStep};
 use std::collections::BTreeMap;
 
 use crate::steps::ctx::{Result, StepCtx, StepError, Units, fail, to_json};
@@ -76,11 +76,36 @@ async fn restore_collection(
     let c = client.with_database(db);
     let cols = columns(&info.schema)
         .map_err(|e| StepError::Failed(format!("`{}`: {e}", info.collection_name)))?;
-    // Keys are kept as they were: the copy gets the same primary keys, so auto id is off.
+    // `keep_keys`: the copy gets the same primary keys, so auto_id is off. `new_keys`: the
+    // target assigns keys, so the files' key column is not sent.
+    let new_keys = step.keys == Keys::New && info.schema.auto_id();
     let mut schema = info.schema.clone();
-    schema.auto_id = false;
-    for f in &mut schema.fields {
-        f.auto_id = false;
+    if !new_keys {
+        schema.auto_id = false;
+        for f in &mut schema.fields {
+            f.auto_id = false;
+        }
+    }
+    let files = || rc.partitions.iter().flat_map(|p| &p.files);
+    if new_keys
+        && files().any(|f| {
+            matches!(
+                ctx.state(&format!("{key}/insert/{}", f.key)),
+                Ok(Some(TaskState::Intent(_)))
+            )
+        })
+    {
+        // Rows of a file inserted before a crash cannot be found again by their new keys.
+        ctx.events.warn(
+            &ctx.step,
+            format!(
+                "`{target}`: a file may have been partly inserted when the last run stopped; \
+                 with new keys its rows cannot be told apart, so `{target}` is dropped and \
+                 restored again"
+            ),
+        );
+        c.drop_collection(target).await?;
+        ctx.forget(&key).await?;
     }
     if let Some(line) = create_target(ctx, step, &c, t, &schema, false).await? {
         return Ok(line);
@@ -107,7 +132,7 @@ async fn restore_collection(
         .flat_map(|p| &p.files)
         .map(|f| f.rows)
         .sum();
-    ctx.events.planned(&ctx.step, total, 0);
+    ctx.events.planned_rows(&ctx.step, total);
     let started = std::time::Instant::now();
     // Files a crashed run may have inserted are reconciled first, one by one: count the file's
     // key range in the target; all there → done, some → delete them and insert the file again.
@@ -131,12 +156,15 @@ async fn restore_collection(
                     let have = c.query_count(target, &[], &range).await?;
                     if have == f.rows {
                         ctx.set(&task, TaskState::Done(to_json(&f.rows))).await?;
-                        ctx.events.progress(&ctx.step, f.rows, 0);
+                        ctx.events.progress_rows(&ctx.step, f.rows);
                         continue;
                     }
                     if have > 0 {
                         let keys = file_keys(from, step, &cols, &pk, f).await?;
                         c.delete(target, None, &format!("{pk} in [{keys}]")).await?;
+                        // Deleted rows stay in flushed segments' counts until compaction.
+                        let redo = format!("{key}/redo/{}", f.key);
+                        ctx.set(&redo, TaskState::Done(to_json(&have))).await?;
                     }
                 }
                 _ => {}
@@ -149,6 +177,7 @@ async fn restore_collection(
     let cols = Arc::new(cols);
     let c = &c;
     let key = key.as_str();
+    let pk = pk.as_str();
     futures::stream::iter(todo)
         .map(|(partition, f): (String, RowsFile)| {
             let cols = cols.clone();
@@ -168,12 +197,15 @@ async fn restore_collection(
                 .map_err(|e| StepError::Failed(format!("reading {where_}: {e}")))?;
                 ctx.set(&task, TaskState::Intent(to_json(&f.rows))).await?;
                 let part = (!partition.is_empty()).then_some(partition.as_str());
-                for (fields, n) in pages {
+                for (mut fields, n) in pages {
+                    if new_keys {
+                        fields.retain(|x| x.field_name != pk);
+                    }
                     c.insert(target, part, fields, n).await?;
                 }
                 crate::fault::point("rows-inserted");
                 ctx.set(&task, TaskState::Done(to_json(&f.rows))).await?;
-                ctx.events.progress(&ctx.step, f.rows, 0);
+                ctx.events.progress_rows(&ctx.step, f.rows);
                 Ok::<_, StepError>(())
             }
         })
@@ -186,18 +218,20 @@ async fn restore_collection(
     if step.indexes || loads {
         make_queryable(ctx, c, target, info, loads).await?;
     }
-    let mut counted = String::new();
-    if loads {
+    let counted = if loads {
         let got = c.query_count(target, &[], "").await?;
         if got != total {
-            return fail(format!(
+            let why = format!(
                 "`{target}` on `{}` holds {got} rows after the restore, the backup of `{}` had \
-                 {total}; the collection was kept for inspection",
+                 {total}",
                 step.instance, info.collection_name
-            ));
+            );
+            return discard(ctx, c, t, why).await;
         }
-        counted = format!(", {got} rows verified by count");
-    }
+        format!(", {got} rows verified by count")
+    } else {
+        count_unloaded(ctx, c, t, rc, total).await?
+    };
     if step.indexes || loads {
         ctx.events
             .phase(&ctx.step, target, "index and load", started);
@@ -215,6 +249,58 @@ async fn restore_collection(
     };
     ctx.set(key, TaskState::Done(to_json(&line))).await?;
     Ok(line)
+}
+
+/// Checks the rows of a restored collection left released (as its source): a count needs a
+/// load, so the rows of its flushed segments are summed instead, which still include the rows a
+/// resumed run deleted to insert a file again.
+async fn count_unloaded(
+    ctx: &StepCtx,
+    c: &MilvusClient,
+    t: &Target<'_>,
+    rc: &RowsCollection,
+    total: u64,
+) -> Result<String> {
+    let target = t.name.as_str();
+    let segments = match c
+        .flush_and_wait(target, crate::steps::ctx::FLUSH_TIMEOUT)
+        .await
+    {
+        Ok(_) => c.get_persistent_segment_info(target).await,
+        Err(e) => Err(e),
+    };
+    let Ok(segments) = segments else {
+        // Milvus Lite has no flush or segment API.
+        return Ok(
+            ", left released as its source (not counted: the server cannot count \
+                   rows of a released collection)"
+                .to_string(),
+        );
+    };
+    let flushed: u64 = segments.iter().map(|s| s.num_rows as u64).sum();
+    let mut redone = 0;
+    for f in rc.partitions.iter().flat_map(|p| &p.files) {
+        redone += ctx
+            .done::<u64>(&format!("{}/redo/{}", t.key(), f.key))?
+            .unwrap_or(0);
+    }
+    if flushed != total + redone {
+        let why = format!(
+            "`{target}` on `{}` holds {flushed} flushed rows after the restore, the backup of \
+             `{}` had {total}{}",
+            c.name(),
+            t.info.collection_name,
+            if redone > 0 {
+                format!(" (plus {redone} deleted when a file was inserted again)")
+            } else {
+                String::new()
+            }
+        );
+        return discard(ctx, c, t, why).await;
+    }
+    Ok(format!(
+        ", {total} rows checked against flushed segments (left released, as its source)"
+    ))
 }
 
 /// The keys of one file, as an expression list, to delete a partly inserted file.

@@ -334,6 +334,22 @@ fn lacks(client: &MilvusClient, schema: &CollectionSchema) -> Option<String> {
     None
 }
 
+/// A restored collection whose rows do not add up (`why`) is not left half-made: it is dropped
+/// and its recorded work forgotten, so the next apply restores it from the start.
+pub(super) async fn discard<T>(
+    ctx: &StepCtx,
+    client: &MilvusClient,
+    t: &Target<'_>,
+    why: String,
+) -> Result<T> {
+    client.drop_collection(&t.name).await?;
+    ctx.forget(&t.key()).await?;
+    fail(format!(
+        "{why}; `{}` was dropped, so the next apply restores it again",
+        t.name
+    ))
+}
+
 /// Creates the restore's target collection (and its database), intent first; on resume an existing collection
 /// with the intent recorded and the same schema shape is the one a crashed run created. One
 /// that is not ours is handled by `on_conflict`. `imports`: a binlog restore, whose target is
@@ -405,13 +421,7 @@ pub(super) async fn create_target(
     if !client.has_collection(target).await? {
         ctx.set(&create_key, TaskState::Intent(to_json(&target)))
             .await?;
-        // A partition-key collection gets as many (automatic) partitions as the source had, so
-        // every segment (or file) finds its partition by name.
-        let partitions = if schema.fields.iter().any(|f| f.is_partition_key) {
-            info.partition_backups.len() as i64
-        } else {
-            0
-        };
+        let partitions = key_partitions(info).unwrap_or(0);
         client
             .create_collection_partitioned(
                 target,
@@ -424,9 +434,38 @@ pub(super) async fn create_target(
             )
             .await?;
     }
+    if let Some(asked) = key_partitions(info) {
+        let made = client.show_partitions(target).await?.len() as i64;
+        if made != asked {
+            ctx.events.warn(
+                &ctx.step,
+                format!(
+                    "`{target}` has a partition key: {} made {made} partitions where the source \
+                     had {asked} (the server decides; rows are routed by key either way)",
+                    step.instance
+                ),
+            );
+        }
+    }
     ctx.set(&create_key, TaskState::Done(to_json(&true)))
         .await?;
     Ok(None)
+}
+
+/// The partitions a partition-key collection asks its server for: as many as the source had,
+/// so every segment (or file) finds its partition by name. Milvus Lite lists a `_default`
+/// partition beside its key partitions, which is not one of them.
+pub fn key_partitions(info: &CollectionBackupInfo) -> Option<i64> {
+    info.schema
+        .fields
+        .iter()
+        .any(|f| f.is_partition_key)
+        .then(|| {
+            info.partition_backups
+                .iter()
+                .filter(|p| p.partition_name != "_default")
+                .count() as i64
+        })
 }
 
 pub(super) fn failed(s: ImportState) -> bool {
