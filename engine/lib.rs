@@ -7,6 +7,7 @@ pub mod exec;
 pub mod fault;
 pub mod format;
 pub mod milvus;
+pub mod net;
 pub mod plan;
 pub mod secret;
 pub mod steps;

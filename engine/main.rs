@@ -315,7 +315,8 @@ fn plural(n: usize) -> &'static str {
 
 fn init_logging(verbose: u8, format: LogFormat, color: bool) {
     let level = match verbose {
-        0 => "warn",
+        // sled logs its own errors (a full disk, a damaged store) before planrun explains them.
+        0 => "warn,sled=off",
         1 => "info",
         2 => "debug",
         _ => "trace",
@@ -325,12 +326,30 @@ fn init_logging(verbose: u8, format: LogFormat, color: bool) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(|| Scrubbed(std::io::stderr()));
     // A second init (tests) is harmless: ignore the error.
     let _ = match format {
         LogFormat::Text => builder.with_ansi(color).try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+/// Log output, scrubbed of every secret and env value before it reaches stderr: libraries
+/// (the AWS SDK at debug level prints the access key id) log what planrun never would.
+struct Scrubbed(std::io::Stderr);
+
+impl std::io::Write for Scrubbed {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // The formatter hands over one whole event per write, so a value is never split.
+        let text = String::from_utf8_lossy(buf);
+        self.0
+            .write_all(planrun::secret::scrub_logged(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
 }
 
 /// Colour only on a terminal, and never when NO_COLOR is set (https://no-color.org).

@@ -78,21 +78,6 @@ fn clean_backup(bucket: &str, backup: &str) {
     ]);
 }
 
-/// Stdin fed to a `milvus_data.py` command (`s3-put`).
-fn data_with_input(args: &[&str], input: &[u8]) -> Output {
-    use std::io::Write;
-    let mut child = Command::new(support::python())
-        .arg(support::root().join("scripts/milvus_data.py"))
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    child.wait_with_output().unwrap()
-}
-
 /// One binlog of the collection in Milvus A's bucket (its first field's first log).
 fn one_binlog(coll: &str) -> String {
     let id = state(&MILVUS_A.uri(), "root:Milvus", coll)["id"]
@@ -174,7 +159,7 @@ suffix = "_bak"
     );
 
     // The object is back: the next apply redoes only the failed collection.
-    ok(data_with_input(
+    ok(support::data_with_input(
         &["s3-put", "--bucket", "bucket-a", "--key", &key],
         &saved,
     ));

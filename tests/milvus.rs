@@ -685,7 +685,8 @@ async fn error_wrong_port_names_instance_and_cause() {
     let e = MilvusClient::connect(&cfg).await.unwrap_err();
     assert_eq!(
         e.to_string(),
-        "cannot reach `milvus_a` at http://127.0.0.1:1: connection refused"
+        "cannot connect to instance `milvus_a` at http://127.0.0.1:1: connection refused; check \
+         that Milvus is running there and that `instances.milvus_a.uri` is right"
     );
     assert!(e.is_transient());
 }
@@ -788,8 +789,10 @@ async fn tls_settings_fail_before_connecting() {
     cfg.ca_cert = Some("/nonexistent/ca.pem".into());
     let e = MilvusClient::connect(&cfg).await.unwrap_err();
     assert!(
-        e.to_string()
-            .starts_with("cannot read the TLS file `/nonexistent/ca.pem` of `secure`"),
+        e.to_string().starts_with(
+            "cannot use the TLS file `/nonexistent/ca.pem` (`instances.secure.ca_cert`): \
+                 cannot read it:"
+        ),
         "{e}"
     );
     let mut cfg = MilvusConfig::new("secure", "https://127.0.0.1:19530");
@@ -868,7 +871,11 @@ async fn connect_retries_until_the_server_listens_and_reports_it_gone() {
     let e = c.show_collections().await.unwrap_err();
     assert!(e.is_transient(), "{e:?}");
     assert!(
-        e.to_string() == format!("cannot reach `milvus_b` at {uri}: connection refused"),
+        e.to_string()
+            == format!(
+                "cannot connect to instance `milvus_b` at {uri}: connection refused; check that \
+                 Milvus is running there and that `instances.milvus_b.uri` is right"
+            ),
         "{e}"
     );
 }

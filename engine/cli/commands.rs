@@ -42,10 +42,17 @@ pub fn plan(path: &Path, json: bool, detailed: bool) -> Result<ExitCode, Failure
         }
         f
     })?;
-    let state = open_read(&compiled.plan.settings.state_dir)?;
-    let p = runtime()
-        .block_on(preview::preview(&compiled, state.as_ref().map(|(s, _)| s)))
-        .map_err(fail)?;
+    let dir = &compiled.plan.settings.state_dir;
+    let previewed = unless_interrupted(&runtime(), async {
+        let state = open_read(dir)?;
+        preview::preview(&compiled, state.as_ref().map(|(s, _)| s))
+            .await
+            .map_err(fail)
+    });
+    let Some(p) = previewed else {
+        return Ok(interrupted());
+    };
+    let p = p?;
     let mut out = std::io::stdout().lock();
     // Messages from servers may quote values that came from the environment: mask them.
     let text = if json {
@@ -79,19 +86,22 @@ pub fn apply(path: &Path, args: &ApplyArgs) -> Result<ExitCode, Failure> {
 fn apply_compiled(compiled: &Compiled, args: &ApplyArgs) -> Result<ExitCode, Failure> {
     let rt = runtime();
     let started = Instant::now();
-    // A changed plan stops before anything is shown as if it would run.
-    // One read-only copy of the state dir serves the changed-plan check and the preview.
-    let state = open_read(&compiled.plan.settings.state_dir)?;
-    let store = state.as_ref().map(|(s, _)| s);
-    if !args.restart
-        && let Some(store) = store
-    {
-        run::check_unchanged(store, &compiled.plan).map_err(fail)?;
-    }
-    let p: Preview = rt
-        .block_on(preview::preview(compiled, store))
-        .map_err(fail)?;
-    drop(state);
+    let previewed = unless_interrupted(&rt, async {
+        // A changed plan stops before anything is shown as if it would run.
+        // One read-only copy of the state dir serves the changed-plan check and the preview.
+        let state = open_read(&compiled.plan.settings.state_dir)?;
+        let store = state.as_ref().map(|(s, _)| s);
+        if !args.restart
+            && let Some(store) = store
+        {
+            run::check_unchanged(store, &compiled.plan).map_err(fail)?;
+        }
+        preview::preview(compiled, store).await.map_err(fail)
+    });
+    let Some(p) = previewed else {
+        return Ok(interrupted());
+    };
+    let p: Preview = p?;
     let mut err = std::io::stderr().lock();
     if p.summary.steps_to_run == 0 && p.resumes.is_none() {
         // Fall through: apply itself recognises a finished plan and says so.
@@ -107,7 +117,7 @@ fn apply_compiled(compiled: &Compiled, args: &ApplyArgs) -> Result<ExitCode, Fai
     if !blocking.is_empty() && !args.restart {
         return Err(fail(compiled.plan.redact(&format!(
             "not applying: {} conflict(s) would stop the run half way:\n{}\n\
-             fix them (or set on_conflict in the restore step) and apply again",
+             fix them and apply again",
             blocking.len(),
             blocking.join("\n")
         ))));
@@ -115,8 +125,18 @@ fn apply_compiled(compiled: &Compiled, args: &ApplyArgs) -> Result<ExitCode, Fai
     if !args.yes && std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
         write!(err, "\nApply this plan? Only `yes` is accepted: ")?;
         err.flush()?;
+        // The preview's listener left Ctrl-C caught for good (tokio never gives a signal back):
+        // at the prompt it still ends the command, nothing being open.
+        let at_prompt = rt.spawn(async {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("\n{NOTHING_CHANGED}");
+                std::process::exit(130);
+            }
+        });
         let mut answer = String::new();
-        std::io::stdin().lock().read_line(&mut answer)?;
+        let read = std::io::stdin().lock().read_line(&mut answer);
+        at_prompt.abort();
+        read?;
         if answer.trim() != "yes" {
             writeln!(err, "Not applied.")?;
             return Ok(ExitCode::from(1));
@@ -214,8 +234,38 @@ pub fn state_dir(plan_path: Option<&Path>, dir: Option<PathBuf>) -> Result<PathB
     ))
 }
 
+/// A read-only copy of the state dir; records a damaged store lost are reported on stderr.
 fn open_read(dir: &Path) -> Result<Option<(Store, tempfile::TempDir)>, Failure> {
-    Store::open_snapshot(dir).map_err(fail)
+    let state = Store::open_snapshot(dir).map_err(fail)?;
+    if let Some(damage) = state.as_ref().and_then(|(s, _)| s.damage()) {
+        eprintln!("warning: {damage}\n");
+    }
+    Ok(state)
+}
+
+const NOTHING_CHANGED: &str = "interrupted; nothing was changed";
+
+/// Runs the read-only start of `plan` and `apply` (the state dir's snapshot, the preview) unless
+/// Ctrl-C comes first. Then it is dropped, its snapshot copy with it, and `None` is returned:
+/// nothing was changed, so there is nothing to finish.
+fn unless_interrupted<T>(
+    rt: &tokio::runtime::Runtime,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    rt.block_on(async {
+        tokio::select! {
+            // Listening starts before the work does.
+            biased;
+            Ok(()) = tokio::signal::ctrl_c() => None,
+            t = work => Some(t),
+        }
+    })
+}
+
+/// What `plan` and `apply` say when Ctrl-C stopped them before anything ran.
+fn interrupted() -> ExitCode {
+    eprintln!("\n{NOTHING_CHANGED}");
+    ExitCode::from(130)
 }
 
 pub fn runs(dir: &Path) -> Result<ExitCode, Failure> {
@@ -319,7 +369,8 @@ pub fn status(dir: &Path, run: Option<&str>) -> Result<ExitCode, Failure> {
 /// `planrun resume RUN`: apply the plan that run belongs to, which must be unchanged.
 pub fn resume(dir: &Path, run: &str, args: &ApplyArgs) -> Result<ExitCode, Failure> {
     let r = {
-        let Some((store, _tmp)) = open_read(dir)? else {
+        // Quietly: apply reads the state dir again and reports any damage there.
+        let Some((store, _tmp)) = Store::open_snapshot(dir).map_err(fail)? else {
             return Err(fail(format!("no runs recorded in `{}`", dir.display())));
         };
         store.run(run).map_err(fail)?

@@ -76,6 +76,33 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// Every text the event carries: what redaction must see, whatever the kind of event (a
+    /// collection or unit name may come from `env` as much as a message).
+    fn texts(&mut self) -> Vec<&mut String> {
+        match self {
+            Event::RunStarted { run, .. } | Event::RunFinished { run, .. } => vec![run],
+            Event::StepStarted { step, kind } => vec![step, kind],
+            Event::Planned { step, .. } | Event::Progress { step, .. } => vec![step],
+            Event::Phase {
+                step,
+                collection,
+                phase,
+                ..
+            } => vec![step, collection, phase],
+            Event::Info { step, message } | Event::Warning { step, message } => vec![step, message],
+            Event::Unit { step, unit, error } => {
+                let mut v = vec![step, unit];
+                v.extend(error.as_mut());
+                v
+            }
+            Event::StepFinished { step, summary } => vec![step, summary],
+            Event::StepFailed { step, error } => vec![step, error],
+            Event::StepSkipped { step, reason } => vec![step, reason],
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
@@ -108,19 +135,8 @@ impl Events {
 
     pub fn send(&self, mut event: Event) {
         if let Some(r) = &self.redact {
-            match &mut event {
-                Event::Info { message: m, .. }
-                | Event::Warning { message: m, .. }
-                | Event::StepFinished { summary: m, .. }
-                | Event::StepFailed { error: m, .. }
-                | Event::StepSkipped { reason: m, .. } => *m = r(m),
-                Event::Unit { unit, error, .. } => {
-                    *unit = r(unit);
-                    if let Some(e) = error {
-                        *e = r(e);
-                    }
-                }
-                _ => {}
+            for text in event.texts() {
+                *text = r(text);
             }
         }
         // A reporter that has gone away must not stop the run.

@@ -10,10 +10,10 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::checkpoint::{RunRecord, Store, Tasks};
-use crate::plan::Compiled;
+use crate::plan::{Compiled, Location};
 use crate::steps::{
     self,
-    ctx::{Look, Produced, Resources, StepPreview},
+    ctx::{Look, Produced, Resources, StepError, StepPreview},
 };
 
 pub const FORMAT_VERSION: u32 = 1;
@@ -57,7 +57,7 @@ pub async fn preview(
     let (run, tasks): (Option<RunRecord>, Option<Tasks>) = match state {
         Some(store) => match store.unfinished_run(&file)? {
             Some(r) if r.fingerprint == plan.fingerprint() => {
-                let t = store.tasks(&r.id)?;
+                let t = store.tasks(&r.id)?.veiled(plan.veil());
                 (Some(r), Some(t))
             }
             Some(_) => (None, None),
@@ -81,7 +81,10 @@ pub async fn preview(
         });
     }
     // What each location will hold once earlier steps ran: backup contents by location.
-    let mut produced: BTreeMap<String, Produced> = BTreeMap::new();
+    let mut produced: BTreeMap<Location, Produced> = BTreeMap::new();
+    // Buckets and instances that could not be used, by "bucket `b`" or "instance `a`": the
+    // step that reported it and why, in short ("instance `a` is unreachable").
+    let mut unusable: BTreeMap<String, (String, String)> = BTreeMap::new();
     for id in compiled.dag.order() {
         let step = plan
             .steps
@@ -114,7 +117,12 @@ pub async fn preview(
                 p.action = "resume".into();
             }
         }
-        // A missing or unreachable bucket stops a step before it does anything: say so first.
+        p.description = steps::describe(&plan, &step.kind);
+        // A bucket or instance the step cannot use stops it before it does anything: say so
+        // first, once for the whole plan (at the first step that uses it). The step is not
+        // looked at further, since every check would meet the same problem again, and what it
+        // writes is marked blocked, so later steps say why they cannot be checked instead of
+        // finding their input missing.
         let mut buckets: Vec<&str> = step
             .kind
             .reads()
@@ -124,17 +132,38 @@ pub async fn preview(
             .collect();
         buckets.sort();
         buckets.dedup();
-        for b in buckets {
-            if let Some(problem) = bucket_problem(&res, b).await {
-                p.conflict(problem);
-            }
+        let uses = buckets
+            .into_iter()
+            .map(Use::Bucket)
+            .chain(steps::instances(&step.kind).into_iter().map(Use::Instance));
+        let mut cannot_use = None;
+        for u in uses {
+            let what = u.to_string();
+            let why = match unusable.get(&what) {
+                Some((first, why)) => {
+                    p.changes
+                        .push(format!("? not checked: {why} (see step `{first}`)"));
+                    why.clone()
+                }
+                None => match u.problem(&res).await {
+                    Some(e) => first_report(&mut unusable, &mut p, what, e),
+                    None => continue,
+                },
+            };
+            cannot_use.get_or_insert(why);
         }
-        let mut look = Look {
-            res: &res,
-            produced: &mut produced,
-            tasks: tasks.as_ref(),
-        };
-        steps::preview(&mut look, &step.kind, &mut p).await;
+        if let Some(why) = cannot_use {
+            for loc in step.kind.writes() {
+                produced.insert(loc.clone(), Produced::blocked(id, Some(why.clone())));
+            }
+        } else {
+            let mut look = Look {
+                res: &res,
+                produced: &mut produced,
+                tasks: tasks.as_ref(),
+            };
+            steps::preview(&mut look, &step.kind, &mut p).await;
+        }
         // One cause seen by two checks (a missing bucket, also met by the existing-backup
         // check) is one conflict.
         let mut seen = std::collections::HashSet::new();
@@ -150,9 +179,53 @@ pub async fn preview(
     Ok(out)
 }
 
-async fn bucket_problem(res: &Resources, id: &str) -> Option<String> {
-    match res.storage(id).await {
-        Err(e) => Some(e.to_string()),
-        Ok(s) => s.check().await.err().map(|e| e.to_string()),
+/// Reports a bucket or instance the walk found unusable as a conflict of step `p`, and
+/// remembers it for the steps after. Returns why, in short.
+fn first_report(
+    unusable: &mut BTreeMap<String, (String, String)>,
+    p: &mut StepPreview,
+    what: String,
+    e: StepError,
+) -> String {
+    let why = if e.is_unreachable() {
+        format!("{what} is unreachable")
+    } else {
+        format!("{what} cannot be used")
+    };
+    p.conflict(&e);
+    // A finished step's conflicts do not stop apply (it does not run again), so a later step
+    // that uses the same must report it as its own.
+    if p.action != "done" {
+        unusable.insert(what, (p.id.clone(), why.clone()));
+    }
+    why
+}
+
+/// A bucket or an instance a step uses.
+enum Use<'a> {
+    Bucket(&'a str),
+    Instance(&'a str),
+}
+
+impl std::fmt::Display for Use<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Use::Bucket(id) => write!(f, "bucket `{id}`"),
+            Use::Instance(id) => write!(f, "instance `{id}`"),
+        }
+    }
+}
+
+impl Use<'_> {
+    /// Why a step cannot use it, if it cannot: a bucket is opened and checked, an instance
+    /// connected to (the connection is kept for the step's own look).
+    async fn problem(&self, res: &Resources) -> Option<StepError> {
+        match self {
+            Use::Bucket(id) => match res.storage(id).await {
+                Err(e) => Some(e),
+                Ok(s) => s.check().await.err().map(StepError::from),
+            },
+            Use::Instance(id) => res.milvus(id).await.err(),
+        }
     }
 }

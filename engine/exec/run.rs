@@ -32,6 +32,19 @@ pub enum ApplyError {
         started: String,
         diff: String,
     },
+    /// The run cannot record anything any more: it stops, and exits 1 like any failed run.
+    #[error(
+        "the state dir `{dir}` was deleted or moved away during run {run}: the history of this \
+         run (and of any earlier run kept there) is lost; planrun stopped at its next record.\n\
+         The next `planrun apply {plan}` starts without records and reconciles against the \
+         servers as after a crash: copies found present are verified, not made again; a backup \
+         or collection this run created shows as a conflict and is not touched."
+    )]
+    StateLost {
+        dir: String,
+        run: String,
+        plan: String,
+    },
 }
 
 #[derive(Clone, Debug, Default)]
@@ -108,8 +121,11 @@ pub async fn apply(
     let mut run = run;
     run.status = RunStatus::Running;
     run.updated_at = checkpoint::now();
-    store.put_run(&run).await?;
-    let tasks = store.tasks(&run.id)?;
+    store
+        .put_run(&run)
+        .await
+        .map_err(|e| state_lost(e, &run.id, &plan))?;
+    let tasks = store.tasks(&run.id)?.veiled(plan.veil());
     let (done, total) = tasks.count("")?;
     events.send(Event::RunStarted {
         run: run.id.clone(),
@@ -315,7 +331,10 @@ pub async fn apply(
     // The run record is in the state dir, where env-derived values must not go.
     run.error = failure.map(|f| plan.redact(&f));
     run.updated_at = checkpoint::now();
-    store.put_run(&run).await?;
+    store
+        .put_run(&run)
+        .await
+        .map_err(|e| state_lost(e, &run.id, &plan))?;
     events.send(Event::RunFinished {
         run: run.id.clone(),
         outcome,
@@ -326,6 +345,18 @@ pub async fn apply(
         nothing_to_do: false,
         resumed,
     })
+}
+
+/// A state dir deleted under the run: say what that lost and what the next apply does.
+fn state_lost(e: CheckpointError, run: &str, plan: &crate::plan::Plan) -> ApplyError {
+    match e {
+        CheckpointError::Gone { dir } => ApplyError::StateLost {
+            dir: dir.display().to_string(),
+            run: crate::text::short(run).to_string(),
+            plan: plan.path.display().to_string(),
+        },
+        e => e.into(),
+    }
 }
 
 /// Fails when the plan has an unfinished run that was started from a different version of it.

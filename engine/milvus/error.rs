@@ -25,17 +25,41 @@ pub enum MilvusError {
         reason: String,
     },
 
-    #[error("cannot read the TLS file `{}` of `{instance}`: {source}", path.display())]
+    /// A TLS file the plan names that cannot serve: it names the file and the plan key.
+    #[error("cannot use the TLS file `{}` (`instances.{instance}.{key}`): {reason}", path.display())]
     TlsFile {
         instance: String,
+        /// The plan key under `instances.<id>`: `ca_cert`, `client_cert` or `client_key`.
+        key: &'static str,
         path: PathBuf,
-        source: std::io::Error,
+        reason: String,
     },
 
-    #[error("cannot reach `{instance}` at {uri}: {reason}")]
+    /// TLS settings that do not fit together; `reason` says which and what to set.
+    #[error("cannot set up TLS for instance `{instance}`: {reason}")]
+    TlsConfig { instance: String, reason: String },
+
+    /// No connection could be made, so nothing was sent: safe to repeat any call.
+    #[error("cannot connect to instance `{instance}` at {uri}: {reason}; {hint}")]
     Unreachable {
         instance: String,
         uri: String,
+        reason: String,
+        /// What to check for this cause (the uri, TLS settings, ...).
+        hint: String,
+    },
+
+    /// The connection broke while a call was under way: the server may have acted on it.
+    #[error(
+        "the connection to instance `{instance}` at {uri} broke during {rpc}{}: {reason}; check \
+         that Milvus is still running there",
+        on(collection)
+    )]
+    ConnectionLost {
+        instance: String,
+        uri: String,
+        rpc: &'static str,
+        collection: Option<String>,
         reason: String,
     },
 
@@ -81,7 +105,8 @@ pub enum MilvusError {
     },
 
     #[error(
-        "{rpc} on `{instance}`{} did not answer within {timeout:?}",
+        "{rpc} on `{instance}`{} did not answer within {timeout:?}; check that the instance is \
+         not overloaded or stalled, or raise `instances.{instance}.timeout`",
         on(collection)
     )]
     Timeout {
@@ -188,7 +213,9 @@ impl MilvusError {
     /// collection, wrong password) are permanent.
     pub fn is_transient(&self) -> bool {
         match self {
-            MilvusError::Unreachable { .. } | MilvusError::Timeout { .. } => true,
+            MilvusError::Unreachable { .. }
+            | MilvusError::ConnectionLost { .. }
+            | MilvusError::Timeout { .. } => true,
             MilvusError::Status { retriable, .. } => *retriable,
             MilvusError::Rpc { code, .. } => matches!(
                 code,

@@ -18,10 +18,14 @@ pub struct Compiled {
 
 /// Reads and checks the plan at `path`, with the real process environment for `env.*`.
 pub fn load(path: &Path) -> Result<Compiled, PlanError> {
-    let text = std::fs::read_to_string(path).map_err(|source| PlanError::Read {
+    let bytes = std::fs::read(path).map_err(|source| PlanError::Read {
         path: path.to_path_buf(),
         source,
     })?;
+    let text = match String::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => return Err(not_utf8(path, e)),
+    };
     let env: BTreeMap<String, String> = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
         .collect();
@@ -80,6 +84,32 @@ pub fn load_str(
             Err(fail(diags))
         }
     }
+}
+
+/// A plan file that is not UTF-8: located at the first bad byte (the text before it is shown as
+/// it is; the rest with replacement characters).
+fn not_utf8(path: &Path, e: std::string::FromUtf8Error) -> PlanError {
+    let at = e.utf8_error().valid_up_to();
+    let bytes = e.as_bytes();
+    let before = &bytes[..at];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let column = at
+        - before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1)
+        + 1;
+    let text = String::from_utf8_lossy(bytes);
+    let diag = Diag::new(
+        at..at + 1,
+        format!(
+            "the plan file is not UTF-8: byte 0x{:02x} at offset {at} (line {line}, column {column})",
+            bytes[at]
+        ),
+        "not UTF-8",
+    )
+    .help("plans are UTF-8 TOML: save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)");
+    PlanError::Invalid(diag::invalid(path.to_path_buf(), &text, vec![diag]))
 }
 
 #[cfg(test)]

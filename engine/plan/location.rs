@@ -2,6 +2,10 @@
 
 use std::fmt;
 
+/// The longest location path: what S3 allows for a key (1024 bytes) less room for the backup's
+/// own object names under it.
+const MAX_PATH: usize = 768;
+
 /// `<bucket id>:<path>`, path normalised: no leading/trailing `/`, no `.`/`..`, no empty segments.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Location {
@@ -19,15 +23,31 @@ impl Location {
                 "." | ".." => {
                     return Err(format!("`{seg}` is not allowed in a location path"));
                 }
+                // File systems refuse longer names (a local bucket, or a copy into one).
+                s if s.len() > 255 => {
+                    return Err(format!(
+                        "a path segment of {} bytes; at most 255 are allowed",
+                        s.len()
+                    ));
+                }
                 s => segs.push(s),
             }
         }
         if path.trim_matches('/').contains("//") {
             return Err("empty path segment (`//`) in a location path".into());
         }
+        let path = segs.join("/");
+        // S3 keys end at 1024 bytes, and a backup adds its own below the location.
+        if path.len() > MAX_PATH {
+            return Err(format!(
+                "a location path of {} bytes; at most {MAX_PATH} are allowed, so that the \
+                 objects under it stay within S3's 1024-byte keys",
+                path.len()
+            ));
+        }
         Ok(Location {
             bucket: bucket.into(),
-            path: segs.join("/"),
+            path,
         })
     }
 
@@ -77,6 +97,8 @@ mod tests {
         assert_eq!(loc("b", "/a/b/").to_string(), "b:a/b");
         assert!(Location::new("b", "a/../c").is_err());
         assert!(Location::new("b", "a//c").is_err());
+        assert!(Location::new("b", &format!("a/{}", "x".repeat(256))).is_err());
+        assert!(Location::new("b", &vec!["y".repeat(200); 4].join("/")).is_err());
         assert_eq!(loc("b", "").path, "");
     }
 

@@ -340,6 +340,11 @@ impl Plan {
     pub fn redact(&self, text: &str) -> String {
         self.masks.redact(text)
     }
+
+    /// How the state dir stores this plan's env values: hidden, and read back by this plan.
+    pub fn veil(&self) -> crate::secret::Veil {
+        crate::secret::Veil::new(&self.masks.env_values)
+    }
 }
 
 #[cfg(test)]

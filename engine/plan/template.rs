@@ -1,17 +1,52 @@
 //! Templates in plan strings: minijinja, strict undefined, `vars` and `env`; tracks env use.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 
+use minijinja::value::{Enumerator, Object};
 use minijinja::{Environment, UndefinedBehavior, Value};
+
+/// Instructions one plan string may take to render: far more than any real plan string needs,
+/// and reached in well under a second by a loop that would otherwise run for ever.
+const FUEL: u64 = 200_000;
 
 /// Renders plan strings. Values that used `env` (directly or through a var) are "tainted":
 /// the caller must treat them as secrets.
 pub(crate) struct Renderer {
     env: Environment<'static>,
     vars: BTreeMap<String, Value>,
-    process_env: Value,
-    env_map: BTreeMap<String, String>,
+    env_map: Arc<BTreeMap<String, String>>,
     tainted_vars: BTreeSet<String>,
+}
+
+/// `env` as templates see it: every variable a render reads is recorded, however it is
+/// written (`env.NAME`, `env['NAME']`, `env[vars.x]`, a loop over `env`), so its value is
+/// masked wherever it appears.
+#[derive(Debug)]
+struct EnvObject {
+    map: Arc<BTreeMap<String, String>>,
+    read: Mutex<BTreeSet<String>>,
+}
+
+impl EnvObject {
+    fn read(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        self.read.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Object for EnvObject {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        let name = key.as_str()?;
+        let value = self.map.get(name)?;
+        self.read().insert(name.to_string());
+        Some(Value::from(value.as_str()))
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        // Iterating hands out every name (and through them every value): all count as read.
+        self.read().extend(self.map.keys().cloned());
+        Enumerator::Values(self.map.keys().map(|k| Value::from(k.as_str())).collect())
+    }
 }
 
 /// Why a string could not be rendered, and where inside it (byte range of the template).
@@ -52,11 +87,11 @@ impl Renderer {
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         // Plan strings are not HTML: never escape.
         env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+        env.set_fuel(Some(FUEL));
         Renderer {
             env,
             vars: BTreeMap::new(),
-            process_env: Value::from_serialize(process_env),
-            env_map: process_env.clone(),
+            env_map: Arc::new(process_env.clone()),
             tainted_vars: BTreeSet::new(),
         }
     }
@@ -84,16 +119,13 @@ impl Renderer {
             message: describe(e),
         })?;
         let used = tmpl.undeclared_variables(true);
-        let tainted = used.iter().any(|u| {
-            u == "env"
-                || u.starts_with("env.")
-                || u == "vars" && !self.tainted_vars.is_empty()
-                || u.strip_prefix("vars.")
-                    .is_some_and(|v| self.tainted_vars.contains(v))
+        let env = Arc::new(EnvObject {
+            map: self.env_map.clone(),
+            read: Mutex::new(BTreeSet::new()),
         });
         let ctx = minijinja::context! {
             vars => Value::from_serialize(&self.vars),
-            env => self.process_env.clone(),
+            env => Value::from_dyn_object(env.clone()),
         };
         let value = tmpl.render(ctx).map_err(|e| {
             if e.kind() == minijinja::ErrorKind::UndefinedError
@@ -107,10 +139,16 @@ impl Renderer {
                 message: describe(e),
             }
         })?;
-        let env_values = used
+        let read = env.read().clone();
+        let tainted = !read.is_empty()
+            || used.iter().any(|u| {
+                u == "vars" && !self.tainted_vars.is_empty()
+                    || u.strip_prefix("vars.")
+                        .is_some_and(|v| self.tainted_vars.contains(v))
+            });
+        let env_values = read
             .iter()
-            .filter_map(|u| u.strip_prefix("env."))
-            .filter_map(|name| self.env_map.get(name.split('.').next().unwrap_or(name)))
+            .filter_map(|name| self.env_map.get(name))
             .filter(|v| !v.is_empty())
             .cloned()
             .collect();
@@ -140,11 +178,7 @@ impl Renderer {
                 }
             } else if let Some(name) = u.strip_prefix("env.") {
                 let name = name.split('.').next().unwrap_or(name);
-                if self
-                    .process_env
-                    .get_attr(name)
-                    .map_or(true, |v| v.is_undefined())
-                {
+                if !self.env_map.contains_key(name) {
                     return Some((
                         format!("environment variable `{name}` is not set"),
                         format!("env.{name}"),
@@ -160,7 +194,6 @@ impl Renderer {
         let tmp = Renderer {
             env: self.env.clone(),
             vars: BTreeMap::new(),
-            process_env: self.process_env.clone(),
             env_map: self.env_map.clone(),
             tainted_vars: BTreeSet::new(),
         };
@@ -171,6 +204,12 @@ impl Renderer {
 fn describe(e: minijinja::Error) -> String {
     let mut msg = match e.kind() {
         minijinja::ErrorKind::UndefinedError => "undefined value".to_string(),
+        minijinja::ErrorKind::OutOfFuel => {
+            return format!(
+                "the template takes too long to render (over {FUEL} steps); plan strings \
+                 must render quickly: shorten or remove the loop"
+            );
+        }
         _ => e.kind().to_string(),
     };
     if let Some(detail) = e.detail() {
@@ -204,6 +243,35 @@ mod tests {
         assert!(c.tainted);
         let d = r.render("{{ env.NOPE | default('dflt') }}").unwrap();
         assert_eq!(d.value, "dflt");
+    }
+
+    #[test]
+    fn env_read_any_way_is_tracked() {
+        let r = r();
+        for t in [
+            "{{ env['PW'] }}",
+            "{{ env.get('PW') if false else env['P' ~ 'W'] }}",
+            "{% for k in env %}{{ k }}{% endfor %}",
+        ] {
+            let x = r.render(t).unwrap_or_else(|e| panic!("{t}: {e}"));
+            assert!(x.tainted, "{t}");
+            assert_eq!(x.env_values, ["hunter2"], "{t}");
+        }
+        let plain = r.render("{{ vars.c }}").unwrap();
+        assert!(!plain.tainted && plain.env_values.is_empty());
+    }
+
+    #[test]
+    fn a_template_that_would_loop_for_ever_runs_out_of_fuel_quickly() {
+        let started = std::time::Instant::now();
+        let e = r()
+            .render(
+                "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+            )
+            .err()
+            .expect("out of fuel");
+        assert!(e.message.contains("takes too long"), "{}", e.message);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 
     #[test]

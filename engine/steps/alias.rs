@@ -64,12 +64,15 @@ pub async fn run(ctx: &StepCtx, step: &AliasStep) -> Result<String> {
     .await
 }
 
-pub async fn preview(look: &mut Look<'_>, step: &AliasStep, p: &mut StepPreview) {
-    let db = database(&look.res.plan, step);
-    p.description = format!(
+pub fn describe(step: &AliasStep) -> String {
+    format!(
         "point alias `{}` at `{}` on `{}`",
         step.alias, step.collection, step.instance
-    );
+    )
+}
+
+pub async fn preview(look: &mut Look<'_>, step: &AliasStep, p: &mut StepPreview) {
+    let db = database(&look.res.plan, step);
     let client = match look.res.milvus(&step.instance).await {
         Ok(c) => c.with_database(&db),
         Err(e) => return p.conflict(e),

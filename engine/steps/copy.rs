@@ -6,7 +6,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::ctx::{Look, Produced, Result, StepCtx, StepError, StepPreview, fail};
 use crate::format::meta;
-use crate::plan::{BucketKind, CopyStep};
+use crate::plan::{BucketKind, CopyStep, Location, Plan};
 use crate::storage::{self, ObjectMeta, Storage};
 use crate::text::human_bytes;
 
@@ -40,6 +40,28 @@ async fn damaged_backup(src: &dyn Storage, step: &CopyStep) -> Result<Option<Str
     )))
 }
 
+/// The refusal both the preview and apply make of keys the destination cannot hold (`..`
+/// segments or over-long names for a local directory, over-long keys for S3), before anything
+/// is written, so no copy stops half way for it.
+fn unstorable(dst: &dyn Storage, step: &CopyStep, objects: &[ObjectMeta]) -> Option<String> {
+    let prefix = dir_prefix(&step.from.path);
+    let bad: Vec<String> = objects
+        .iter()
+        .filter_map(|o| dst.check_key(&step.to.join(&o.key[prefix.len()..])).err())
+        .map(|e| e.to_string())
+        .collect();
+    (!bad.is_empty()).then(|| {
+        format!(
+            "{} object(s) of `{}` cannot be stored at `{}`: {}{}",
+            bad.len(),
+            step.from,
+            step.to,
+            bad.iter().take(3).cloned().collect::<Vec<_>>().join("; "),
+            if bad.len() > 3 { "; …" } else { "" }
+        )
+    })
+}
+
 /// The refusal both the preview and apply make: there is nothing to copy.
 fn empty_source(step: &CopyStep) -> String {
     format!(
@@ -59,6 +81,9 @@ pub async fn run(ctx: &StepCtx, step: &CopyStep) -> Result<String> {
         return fail(empty_source(step));
     }
     if let Some(why) = damaged_backup(src.as_ref(), step).await? {
+        return fail(why);
+    }
+    if let Some(why) = unstorable(dst.as_ref(), step, &objects) {
         return fail(why);
     }
     let total: u64 = objects.iter().map(|o| o.size).sum();
@@ -185,22 +210,41 @@ async fn md5_of(store: &dyn Storage, key: &str) -> Result<String> {
 
 /// What the copy would move, from a listing of both ends; a source that an earlier step writes
 /// is estimated from that step's preview.
-pub async fn preview(look: &mut Look<'_>, step: &CopyStep, p: &mut StepPreview) {
+pub fn describe(plan: &Plan, step: &CopyStep) -> String {
     let how = match (
-        &look.res.plan.buckets[&step.from.bucket].kind,
-        &look.res.plan.buckets[&step.to.bucket].kind,
+        &plan.buckets[&step.from.bucket].kind,
+        &plan.buckets[&step.to.bucket].kind,
     ) {
         (BucketKind::S3 { endpoint: e1, .. }, BucketKind::S3 { endpoint: e2, .. }) if e1 == e2 => {
             " (server-side)"
         }
         _ => " (streamed through planrun)",
     };
-    p.description = format!("copy {} → {}{how}", step.from, step.to);
-    let upstream = look.produced.get(&step.from.to_string()).cloned();
-    if let Some(line) = upstream.as_ref().and_then(Produced::blocked_line) {
+    format!("copy {} → {}{how}", step.from, step.to)
+}
+
+pub async fn preview(look: &mut Look<'_>, step: &CopyStep, p: &mut StepPreview) {
+    // What earlier steps write into `from`, where it will arrive under `to`: a backup written
+    // at `from/x` is copied to `to/x`, one written around `from` arrives (in part) at `to`.
+    let upstream: Vec<(Location, Produced)> = look
+        .written(&step.from)
+        .into_iter()
+        .map(|(at, w)| {
+            let rel = if step.from.contains(&at) {
+                &at.path[step.from.path.len()..]
+            } else {
+                ""
+            };
+            let to = Location {
+                bucket: step.to.bucket.clone(),
+                path: step.to.join(rel),
+            };
+            (to, w)
+        })
+        .collect();
+    if let Some(line) = upstream.iter().find_map(|(_, w)| w.blocked_line()) {
         p.changes.push(line);
-        look.produced
-            .insert(step.to.to_string(), upstream.expect("checked"));
+        look.produced.extend(upstream);
         return;
     }
     let listed = async {
@@ -220,8 +264,8 @@ pub async fn preview(look: &mut Look<'_>, step: &CopyStep, p: &mut StepPreview) 
         Ok::<_, StepError>((objects, there))
     }
     .await;
-    match (listed, upstream) {
-        (Ok((objects, present)), up) if !objects.is_empty() || up.is_none() => {
+    match (listed, upstream.is_empty()) {
+        (Ok((objects, present)), none_upstream) if !objects.is_empty() || none_upstream => {
             p.counts.objects = objects.len() as u64;
             p.counts.bytes = objects.iter().map(|o| o.size).sum();
             p.changes.push(format!(
@@ -229,6 +273,11 @@ pub async fn preview(look: &mut Look<'_>, step: &CopyStep, p: &mut StepPreview) 
                 objects.len(),
                 human_bytes(p.counts.bytes)
             ));
+            if let Ok(dst) = look.res.storage(&step.to.bucket).await
+                && let Some(why) = unstorable(dst.as_ref(), step, &objects)
+            {
+                p.conflict(why);
+            }
             if objects.is_empty() {
                 p.conflict(empty_source(step));
             } else if let Ok(src) = look.res.storage(&step.from.bucket).await {
@@ -238,23 +287,23 @@ pub async fn preview(look: &mut Look<'_>, step: &CopyStep, p: &mut StepPreview) 
                     Err(e) => p.conflict(e),
                 }
             }
-            if let Some(up) = up {
-                look.produced.insert(step.to.to_string(), up);
-            }
+            look.produced.extend(upstream);
         }
-        (_, Some(up)) => {
+        (_, false) => {
             p.estimated = true;
-            // The binlogs plus the backup's metadata files.
-            p.counts.objects = up.counts.objects + meta::META_FILES.len() as u64;
-            p.counts.bytes = up.counts.bytes;
+            for (_, up) in &upstream {
+                // The binlogs plus the backup's metadata files.
+                p.counts.objects += up.counts.objects + meta::META_FILES.len() as u64;
+                p.counts.bytes += up.counts.bytes;
+            }
             p.changes.push(format!(
                 "+ about {} objects ({}) that earlier steps will write",
                 p.counts.objects,
-                human_bytes(up.counts.bytes)
+                human_bytes(p.counts.bytes)
             ));
-            look.produced.insert(step.to.to_string(), up);
+            look.produced.extend(upstream);
         }
-        (Err(e), None) => p.conflict(e),
-        (Ok(_), None) => unreachable!("the first arm takes every listing without an upstream"),
+        (Err(e), true) => p.conflict(e),
+        (Ok(_), true) => unreachable!("the first arm takes every listing without an upstream"),
     }
 }

@@ -15,7 +15,7 @@ use crate::exec::events::Events;
 use crate::format::FormatError;
 use crate::format::meta::BackupInfo;
 use crate::milvus::{MilvusClient, MilvusConfig, MilvusError};
-use crate::plan::{BucketKind, Plan};
+use crate::plan::{BucketKind, Location, Plan};
 use crate::storage::{self, LocalConfig, S3Config, Storage, StorageConfig, StorageError};
 
 /// Why a step failed. Messages name the step's instance, bucket, collection or key and what to do.
@@ -42,6 +42,24 @@ pub enum StepError {
 }
 
 impl StepError {
+    /// Whether the server behind the error could not be reached (refused, dropped, silent):
+    /// a fault of the network or the server, not of what was asked.
+    pub fn is_unreachable(&self) -> bool {
+        use crate::storage::StorageError as S;
+        match self {
+            StepError::Storage(e) | StepError::Format(FormatError::Storage(e)) => {
+                matches!(e, S::Unreachable { .. } | S::Timeout { .. })
+            }
+            StepError::Milvus(e) => matches!(
+                e,
+                MilvusError::Unreachable { .. }
+                    | MilvusError::ConnectionLost { .. }
+                    | MilvusError::Timeout { .. }
+            ),
+            _ => false,
+        }
+    }
+
     pub fn is_transient(&self) -> bool {
         match self {
             StepError::Storage(e) | StepError::Format(FormatError::Storage(e)) => e.is_transient(),
@@ -112,6 +130,9 @@ impl Resources {
             cfg.client_cert = tls.client_cert.clone();
             cfg.client_key = tls.client_key.clone();
             cfg.server_name = tls.server_name.clone();
+        }
+        if let Some(secs) = inst.timeout {
+            cfg.timeout = Duration::from_secs(secs);
         }
         cfg.retries = self.plan.settings.retries;
         cfg
@@ -407,7 +428,7 @@ pub fn to_json<T: Serialize>(v: &T) -> serde_json::Value {
 /// input does not exist yet during a dry run.
 pub struct Look<'a> {
     pub res: &'a Resources,
-    pub produced: &'a mut BTreeMap<String, Produced>,
+    pub produced: &'a mut BTreeMap<Location, Produced>,
     /// The records of the unfinished run that apply would resume, read-only.
     pub tasks: Option<&'a Tasks>,
 }
@@ -418,6 +439,16 @@ impl Look<'_> {
         self.tasks
             .is_some_and(|t| matches!(t.get(key), Ok(Some(_))))
     }
+
+    /// What earlier steps write at `loc`, inside it or around it (the same overlap that orders
+    /// the steps), by the location each writes: a step reading `loc` sees all of it.
+    pub fn written(&self, loc: &Location) -> Vec<(Location, Produced)> {
+        self.produced
+            .iter()
+            .filter(|(at, _)| at.overlaps(loc))
+            .map(|(at, p)| (at.clone(), p.clone()))
+            .collect()
+    }
 }
 
 /// A backup that an earlier step will write: its (estimated) meta and counts.
@@ -425,17 +456,46 @@ impl Look<'_> {
 pub struct Produced {
     pub backup: BackupInfo,
     pub counts: Counts,
-    /// The step that writes it has conflicts of its own: apply stops there, so what depends
-    /// on it is not looked at further (its conflicts would only echo that step's).
-    pub blocked_by: Option<String>,
+    /// Set when the step that writes it cannot go on: apply stops there, so what depends on it
+    /// is not looked at further (its conflicts would only echo that step's).
+    pub blocked_by: Option<Blocked>,
+}
+
+/// Why the step writing a location stops apply.
+#[derive(Clone, Debug)]
+pub struct Blocked {
+    pub step: String,
+    /// The bucket or instance that step cannot use, when that is why ("instance `a` is
+    /// unreachable"); `None` when it has conflicts of another kind.
+    pub unusable: Option<String>,
 }
 
 impl Produced {
+    /// What a step that cannot be looked at leaves for the steps after it.
+    pub fn blocked(step: &str, unusable: Option<String>) -> Produced {
+        Produced {
+            backup: BackupInfo::default(),
+            counts: Counts::default(),
+            blocked_by: Some(Blocked {
+                step: step.to_string(),
+                unusable,
+            }),
+        }
+    }
+
     /// The line a step shows instead of its own preview when its input is blocked.
     pub fn blocked_line(&self) -> Option<String> {
-        self.blocked_by
-            .as_ref()
-            .map(|s| format!("? waits for step `{s}`, which has conflicts; resolve those first"))
+        let b = self.blocked_by.as_ref()?;
+        Some(match &b.unusable {
+            Some(why) => format!(
+                "? not checked: this step reads what step `{}` writes, and {why}",
+                b.step
+            ),
+            None => format!(
+                "? waits for step `{}`, which has conflicts; resolve those first",
+                b.step
+            ),
+        })
     }
 }
 

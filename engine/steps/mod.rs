@@ -29,6 +29,30 @@ pub async fn run(ctx: &StepCtx, kind: &StepKind) -> Result<String> {
     }
 }
 
+/// The step's line in the preview: what it does, in words.
+pub fn describe(plan: &crate::plan::Plan, kind: &StepKind) -> String {
+    match kind {
+        StepKind::Backup(b) => backup::describe(b),
+        StepKind::Copy(c) => copy::describe(plan, c),
+        StepKind::Restore(r) => restore::describe(r),
+        StepKind::Verify(v) => verify::describe(plan, v),
+        StepKind::Alias(a) => alias::describe(a),
+    }
+}
+
+/// The instances a step's preview connects to: the dry run connects to them first, so that
+/// one it cannot connect to is reported once, not by every check of every step that uses it.
+pub fn instances(kind: &StepKind) -> Vec<&str> {
+    match kind {
+        StepKind::Backup(b) => vec![b.instance.as_str()],
+        StepKind::Restore(r) => vec![r.instance.as_str()],
+        StepKind::Alias(a) => vec![a.instance.as_str()],
+        // Copies use buckets only; a verify's preview connects to nothing, since what it
+        // compares does not exist yet.
+        StepKind::Copy(_) | StepKind::Verify(_) => vec![],
+    }
+}
+
 /// Fills `p` with what the step would do, by looking only.
 pub async fn preview(look: &mut Look<'_>, kind: &StepKind, p: &mut StepPreview) {
     match kind {

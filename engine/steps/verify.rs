@@ -644,21 +644,24 @@ fn push(v: &mut Vec<Pk>, k: &Pk) {
 }
 
 /// A verify step only reads; the preview says what it will compare.
-pub fn preview(look: &mut Look<'_>, step: &VerifyStep, p: &mut StepPreview) {
+pub fn describe(plan: &Plan, step: &VerifyStep) -> String {
     match step {
-        VerifyStep::Pair { source, target } => {
-            p.description = format!(
-                "verify `{}` on `{}` against `{}` on `{}`",
-                look.res.plan.show(&target.collection),
-                target.instance,
-                look.res.plan.show(&source.collection),
-                source.instance
-            );
-            p.counts.collections = 1;
-        }
+        VerifyStep::Pair { source, target } => format!(
+            "verify `{}` on `{}` against `{}` on `{}`",
+            plan.show(&target.collection),
+            target.instance,
+            plan.show(&source.collection),
+            source.instance
+        ),
         VerifyStep::Restore(r) => {
-            p.description = format!("verify every collection restored by `{r}` against its source")
+            format!("verify every collection restored by `{r}` against its source")
         }
+    }
+}
+
+pub fn preview(_look: &mut Look<'_>, step: &VerifyStep, p: &mut StepPreview) {
+    if let VerifyStep::Pair { .. } = step {
+        p.counts.collections = 1;
     }
     p.changes.push(
         "? compare schema, partitions, row counts per partition, indexes and a digest of every row"

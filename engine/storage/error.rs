@@ -53,12 +53,17 @@ pub enum StorageError {
         transient: bool,
     },
 
-    #[error("cannot {target} in {place}: timed out ({reason})", target = target(.op, .key))]
+    /// The server took too long to answer a request it received.
+    #[error(
+        "cannot {target} in {place}: {what}; check that the server is not overloaded and {hint}",
+        target = target(.op, .key), hint = endpoint_hint(.place)
+    )]
     Timeout {
         place: Arc<Place>,
         op: &'static str,
         key: String,
-        reason: String,
+        /// Which wait ran out, and after how long: "no answer within 120s".
+        what: String,
     },
 
     #[error("cannot {target} in {place}: {code}: {message}", target = target(.op, .key))]

@@ -95,6 +95,9 @@ impl LocalStorage {
                 "." | ".." => {
                     return Err(self.invalid(key, "a key may not contain `.` or `..` segments"));
                 }
+                s if s.len() > 255 => {
+                    return Err(self.invalid(key, "a file name may have at most 255 bytes"));
+                }
                 s if s.starts_with(TMP_PREFIX) => {
                     return Err(
                         self.invalid(key, "names starting with `.planrun-tmp.` are reserved")
@@ -267,6 +270,10 @@ async fn read_children(
 
 #[async_trait::async_trait]
 impl Storage for LocalStorage {
+    fn check_key(&self, key: &str) -> Result<(), StorageError> {
+        self.path_for(key).map(|_| ())
+    }
+
     fn place(&self) -> &Place {
         &self.place
     }

@@ -50,6 +50,19 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Where the store lives, for messages (bucket id, location, the setting to fix).
     fn place(&self) -> &Place;
 
+    /// Refuses a key this store cannot hold (checked before a copy writes anything): S3 keys end
+    /// at 1024 bytes; a local directory refuses `..`, names over 255 bytes and more.
+    fn check_key(&self, key: &str) -> Result<(), StorageError> {
+        if key.len() > 1024 {
+            return Err(StorageError::InvalidKey {
+                place: std::sync::Arc::new(self.place().clone()),
+                key: format!("{}…", &key[..key.floor_char_boundary(64)]),
+                reason: "S3 keys end at 1024 bytes",
+            });
+        }
+        Ok(())
+    }
+
     /// Every object under `prefix` (a plain key prefix, not necessarily ending in `/`), recursively,
     /// in key order, fetched page by page as the stream is polled.
     fn list(&self, prefix: &str) -> BoxStream<'_, Result<ObjectMeta, StorageError>>;

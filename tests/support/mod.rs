@@ -176,3 +176,18 @@ pub fn exists_on(server: &Service, token: &str, coll: &str) -> bool {
         .lines()
         .any(|l| l.split_whitespace().next() == Some(coll))
 }
+
+/// A `milvus_data.py` command fed `input` on stdin (`s3-put`).
+pub fn data_with_input(args: &[&str], input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(python())
+        .arg(root().join("scripts/milvus_data.py"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}

@@ -7,17 +7,129 @@ use base64::Engine as _;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
-use super::{Headers, Info, MilvusClient, Repeat, backoff, root_cause};
+use super::{Headers, Info, MilvusClient, Repeat, STALL_LIMIT, backoff, unreachable};
 use crate::milvus::pb::common::ClientInfo;
 use crate::milvus::pb::milvus as m;
 use crate::milvus::{MilvusConfig, MilvusError};
+use crate::net;
 
-fn read_pem(instance: &str, path: &std::path::Path) -> Result<Vec<u8>, MilvusError> {
-    std::fs::read(path).map_err(|source| MilvusError::TlsFile {
+/// One of an instance's TLS files, by the plan key that names it.
+#[derive(Clone, Copy)]
+enum TlsKey {
+    CaCert,
+    ClientCert,
+    ClientKey,
+}
+
+impl TlsKey {
+    fn key(self) -> &'static str {
+        match self {
+            TlsKey::CaCert => "ca_cert",
+            TlsKey::ClientCert => "client_cert",
+            TlsKey::ClientKey => "client_key",
+        }
+    }
+}
+
+/// Reads a TLS file and checks that it holds what its key needs, so that a wrong file is refused
+/// naming itself and its plan key. tonic skips whatever is not PEM, so a file without a single
+/// certificate would pass it and only fail the handshake, naming nothing; and its parse errors
+/// ("Error parsing TLS private key") do not say which file. The content is never shown: a key
+/// is a secret.
+fn read_pem(
+    instance: &str,
+    key: TlsKey,
+    path: &std::path::Path,
+    parses: impl Fn(Vec<u8>) -> bool,
+) -> Result<Vec<u8>, MilvusError> {
+    let refuse = |reason: &str| MilvusError::TlsFile {
         instance: instance.to_string(),
+        key: key.key(),
         path: path.to_path_buf(),
-        source,
-    })
+        reason: reason.to_string(),
+    };
+    let bytes = std::fs::read(path).map_err(|e| refuse(&format!("cannot read it: {e}")))?;
+    let text = String::from_utf8_lossy(&bytes);
+    // The labels of the PEM blocks: `CERTIFICATE`, `PRIVATE KEY`, `RSA PRIVATE KEY`, ...
+    let labels: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("-----BEGIN ")?.strip_suffix("-----"))
+        .collect();
+    let problem = match key {
+        TlsKey::CaCert | TlsKey::ClientCert if !labels.contains(&"CERTIFICATE") => Some(
+            "it holds no PEM certificate (no `-----BEGIN CERTIFICATE-----` line); give the \
+             certificate in PEM form",
+        ),
+        TlsKey::ClientKey if labels.iter().any(|l| l.contains("ENCRYPTED")) => Some(
+            "the key is encrypted, and planrun cannot ask for its passphrase; give it \
+             unencrypted (`openssl pkey -in KEY -out KEY.plain.pem`)",
+        ),
+        TlsKey::ClientKey if !labels.iter().any(|l| l.ends_with("PRIVATE KEY")) => Some(
+            "it holds no PEM private key (no `-----BEGIN PRIVATE KEY-----` line); give the \
+             client certificate's key in PEM form",
+        ),
+        _ if !parses(bytes.clone()) => Some(
+            "its PEM block is damaged (the base64 inside does not decode to a certificate or \
+             key); export the file again",
+        ),
+        _ => None,
+    };
+    match problem {
+        Some(p) => Err(refuse(p)),
+        None => Ok(bytes),
+    }
+}
+
+/// Whether tonic accepts a TLS configuration: asked with one file at a time, so a refusal names
+/// that file.
+fn tonic_accepts(tls: ClientTlsConfig) -> bool {
+    Endpoint::from_static("https://localhost")
+        .tls_config(tls)
+        .is_ok()
+}
+
+/// The TLS configuration of an `https://` instance, each file checked on its own.
+fn tls_config(cfg: &MilvusConfig) -> Result<ClientTlsConfig, MilvusError> {
+    let name = cfg.name.as_str();
+    // A client certificate goes through the same parser as a CA's; a key only in a pair.
+    let cert_parses =
+        |pem| tonic_accepts(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)));
+    let mut tls = ClientTlsConfig::new();
+    tls = match &cfg.ca_cert {
+        Some(p) => tls.ca_certificate(Certificate::from_pem(read_pem(
+            name,
+            TlsKey::CaCert,
+            p,
+            cert_parses,
+        )?)),
+        None => tls.with_native_roots(),
+    };
+    match (&cfg.client_cert, &cfg.client_key) {
+        (Some(c), Some(k)) => {
+            let cert = read_pem(name, TlsKey::ClientCert, c, cert_parses)?;
+            let key = read_pem(name, TlsKey::ClientKey, k, |pem| {
+                tonic_accepts(
+                    ClientTlsConfig::new().identity(Identity::from_pem(cert.clone(), pem)),
+                )
+            })?;
+            tls = tls.identity(Identity::from_pem(cert, key));
+        }
+        (None, None) => {}
+        _ => {
+            return Err(MilvusError::TlsConfig {
+                instance: name.to_string(),
+                reason: format!(
+                    "mutual TLS needs both `client_cert` and `client_key`: set \
+                     `instances.{name}.client_cert` and `instances.{name}.client_key` together, \
+                     or neither"
+                ),
+            });
+        }
+    }
+    if let Some(sn) = &cfg.server_name {
+        tls = tls.domain_name(sn.clone());
+    }
+    Ok(tls)
 }
 
 fn header_value(
@@ -45,10 +157,14 @@ impl MilvusClient {
             reason,
         };
         let mut endpoint = Endpoint::from_shared(cfg.uri.clone())
-            .map_err(|e| invalid(root_cause(&e)))?
+            .map_err(|e| invalid(net::innermost(&e)))?
             .connect_timeout(cfg.timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
+            // hyper's default of 20 s closes the connection 50 s into a stall, and a closed
+            // connection cancels every call on it, the status polls planrun waits through
+            // without cancelling included: a ping may go unanswered as long as they may.
+            .keep_alive_timeout(STALL_LIMIT)
             .keep_alive_while_idle(true);
         let scheme = endpoint.uri().scheme_str().unwrap_or_default().to_string();
         match scheme.as_str() {
@@ -60,29 +176,17 @@ impl MilvusClient {
                 }
             }
             "https" => {
-                let mut tls = ClientTlsConfig::new();
-                tls = match &cfg.ca_cert {
-                    Some(p) => tls.ca_certificate(Certificate::from_pem(read_pem(name, p)?)),
-                    None => tls.with_native_roots(),
-                };
-                match (&cfg.client_cert, &cfg.client_key) {
-                    (Some(c), Some(k)) => {
-                        tls =
-                            tls.identity(Identity::from_pem(read_pem(name, c)?, read_pem(name, k)?))
-                    }
-                    (None, None) => {}
-                    _ => {
-                        return Err(invalid(
-                            "mutual TLS needs both `client_cert` and `client_key`".into(),
-                        ));
-                    }
-                }
-                if let Some(sn) = &cfg.server_name {
-                    tls = tls.domain_name(sn.clone());
-                }
-                endpoint = endpoint
-                    .tls_config(tls)
-                    .map_err(|e| invalid(root_cause(&e)))?;
+                endpoint =
+                    endpoint
+                        .tls_config(tls_config(cfg)?)
+                        .map_err(|e| MilvusError::TlsConfig {
+                            instance: name.to_string(),
+                            reason: format!(
+                                "{}; check `instances.{name}.ca_cert`, `client_cert` and \
+                                 `client_key`",
+                                net::innermost(&e)
+                            ),
+                        })?;
             }
             other => {
                 return Err(invalid(format!(
@@ -99,11 +203,7 @@ impl MilvusClient {
                 Ok(c) => break c,
                 Err(e) => {
                     if attempt >= cfg.retries {
-                        return Err(MilvusError::Unreachable {
-                            instance: name.to_string(),
-                            uri: cfg.uri.clone(),
-                            reason: root_cause(&e),
-                        });
+                        return Err(unreachable(name, &cfg.uri, cfg.timeout, &e));
                     }
                     tokio::time::sleep(backoff(attempt)).await;
                     attempt += 1;
@@ -113,6 +213,8 @@ impl MilvusClient {
 
         let authorization = if let Some(token) = &cfg.token {
             let v = base64::engine::general_purpose::STANDARD.encode(token.expose());
+            // Trace-level HTTP/2 logs may show headers: the encoded form is a secret too.
+            crate::secret::never_print([v.as_str()]);
             Some(header_value(name, &cfg.uri, "token", &v)?)
         } else if let Some(user) = &cfg.user {
             let pw = cfg
@@ -121,6 +223,7 @@ impl MilvusClient {
                 .map(|p| p.expose())
                 .unwrap_or_default();
             let v = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"));
+            crate::secret::never_print([v.as_str()]);
             Some(header_value(name, &cfg.uri, "user name", &v)?)
         } else {
             None

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{MilvusClient, Polled, Repeat, kv, pairs};
+use super::{MilvusClient, Polled, Repeat, Wait, kv, pairs};
 use crate::milvus::MilvusError;
 use crate::milvus::pb::common::ImportState;
 use crate::milvus::pb::milvus as m;
@@ -92,9 +92,19 @@ impl MilvusClient {
         Ok(r.tasks)
     }
 
-    pub async fn get_import_state(&self, task: i64) -> Result<ImportTask, MilvusError> {
+    /// The state of one import task. Milvus 2.3.5 dies on a cancelled GetImportState, so this
+    /// call is never cancelled (`Wait::Patient`): on a stalled link it keeps waiting, passing
+    /// `stalled` a message for each per-call timeout without an answer, and fails with a
+    /// `Timeout` only after `STALL_LIMIT`, leaving the call in flight. Do not ask again about a
+    /// task after that `Timeout` in the same process: the first call may still be in flight.
+    pub async fn get_import_state(
+        &self,
+        task: i64,
+        stalled: &(dyn Fn(String) + Sync),
+    ) -> Result<ImportTask, MilvusError> {
         let r = self
-            .call(
+            .call_waiting(
+                Wait::Patient(stalled),
                 "GetImportState",
                 None,
                 Repeat::Always,
@@ -135,17 +145,19 @@ impl MilvusClient {
     }
 
     /// Polls every task until all are `ImportCompleted`; fails with `ImportFailed` (carrying
-    /// the server's reason) as soon as one fails.
+    /// the server's reason) as soon as one fails. Tasks are asked about one after another, so
+    /// at most one GetImportState is in flight; a stall is logged as a warning.
     pub async fn wait_import(
         &self,
         collection: &str,
         tasks: &[i64],
         timeout: Duration,
     ) -> Result<Vec<ImportTask>, MilvusError> {
+        let stalled = |msg: String| tracing::warn!(collection, "{msg}");
         self.poll_until("Import", collection, timeout, IMPORT_POLL_FIRST, || async {
             let mut states = Vec::with_capacity(tasks.len());
             for &t in tasks {
-                let s = self.get_import_state(t).await?;
+                let s = self.get_import_state(t, &stalled).await?;
                 if matches!(
                     s.state,
                     ImportState::ImportFailed | ImportState::ImportFailedAndCleaned

@@ -24,6 +24,7 @@ use super::error::{CallSite, MilvusError, check_status};
 use super::pb::common::{KeyValuePair, Status};
 use super::pb::milvus as m;
 use super::pb::milvus::milvus_service_client::MilvusServiceClient;
+use crate::net;
 
 pub use collection::{CollectionInfo, PartitionInfo};
 pub use import::ImportTask;
@@ -42,6 +43,10 @@ pub const POLL_MAX: Duration = Duration::from_millis(500);
 const POLL_FIRST: Duration = Duration::from_millis(200);
 /// Large enough for a full query page of wide vectors and for big insert batches.
 const MAX_MESSAGE: usize = 512 * 1024 * 1024;
+/// How long a status poll that must not be cancelled (`Wait::Patient`) may go unanswered before
+/// planrun stops waiting for it. Also how long HTTP/2 keepalive waits for a ping's answer: a
+/// connection closed mid-stall would cancel such a poll just the same.
+pub(crate) const STALL_LIMIT: Duration = Duration::from_secs(600);
 
 type Svc = MilvusServiceClient<InterceptedService<Channel, Headers>>;
 
@@ -154,6 +159,22 @@ enum Repeat {
     IfNotApplied,
 }
 
+/// How one attempt of a call waits for its answer.
+#[derive(Clone, Copy)]
+enum Wait<'a> {
+    /// The instance's per-call timeout, as gRPC deadline and local timer: a call that does not
+    /// answer in time is cancelled (its HTTP/2 stream reset) and may be repeated.
+    Deadline,
+    /// For status polls Milvus must never see cancelled: 2.3.5's proxy dies on a cancelled
+    /// GetImportState (docs/architecture.md, "Status polls are never cancelled"). No deadline;
+    /// the call runs on a task of its own, so nothing planrun drops can reset its stream. Each
+    /// further per-call timeout without an answer is reported (the message goes to this
+    /// function) while the call goes on; after [`STALL_LIMIT`] planrun stops waiting, leaves the
+    /// call in flight and fails the attempt with a `Timeout` that is not repeated here, since a
+    /// repeat would put a second call in flight.
+    Patient(&'a (dyn Fn(String) + Sync)),
+}
+
 fn kv(pairs: &[(String, String)]) -> Vec<KeyValuePair> {
     pairs
         .iter()
@@ -173,27 +194,48 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(200u64.saturating_mul(1 << attempt.min(5))).min(Duration::from_secs(5))
 }
 
-/// A readable cause from a transport error chain: "connection refused" rather than hyper's
-/// nested "transport error: error trying to connect: tcp connect error: ...".
-fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    let mut last = err.to_string();
-    while let Some(e) = cur {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind::*;
-            return match io.kind() {
-                ConnectionRefused => "connection refused".into(),
-                ConnectionReset => "connection reset".into(),
-                TimedOut => "connection timed out".into(),
-                HostUnreachable => "host unreachable".into(),
-                NetworkUnreachable => "network unreachable".into(),
-                _ => io.to_string(),
-            };
-        }
-        last = e.to_string();
-        cur = e.source();
+/// `Unreachable` for a connection that could not be made: the socket's cause and what to check
+/// for it. `timeout` is the connect timeout, named when it is what ran out.
+fn unreachable(
+    instance: &str,
+    uri: &str,
+    timeout: Duration,
+    err: &(dyn std::error::Error + 'static),
+) -> MilvusError {
+    let timed_out = net::chain(err).any(|e| e.is::<tonic::TimeoutExpired>())
+        || net::io_error(err).is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
+    let text = net::chain(err)
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join(": ");
+    let check_uri =
+        format!("check that Milvus is running there and that `instances.{instance}.uri` is right");
+    let (reason, hint) = if timed_out {
+        (format!("no connection within {timeout:?}"), check_uri)
+    } else if text.contains("InvalidContentType") {
+        // rustls met a plain answer where the server's TLS handshake was due.
+        (
+            "the server answered without TLS".to_string(),
+            format!("use `http://` in `instances.{instance}.uri`, or enable TLS on the server"),
+        )
+    } else if text.contains("invalid peer certificate") {
+        (
+            net::cause(err),
+            format!(
+                "set `instances.{instance}.ca_cert` to the CA that signed the server's \
+                 certificate, and `instances.{instance}.server_name` if the certificate names \
+                 another host"
+            ),
+        )
+    } else {
+        (net::cause(err), check_uri)
+    };
+    MilvusError::Unreachable {
+        instance: instance.to_string(),
+        uri: uri.to_string(),
+        reason,
+        hint,
     }
-    last
 }
 
 /// What one look at a server-side job (flush, import, index build, load) saw.
@@ -261,6 +303,12 @@ impl MilvusClient {
     }
 
     fn map_grpc(&self, s: tonic::Status, site: CallSite<'_>) -> MilvusError {
+        // A status with a source was made by tonic from a failure on this side of the wire: the
+        // server never answered, so the code (Unknown, Cancelled, Unavailable) says nothing and
+        // the source chain says what happened.
+        if let Some(src) = std::error::Error::source(&s) {
+            return self.transport_failure(src, site);
+        }
         let instance = self.info.name.clone();
         match s.code() {
             tonic::Code::Unimplemented => MilvusError::Unimplemented {
@@ -303,13 +351,6 @@ impl MilvusClient {
                 collection: site.collection.map(str::to_string),
                 timeout: self.info.timeout,
             },
-            tonic::Code::Unavailable if std::error::Error::source(&s).is_some() => {
-                MilvusError::Unreachable {
-                    instance,
-                    uri: self.info.uri.clone(),
-                    reason: root_cause(&s),
-                }
-            }
             code => MilvusError::Rpc {
                 instance,
                 rpc: site.rpc,
@@ -317,6 +358,36 @@ impl MilvusClient {
                 code,
                 message: s.message().to_string(),
             },
+        }
+    }
+
+    /// A call that failed below gRPC. Whether the server may have acted on it decides the error:
+    /// a connection that was never made (`Unreachable`) is safe to repeat, one that broke under
+    /// the call (`ConnectionLost`) may have carried it.
+    fn transport_failure(
+        &self,
+        err: &(dyn std::error::Error + 'static),
+        site: CallSite<'_>,
+    ) -> MilvusError {
+        let info = &self.info;
+        if net::chain(err).any(|e| e.is::<tonic::TimeoutExpired>()) {
+            MilvusError::Timeout {
+                instance: info.name.clone(),
+                rpc: site.rpc,
+                collection: site.collection.map(str::to_string),
+                timeout: info.timeout,
+            }
+        } else if net::chain(err).any(|e| e.is::<tonic::ConnectError>()) {
+            // Reconnecting after the connection was lost failed: the call was never sent.
+            unreachable(&info.name, &info.uri, info.timeout, err)
+        } else {
+            MilvusError::ConnectionLost {
+                instance: info.name.clone(),
+                uri: info.uri.clone(),
+                rpc: site.rpc,
+                collection: site.collection.map(str::to_string),
+                reason: net::cause(err),
+            }
         }
     }
 
@@ -332,29 +403,59 @@ impl MilvusClient {
     ) -> Result<Resp, MilvusError>
     where
         Req: Clone,
-        Resp: HasStatus,
+        Resp: HasStatus + Send + 'static,
         F: Fn(Svc, tonic::Request<Req>) -> Fut,
-        Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+        Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>> + Send + 'static,
+    {
+        self.call_waiting(Wait::Deadline, rpc, collection, repeat, req, f)
+            .await
+    }
+
+    /// `call`, with each attempt waiting for its answer as `wait` says.
+    async fn call_waiting<Req, Resp, F, Fut>(
+        &self,
+        wait: Wait<'_>,
+        rpc: &'static str,
+        collection: Option<&str>,
+        repeat: Repeat,
+        req: Req,
+        f: F,
+    ) -> Result<Resp, MilvusError>
+    where
+        Req: Clone,
+        Resp: HasStatus + Send + 'static,
+        F: Fn(Svc, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>> + Send + 'static,
     {
         let site = self.site(rpc, collection);
         let timeout = self.info.timeout;
         let mut attempt = 0;
         loop {
             let mut r = tonic::Request::new(req.clone());
-            r.set_timeout(timeout);
-            // The local timer is a little longer than the gRPC deadline so the server's own
-            // DEADLINE_EXCEEDED wins when it answers in time.
-            let res =
-                tokio::time::timeout(timeout + Duration::from_millis(500), f(self.svc(), r)).await;
+            let (res, limit) = match wait {
+                Wait::Deadline => {
+                    r.set_timeout(timeout);
+                    // The local timer is a little longer than the gRPC deadline so the server's
+                    // own DEADLINE_EXCEEDED wins when it answers in time.
+                    let late = timeout + Duration::from_millis(500);
+                    let res = tokio::time::timeout(late, f(self.svc(), r)).await.ok();
+                    (res, timeout)
+                }
+                Wait::Patient(stalled) => {
+                    let res = self.patiently(rpc, f(self.svc(), r), stalled).await;
+                    (res, STALL_LIMIT)
+                }
+            };
+            let left_in_flight = res.is_none() && matches!(wait, Wait::Patient(_));
             let err = match res {
-                Err(_) => MilvusError::Timeout {
+                None => MilvusError::Timeout {
                     instance: self.info.name.clone(),
                     rpc,
                     collection: collection.map(str::to_string),
-                    timeout,
+                    timeout: limit,
                 },
-                Ok(Err(s)) => self.map_grpc(s, site),
-                Ok(Ok(resp)) => {
+                Some(Err(s)) => self.map_grpc(s, site),
+                Some(Ok(resp)) => {
                     let resp = resp.into_inner();
                     match check_status(resp.status(), site) {
                         Ok(()) => return Ok(resp),
@@ -366,13 +467,45 @@ impl MilvusClient {
                 err,
                 MilvusError::Unreachable { .. } | MilvusError::Status { .. }
             );
-            let may_repeat = repeat == Repeat::Always || not_applied;
+            let may_repeat = (repeat == Repeat::Always || not_applied) && !left_in_flight;
             if !(err.is_transient() && may_repeat && attempt < self.info.retries) {
                 return Err(err);
             }
             tracing::debug!(instance = %self.info.name, rpc, attempt, error = %err, "retrying");
             tokio::time::sleep(backoff(attempt)).await;
             attempt += 1;
+        }
+    }
+
+    /// Waits for `call` without ever cancelling it (see `Wait::Patient`): `None` when it has
+    /// not answered within [`STALL_LIMIT`]; it then runs on, unwatched, until the server answers
+    /// or the process ends. Silence is reported once per per-call timeout, the time after which
+    /// any other call would have been cancelled.
+    async fn patiently<T: Send + 'static>(
+        &self,
+        rpc: &str,
+        call: impl Future<Output = T> + Send + 'static,
+        stalled: &(dyn Fn(String) + Sync),
+    ) -> Option<T> {
+        let started = Instant::now();
+        // A task of its own: dropping our wait (a give-up, Ctrl-C, a failed unit) detaches the
+        // call instead of dropping it, which would reset its stream.
+        let mut call = tokio::spawn(call);
+        loop {
+            let left = STALL_LIMIT.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                return None;
+            }
+            match tokio::time::timeout(self.info.timeout.min(left), &mut call).await {
+                Ok(done) => return Some(done.expect("a gRPC call neither panics nor is aborted")),
+                Err(_) if started.elapsed() < STALL_LIMIT => stalled(format!(
+                    "no answer from `{}` to {rpc} for {} s; still waiting, without cancelling \
+                     it (the link or the server may be stalled)",
+                    self.info.name,
+                    started.elapsed().as_secs()
+                )),
+                Err(_) => {}
+            }
         }
     }
 
@@ -440,8 +573,26 @@ mod tests {
     }
 
     #[test]
-    fn refused_connection_reads_plainly() {
+    fn refused_connection_names_the_uri_setting() {
         let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
-        assert_eq!(root_cause(&io), "connection refused");
+        let e = unreachable("a", "http://127.0.0.1:1", Duration::from_secs(30), &io);
+        assert_eq!(
+            e.to_string(),
+            "cannot connect to instance `a` at http://127.0.0.1:1: connection refused; check \
+             that Milvus is running there and that `instances.a.uri` is right"
+        );
+        assert!(e.is_transient());
+    }
+
+    #[test]
+    fn a_connect_timeout_says_how_long() {
+        let io = std::io::Error::from(std::io::ErrorKind::TimedOut);
+        let e = unreachable("a", "http://10.0.0.1:19530", Duration::from_secs(3), &io);
+        assert!(
+            e.to_string().starts_with(
+                "cannot connect to instance `a` at http://10.0.0.1:19530: no connection within 3s;"
+            ),
+            "{e}"
+        );
     }
 }

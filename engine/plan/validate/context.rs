@@ -41,6 +41,7 @@ impl Ctx<'_> {
                 if r.tainted {
                     self.masks.tainted.insert(r.value.clone());
                 }
+                crate::secret::never_print(r.env_values.iter().map(String::as_str));
                 self.masks.env_values.extend(r.env_values);
                 Some(r.value)
             }

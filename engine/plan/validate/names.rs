@@ -29,6 +29,29 @@ pub(super) fn check_name(v: &str, rule: NameRule) -> Result<Pattern, String> {
     }
 }
 
+/// Milvus's rule for collection and database names (what `CreateCollection` refuses): letters,
+/// digits and `_`, not starting with a digit, at most 255 bytes. `what` names it in the message.
+pub(super) fn milvus_name(v: &str, what: &str) -> Result<(), String> {
+    if v.is_empty() {
+        return Err(format!("empty {what}"));
+    }
+    if v.len() > 255 {
+        return Err(format!("{what} is {} bytes; Milvus allows 255", v.len()));
+    }
+    if let Some(c) = v
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_'))
+    {
+        return Err(format!(
+            "`{c}` cannot appear in a {what}; Milvus allows letters, digits and `_`"
+        ));
+    }
+    if v.starts_with(|c: char| c.is_ascii_digit()) {
+        return Err(format!("a {what} cannot start with a digit"));
+    }
+    Ok(())
+}
+
 /// The host of an `http(s)://host:port/...` uri, or an error message.
 pub(super) fn uri_host(uri: &str) -> Result<String, String> {
     let rest = uri

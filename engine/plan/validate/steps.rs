@@ -12,7 +12,7 @@ use crate::plan::raw::{RawAutoId, RawBackup, RawCopy, RawMode, RawOnConflict, Ra
 
 use super::context::{Ctx, Known, Spans};
 use super::cutover;
-use super::names::{NameRule, check_name};
+use super::names::{NameRule, check_name, milvus_name};
 
 /// Per step, where to point the errors the whole-plan checks find.
 #[derive(Debug, Default)]
@@ -217,6 +217,14 @@ fn restore(
         Some(RawOnConflict::Drop) => OnConflict::Drop,
     };
     let database = cx.opt_text(&r.database);
+    if let (Some(sp), Some(db)) = (&r.database, &database)
+        && let Err(msg) = milvus_name(db, "database name")
+    {
+        cx.diags.push(
+            Diag::new(sp.span(), format!("bad `database`: {msg}"), "bad name")
+                .help("a database name like `staging`"),
+        );
+    }
     Some(StepKind::Restore(RestoreStep {
         instance: instance?,
         from: from?,
@@ -255,7 +263,16 @@ fn naming(cx: &mut Ctx, id: &str, r: &RawRestore, at: &mut StepSpans) -> Naming 
                     );
                     Naming::Keep
                 }
-                Some(v) => Naming::Suffix(v),
+                Some(v) => {
+                    // Whatever it is appended to, a character Milvus refuses stays refused.
+                    if let Err(msg) = milvus_name(&format!("c{v}"), "collection name") {
+                        cx.diags.push(
+                            Diag::new(s.span(), format!("bad `suffix`: {msg}"), "bad suffix")
+                                .help("a suffix like `_bak` or `_2024`"),
+                        );
+                    }
+                    Naming::Suffix(v)
+                }
                 None => Naming::Keep,
             }
         }
@@ -269,7 +286,10 @@ fn naming(cx: &mut Ctx, id: &str, r: &RawRestore, at: &mut StepSpans) -> Naming 
                 if let Err(msg) = check_name(
                     &new,
                     NameRule::Plain("a new name is a plain collection name"),
-                ) {
+                )
+                .map(|_| ())
+                .and_then(|()| milvus_name(&new, "collection name"))
+                {
                     cx.diags.push(
                         Diag::new(
                             v.span(),

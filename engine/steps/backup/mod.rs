@@ -17,11 +17,14 @@ pub async fn run(ctx: &StepCtx, step: &BackupStep) -> Result<String> {
     }
 }
 
-pub async fn preview(look: &mut Look<'_>, step: &BackupStep, p: &mut StepPreview) {
-    p.description = format!(
+pub fn describe(step: &BackupStep) -> String {
+    format!(
         "back up {:?} from `{}` into {}",
         step.collections, step.instance, step.to
-    );
+    )
+}
+
+pub async fn preview(look: &mut Look<'_>, step: &BackupStep, p: &mut StepPreview) {
     let info = look_at(look, step, p).await;
     // Later steps read what this one writes: with conflicts here, theirs would only echo them.
     let produced = match info {
@@ -30,13 +33,9 @@ pub async fn preview(look: &mut Look<'_>, step: &BackupStep, p: &mut StepPreview
             counts: p.counts.clone(),
             blocked_by: None,
         },
-        _ => Produced {
-            backup: BackupInfo::default(),
-            counts: p.counts.clone(),
-            blocked_by: Some(p.id.clone()),
-        },
+        _ => Produced::blocked(&p.id, None),
     };
-    look.produced.insert(step.to.to_string(), produced);
+    look.produced.insert(step.to.clone(), produced);
 }
 
 async fn look_at(look: &Look<'_>, step: &BackupStep, p: &mut StepPreview) -> Option<BackupInfo> {

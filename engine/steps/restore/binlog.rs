@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use super::target::{Target, create_aliases, create_target, discard, failed};
 use crate::checkpoint::TaskState;
 use crate::format::meta::{CollectionBackupInfo, SegmentBackupInfo};
-use crate::milvus::MilvusClient;
 use crate::milvus::pb::common::ImportState;
+use crate::milvus::{MilvusClient, MilvusError};
 use crate::plan::{Location, RestoreStep};
 use std::collections::BTreeMap;
 
@@ -431,12 +431,31 @@ async fn wait_import(
 ) -> Result<i64> {
     let deadline = tokio::time::Instant::now() + IMPORT_TIMEOUT;
     let mut delay = Duration::from_millis(500);
+    let what = format!(
+        "import task {id} (segment {} into `{target}`)",
+        seg.segment_id
+    );
+    let stalled = |msg: String| ctx.events.warn(&ctx.step, format!("{what}: {msg}"));
     loop {
-        let st = ctx
-            .retry("import state", || async {
-                Ok(client.get_import_state(id).await?)
-            })
-            .await?;
+        // One poll at a time, never cancelled (see `MilvusClient::get_import_state`): Ctrl-C
+        // ends this wait, while the poll in flight runs on by itself.
+        let poll = ctx.retry("import state", || async {
+            match client.get_import_state(id, &stalled).await {
+                // Still in flight: asking again would put a second poll beside it.
+                Err(MilvusError::Timeout { timeout, .. }) => fail(format!(
+                    "`{}` has not answered about {what} for {timeout:?}: the link or the server \
+                     is stalled; the question was left in flight, not cancelled (Milvus 2.3.5 \
+                     dies of a cancelled GetImportState), the import goes on on the server and \
+                     the next apply waits for it",
+                    client.name()
+                )),
+                r => Ok(r?),
+            }
+        });
+        let st = tokio::select! {
+            st = poll => st?,
+            _ = ctx.cancel.cancelled() => return Err(StepError::Interrupted),
+        };
         match st.state {
             ImportState::ImportCompleted => return Ok(st.row_count),
             s if failed(s) => {

@@ -65,18 +65,26 @@ pub async fn run(ctx: &StepCtx, step: &RestoreStep) -> Result<String> {
     units.finish(summary)
 }
 
+pub fn describe(step: &RestoreStep) -> String {
+    format!("restore {} into `{}`", step.from, step.instance)
+}
+
 pub async fn preview(look: &mut Look<'_>, step: &RestoreStep, p: &mut StepPreview) {
-    p.description = format!("restore {} into `{}`", step.from, step.instance);
     let existing = match look.res.storage(&step.from.bucket).await {
         Ok(s) => crate::format::read_meta(s.as_ref(), &step.from)
             .await
             .map_err(StepError::from),
         Err(e) => Err(e),
     };
-    let upstream = look.produced.get(&step.from.to_string());
-    if let Some(line) = upstream.and_then(|u| u.blocked_line()) {
+    let written = look.written(&step.from);
+    if let Some(line) = written.iter().find_map(|(_, w)| w.blocked_line()) {
         return p.changes.push(line);
     }
+    // A restore reads one backup: only a step writing exactly there provides it.
+    let upstream = written
+        .iter()
+        .find(|(at, _)| *at == step.from)
+        .map(|(_, w)| w);
     let backup = match (existing, upstream) {
         (Ok(Some(b)), _) => b,
         (_, Some(up)) => {

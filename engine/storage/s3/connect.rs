@@ -33,6 +33,12 @@ pub struct S3Config {
     pub path_style: bool,
 }
 
+/// How long connecting to the S3 server may take: quick, or not happening.
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request may go without a byte from the server. Whole transfers may take long, so
+/// there is no operation timeout, but a stalled read fails instead of hanging.
+pub(super) const READ_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Sizes that decide how objects move. All part sizes are at least 5 MiB (S3's minimum).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TransferLimits {
@@ -102,11 +108,9 @@ impl S3Storage {
             // stream protection mistakes for a dead connection; the read timeout below covers those.
             .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
             .timeout_config(
-                // Connecting is quick or not happening; whole transfers may take long, so no
-                // operation timeout, but a stalled read fails instead of hanging.
                 TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(10))
-                    .read_timeout(Duration::from_secs(120))
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .read_timeout(READ_TIMEOUT)
                     .build(),
             );
         match (&config.region, &endpoint) {

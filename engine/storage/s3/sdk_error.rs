@@ -4,6 +4,8 @@ use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 
 use super::S3Storage;
+use super::connect::{CONNECT_TIMEOUT, READ_TIMEOUT};
+use crate::net;
 use crate::storage::StorageError;
 use crate::storage::error::io_kind_is_transient;
 
@@ -111,28 +113,33 @@ impl S3Storage {
                     ctx.err().message().unwrap_or(""),
                 )
             }
-            // The SDK's own timeouts, and a connect or read timeout under it.
-            _ if matches!(&err, SdkError::TimeoutError(_))
-                || matches!(&err, SdkError::DispatchFailure(d) if d.is_timeout()) =>
-            {
-                StorageError::Timeout {
+            // A connect timeout: the server was never reached. The SDK's timeout error type is
+            // private, and its text ("HTTP connect timeout occurred after 10s") is all that
+            // tells a connect timeout from a read timeout.
+            SdkError::DispatchFailure(d) if d.is_timeout() && chain.contains("connect timeout") => {
+                StorageError::Unreachable {
                     place,
-                    op,
-                    key: key.to_string(),
-                    reason: innermost(&err),
+                    reason: format!("no connection within {CONNECT_TIMEOUT:?}"),
+                    transient: true,
                 }
             }
-            SdkError::DispatchFailure(d) if d.is_io() => match find_io(&err) {
-                Some(io) => StorageError::Unreachable {
-                    place,
-                    reason: describe_io(io),
-                    transient: io_kind_is_transient(io.kind()),
-                },
-                None => StorageError::Unreachable {
-                    place,
-                    reason: innermost(&err),
-                    transient: true,
-                },
+            SdkError::DispatchFailure(d) if d.is_timeout() => StorageError::Timeout {
+                place,
+                op,
+                key: key.to_string(),
+                what: format!("no answer within {READ_TIMEOUT:?}"),
+            },
+            // An operation or attempt timeout; planrun sets none, but the environment may.
+            SdkError::TimeoutError(_) => StorageError::Timeout {
+                place,
+                op,
+                key: key.to_string(),
+                what: "the request took longer than its timeout".into(),
+            },
+            SdkError::DispatchFailure(d) if d.is_io() => StorageError::Unreachable {
+                place,
+                reason: net::cause(&err),
+                transient: net::io_error(&err).is_none_or(|io| io_kind_is_transient(io.kind())),
             },
             SdkError::DispatchFailure(_) => self.request_error(op, key, chain, false),
             // A malformed or cut-off answer: usually a proxy or a dropped connection.
@@ -150,48 +157,83 @@ pub(super) fn answered_404<E>(err: &SdkError<E, HttpResponse>) -> bool {
         .is_some_and(|r| r.status().as_u16() == 404)
 }
 
-/// The first `std::io::Error` in an error's source chain (connection refused, reset, ...).
-fn find_io<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
-    let mut cur = Some(err);
-    while let Some(e) = cur {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            return Some(io);
-        }
-        cur = e.source();
-    }
-    None
-}
-
-fn describe_io(io: &std::io::Error) -> String {
-    use std::io::ErrorKind::*;
-    match io.kind() {
-        ConnectionRefused => "connection refused".into(),
-        ConnectionReset => "connection reset".into(),
-        TimedOut => "connection timed out".into(),
-        _ => io.to_string(),
-    }
-}
-
 /// Every message of an error chain joined with `: ` (the SDK's Display shows one level, and
 /// `aws_sdk_s3::error::DisplayErrorContext` appends a Debug dump that is no use to a person).
 pub(super) fn chain_text(err: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
-    let mut cur = Some(err);
-    while let Some(e) = cur {
+    for e in net::chain(err) {
         let text = e.to_string();
         if !text.is_empty() && parts.last() != Some(&text) {
             parts.push(text);
         }
-        cur = e.source();
     }
     parts.join(": ")
 }
 
-/// The innermost message of an error chain: the SDK's outer layers say little ("dispatch failure").
-fn innermost(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = err;
-    while let Some(next) = cur.source() {
-        cur = next;
+#[cfg(test)]
+mod tests {
+    use aws_sdk_s3::error::{ConnectorError, SdkError};
+    use aws_sdk_s3::operation::head_object::HeadObjectError;
+
+    use super::*;
+    use crate::storage::S3Config;
+
+    /// What the SDK's HTTP client says when one of its timeouts runs out (its own error type is
+    /// private; the text is the same).
+    #[derive(Debug)]
+    struct HttpTimeout(&'static str);
+    impl std::fmt::Display for HttpTimeout {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
     }
-    cur.to_string()
+    impl std::error::Error for HttpTimeout {}
+
+    async fn store() -> S3Storage {
+        S3Storage::connect(&S3Config {
+            name: "bucket_a".into(),
+            endpoint: Some("http://127.0.0.1:9000".into()),
+            bucket: "bucket-a".into(),
+            region: None,
+            access_key_id: None,
+            secret_access_key: None,
+            session_token: None,
+            path_style: true,
+        })
+        .await
+        .unwrap()
+    }
+
+    fn timed_out(text: &'static str) -> SdkError<HeadObjectError, HttpResponse> {
+        SdkError::dispatch_failure(ConnectorError::timeout(Box::new(HttpTimeout(text))))
+    }
+
+    #[tokio::test]
+    async fn timeouts_say_which_wait_ran_out_and_for_how_long() {
+        let s = store().await;
+        let e = s.classify(
+            "head",
+            "k",
+            timed_out("HTTP connect timeout occurred after 10s"),
+        );
+        assert!(e.is_transient());
+        assert_eq!(
+            e.to_string(),
+            "cannot reach bucket `bucket_a` (s3 bucket `bucket-a` at http://127.0.0.1:9000): no \
+             connection within 10s; check that the server is running and \
+             `buckets.bucket_a.endpoint` is right"
+        );
+        let e = s.classify(
+            "head",
+            "k",
+            timed_out("HTTP read timeout occurred after 120s"),
+        );
+        assert!(e.is_transient());
+        assert_eq!(
+            e.to_string(),
+            "cannot head `k` in bucket `bucket_a` (s3 bucket `bucket-a` at \
+             http://127.0.0.1:9000): no answer within 120s; check that the server is not \
+             overloaded and `buckets.bucket_a.endpoint` is right"
+        );
+    }
 }
