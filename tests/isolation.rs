@@ -437,21 +437,7 @@ fn aliases_are_carried_renamed_like_their_collections() {
     let p = plan(
         dir.path(),
         "aliases",
-        &format!(
-            r#"
-[steps.backup]
-type = "backup"
-instance = "milvus_a"
-collections = ["{coll}"]
-to = "bucket_b:backup/{bk}"
-
-[steps.restore]
-type = "restore"
-instance = "milvus_b"
-from = "bucket_b:backup/{bk}"
-suffix = "_bak"
-"#
-        ),
+        &support::backup_and_restore(&coll, &bk),
     );
     let p = p.to_str().unwrap();
     let shown = planrun(&["plan", p]);

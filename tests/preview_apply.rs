@@ -137,21 +137,7 @@ fn an_existing_target_is_refused_by_both() {
         "--delete-every",
         "0",
     ]));
-    let o = preview_then_apply(&format!(
-        r#"
-[steps.backup]
-type = "backup"
-instance = "milvus_a"
-collections = ["{coll}"]
-to = "bucket_b:backup/{bk}"
-
-[steps.restore]
-type = "restore"
-instance = "milvus_b"
-from = "bucket_b:backup/{bk}"
-suffix = "_bak"
-"#
-    ));
+    let o = preview_then_apply(&support::backup_and_restore(&coll, &bk));
     let c = o.agree("restore");
     assert!(c[0].contains("already exists on `milvus_b`"), "{c:?}");
     assert!(o.finished.contains(&"backup".to_string()));

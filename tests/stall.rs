@@ -97,23 +97,9 @@ fn plan(dir: &Path, proxy_port: u16, coll: &str, bk: &str) -> String {
         "PLAN_HEAD names Milvus B by `{direct}`"
     );
     let text = format!(
-        r#"{head}
-[settings]
-state_dir = "{}"
-
-[steps.backup]
-type = "backup"
-instance = "milvus_a"
-collections = ["{coll}"]
-to = "bucket_b:backup/{bk}"
-
-[steps.restore]
-type = "restore"
-instance = "milvus_b"
-from = "bucket_b:backup/{bk}"
-suffix = "_bak"
-"#,
-        dir.join("state").display()
+        "{head}\n[settings]\nstate_dir = \"{}\"\n{}",
+        dir.join("state").display(),
+        support::backup_and_restore(&coll, &bk)
     );
     let path = dir.join("stall.toml");
     std::fs::write(&path, text).unwrap();

@@ -191,3 +191,23 @@ pub fn data_with_input(args: &[&str], input: &[u8]) -> std::process::Output {
     child.stdin.take().unwrap().write_all(input).unwrap();
     child.wait_with_output().unwrap()
 }
+
+/// The seed's steps for one collection: a binlog backup of `coll` on Milvus A into
+/// `bucket_b:backup/<bk>`, restored on Milvus B as `<coll>_bak` (append to [`PLAN_HEAD`]).
+pub fn backup_and_restore(coll: &str, bk: &str) -> String {
+    format!(
+        r#"
+[steps.backup]
+type = "backup"
+instance = "milvus_a"
+collections = ["{coll}"]
+to = "bucket_b:backup/{bk}"
+
+[steps.restore]
+type = "restore"
+instance = "milvus_b"
+from = "bucket_b:backup/{bk}"
+suffix = "_bak"
+"#
+    )
+}
