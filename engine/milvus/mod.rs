@@ -4,6 +4,7 @@ mod client;
 pub mod data;
 mod error;
 mod gc;
+pub mod version;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -55,6 +55,11 @@ fn source(res: &Resources, step: &BackupStep, client: &MilvusClient) -> Result<L
             client.server_version()
         ));
     }
+    if let Some(why) =
+        crate::milvus::version::binlog_untested(&step.instance, client.server_version())
+    {
+        return fail(why);
+    }
     Ok(data)
 }
 

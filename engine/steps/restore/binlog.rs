@@ -48,6 +48,11 @@ pub(super) fn server_ok(client: &MilvusClient, step: &RestoreStep) -> Result<()>
             client.server_version()
         ));
     }
+    if let Some(why) =
+        crate::milvus::version::binlog_untested(&step.instance, client.server_version())
+    {
+        return fail(why);
+    }
     Ok(())
 }
 
