@@ -99,7 +99,7 @@ fn plan(dir: &Path, proxy_port: u16, coll: &str, bk: &str) -> String {
     let text = format!(
         "{head}\n[settings]\nstate_dir = \"{}\"\n{}",
         dir.join("state").display(),
-        support::backup_and_restore(&coll, &bk)
+        support::backup_and_restore(coll, bk)
     );
     let path = dir.join("stall.toml");
     std::fs::write(&path, text).unwrap();
