@@ -3,16 +3,20 @@
 #   S3 (moto)        127.0.0.1:9000   buckets bucket-a, bucket-b
 #   Milvus A 2.3.5   127.0.0.1:19530  data in bucket-a:files, auth on (root / Milvus), mgmt :9091
 #   Milvus B 2.3.5   127.0.0.1:19540  data in bucket-b:files, auth off, mgmt :9092
-#   Milvus Lite      127.0.0.1:19560
-# Usage: scripts/services.sh up|down|status|install [s3|milvus-a|milvus-b|lite ...]
-# Everything is installed into the git-ignored .venv and runs from .services/ (data and logs).
+#   Milvus Lite      127.0.0.1:19560  milvus-lite 3.2.2 (pure Python)
+#   Milvus Lite 2.5  127.0.0.1:19570  milvus-lite 2.5.1 (the C++ core of Milvus 2.5; no GetVersion,
+#                                     no databases)
+# Usage: scripts/services.sh up|down|status|install [s3|milvus-a|milvus-b|lite|lite25 ...]
+# Everything is installed into the git-ignored .venv (Lite 2.5 into .venv-lite25: the two
+# milvus-lite versions cannot share one environment) and runs from .services/ (data and logs).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv="$root/.venv"
 dir="${PLANRUN_SERVICES_DIR:-$root/.services}"
 py="$venv/bin/python"
-all=(s3 milvus-a milvus-b lite)
+venv25="$root/.venv-lite25"
+all=(s3 milvus-a milvus-b lite lite25)
 
 log() { printf '[services] %s\n' "$*" >&2; }
 
@@ -25,6 +29,20 @@ install() {
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check \
     "milvus==2.3.5" "milvus-lite==3.2.2" "pymilvus" "moto[server]" "boto3"
+}
+
+# The directory of Lite 2.5's server binary and the libraries it needs beside it.
+lite25_lib() {
+  "$venv25/bin/python" -c 'import milvus_lite, os; print(os.path.join(os.path.dirname(milvus_lite.__file__), "lib"))'
+}
+
+install_lite25() {
+  if [ -x "$venv25/bin/python" ] && [ -x "$(lite25_lib 2>/dev/null)/milvus" ]; then
+    return
+  fi
+  log "installing milvus-lite==2.5.1 into $venv25"
+  python3 -m venv "$venv25"
+  "$venv25/bin/pip" install --quiet --disable-pip-version-check "milvus-lite==2.5.1"
 }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -151,14 +169,27 @@ start_lite() {
   spawn lite "$venv/bin/milvus-lite" server --data-dir "$dir/lite" --host 127.0.0.1 --port 19560
 }
 
+start_lite25() {
+  running lite25 && return 0
+  port_open 19570 && { log "port 19570 is taken by another process"; return 1; }
+  mkdir -p "$dir/lite25"
+  local lib; lib=$(lite25_lib)
+  # The binary takes a db file (name: [A-Za-z0-9._-], at most 36 characters), an address and a
+  # log level; its libraries sit beside it and are not on the loader's path.
+  spawn lite25 bash -c 'cd "$0" && exec env LD_LIBRARY_PATH="$1" "$1/milvus" lite25.db 127.0.0.1:19570 ERROR' \
+    "$dir/lite25" "$lib"
+}
+
 up() {
-  install
-  mkdir -p "$dir"
   local want=("$@"); [ ${#want[@]} -gt 0 ] || want=("${all[@]}")
   local w
   for w in "${want[@]}"; do
-    case $w in s3|milvus-a|milvus-b|lite) ;; *) log "unknown service '$w' (known: ${all[*]})"; return 2;; esac
+    case $w in s3|milvus-a|milvus-b|lite|lite25) ;; *) log "unknown service '$w' (known: ${all[*]})"; return 2;; esac
   done
+  # The health checks use pymilvus from .venv, so it is installed whatever is started.
+  install
+  if printf '%s\n' "${want[@]}" | grep -qx lite25; then install_lite25; fi
+  mkdir -p "$dir"
   # Milvus needs its object store first.
   if printf '%s\n' "${want[@]}" | grep -q milvus || printf '%s\n' "${want[@]}" | grep -qx s3; then
     start_s3
@@ -170,9 +201,11 @@ up() {
   fi
   if printf '%s\n' "${want[@]}" | grep -qx milvus-b; then start_milvus_b; fi
   if printf '%s\n' "${want[@]}" | grep -qx lite; then start_lite; fi
+  if printf '%s\n' "${want[@]}" | grep -qx lite25; then start_lite25; fi
   if printf '%s\n' "${want[@]}" | grep -qx milvus-a; then wait_for milvus-a 180 milvus_healthy 19530 root:Milvus; fi
   if printf '%s\n' "${want[@]}" | grep -qx milvus-b; then wait_for milvus-b 180 milvus_healthy 19540; fi
   if printf '%s\n' "${want[@]}" | grep -qx lite; then wait_for lite 60 milvus_healthy 19560; fi
+  if printf '%s\n' "${want[@]}" | grep -qx lite25; then wait_for lite25 60 milvus_healthy 19570; fi
   status "${want[@]}"
 }
 
@@ -190,7 +223,7 @@ stop_one() {
 }
 
 down() {
-  local want=("$@"); [ ${#want[@]} -gt 0 ] || want=(lite milvus-b milvus-a s3)
+  local want=("$@"); [ ${#want[@]} -gt 0 ] || want=(lite25 lite milvus-b milvus-a s3)
   local w; for w in "${want[@]}"; do stop_one "$w"; done
 }
 
@@ -209,6 +242,6 @@ case $cmd in
   up) up "$@" ;;
   down) down "$@" ;;
   status) status "$@" ;;
-  install) install ;;
-  *) echo "usage: $0 up|down|status|install [s3|milvus-a|milvus-b|lite ...]" >&2; exit 2 ;;
+  install) install; install_lite25 ;;
+  *) echo "usage: $0 up|down|status|install [s3|milvus-a|milvus-b|lite|lite25 ...]" >&2; exit 2 ;;
 esac

@@ -225,7 +225,7 @@ suffix = "_bak"
 "#
     ));
     let c = o.agree("restore");
-    assert!(c[0].contains("binary vector"), "{c:?}");
+    assert!(c[0].contains("BinaryVector"), "{c:?}");
     assert!(!support::exists_on(&LITE, "", &format!("{coll}_bak")));
     clean(&[&coll, &format!("{coll}_bak")], &bk);
 }

@@ -1,5 +1,6 @@
 //! `mode = "rows"` migrations between Milvus 2.3.5 and Milvus Lite, compared row by row, and
-//! resumed after crashes in the middle of the backup and of the restore.
+//! resumed after crashes in the middle of the backup and of the restore. `Migration` and its
+//! helpers serve `lite25.rs` too.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -8,7 +9,7 @@ use assert_cmd::cargo::cargo_bin;
 
 use crate::support::{self, LITE, MILVUS_A, MILVUS_B, data, ok, root};
 
-fn apply(plan: &Path, crash: Option<&str>) -> (bool, String) {
+pub(crate) fn apply(plan: &Path, crash: Option<&str>) -> (bool, String) {
     let mut cmd = Command::new(cargo_bin("planrun"));
     cmd.args(["apply", "--yes", plan.to_str().unwrap()])
         .env("NO_COLOR", "1")
@@ -28,14 +29,14 @@ fn apply(plan: &Path, crash: Option<&str>) -> (bool, String) {
 }
 
 /// A server of the test: id in the plan, uri, token for scripts/milvus_data.py, plan keys.
-struct Server {
-    id: &'static str,
-    uri: String,
-    token: &'static str,
-    auth: &'static str,
+pub(crate) struct Server {
+    pub(crate) id: &'static str,
+    pub(crate) uri: String,
+    pub(crate) token: &'static str,
+    pub(crate) auth: &'static str,
 }
 
-fn milvus_a() -> Server {
+pub(crate) fn milvus_a() -> Server {
     Server {
         id: "a",
         uri: MILVUS_A.require().uri(),
@@ -62,12 +63,12 @@ fn lite() -> Server {
     }
 }
 
-struct Migration {
-    dir: tempfile::TempDir,
-    plan: PathBuf,
-    coll: String,
-    from: Server,
-    to: Server,
+pub(crate) struct Migration {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) plan: PathBuf,
+    pub(crate) coll: String,
+    pub(crate) from: Server,
+    pub(crate) to: Server,
 }
 
 impl Migration {
@@ -79,7 +80,7 @@ impl Migration {
     }
 
     /// A migration of `coll` and `coll_str`; seeds them unless they exist on `from`.
-    fn seeded(from: Server, to: Server, coll: String) -> Migration {
+    pub(crate) fn seeded(from: Server, to: Server, coll: String) -> Migration {
         for (c, pk) in [(coll.clone(), "int64"), (format!("{coll}_str"), "varchar")] {
             if has_collection(&from, &c) {
                 continue;
@@ -163,7 +164,7 @@ state_dir = "{state}"
     }
 
     /// Row by row with pymilvus, partitions and indexes too.
-    fn assert_equal(&self) {
+    pub(crate) fn assert_equal(&self) {
         for c in [self.coll.clone(), format!("{}_str", self.coll)] {
             let out = data(&[
                 "compare",
@@ -210,7 +211,7 @@ state_dir = "{state}"
         walk(&self.dir.path().join("backups"))
     }
 
-    fn cleanup(&self) {
+    pub(crate) fn cleanup(&self) {
         for c in [self.coll.clone(), format!("{}_str", self.coll)] {
             data(&[
                 "drop",
@@ -233,13 +234,13 @@ state_dir = "{state}"
     }
 }
 
-fn has_collection(s: &Server, coll: &str) -> bool {
+pub(crate) fn has_collection(s: &Server, coll: &str) -> bool {
     let out = ok(data(&["dump-names", "--uri", &s.uri, "--token", s.token]));
     out.lines().any(|l| l.split(' ').next() == Some(coll))
 }
 
 /// Runs a pymilvus snippet with `c` connected to the server.
-fn pymilvus(s: &Server, code: &str) -> String {
+pub(crate) fn pymilvus(s: &Server, code: &str) -> String {
     let script = format!(
         "import random\nfrom pymilvus import MilvusClient, DataType\n\
          c = MilvusClient(uri={:?}, token={:?}, timeout=60)\n{code}\n",

@@ -17,8 +17,8 @@ use prost::Message;
 use crate::format::meta::CollectionSchema;
 use crate::milvus::pb::schema::{
     ArrayArray, BoolArray, DataType, DoubleArray, FieldData, FloatArray, IntArray, JsonArray,
-    LongArray, ScalarField, StringArray as PbStrings, VectorField, field_data, scalar_field,
-    vector_field,
+    LongArray, ScalarField, SparseFloatArray, StringArray as PbStrings, VectorField, field_data,
+    scalar_field, vector_field,
 };
 
 /// One column of the Parquet files: a user field, or `$meta` for the dynamic field.
@@ -32,20 +32,22 @@ pub struct Col {
     pub dynamic: bool,
 }
 
+/// The columns of a schema's files. A function's output field (BM25) is none of them: the
+/// target computes it from the input again, so it is neither read nor inserted.
 pub fn columns(schema: &CollectionSchema) -> std::result::Result<Vec<Col>, String> {
     let mut out = Vec::new();
-    for f in schema
-        .fields
-        .iter()
-        .filter(|f| !f.is_dynamic && (f.field_id >= 100 || f.field_id == 0))
-    {
-        let ty = DataType::try_from(f.data_type).unwrap_or(DataType::None);
-        if matches!(ty, DataType::SparseFloatVector | DataType::None) {
-            return Err(format!(
-                "field `{}` has type {ty:?}, which rows mode does not handle yet",
-                f.name
-            ));
-        }
+    for f in schema.fields.iter().filter(|f| {
+        !f.is_dynamic && !f.is_function_output && (f.field_id >= 100 || f.field_id == 0)
+    }) {
+        let ty = match DataType::try_from(f.data_type) {
+            Ok(DataType::None) | Err(_) => {
+                return Err(format!(
+                    "field `{}` has data type {}, which rows mode does not handle",
+                    f.name, f.data_type
+                ));
+            }
+            Ok(ty) => ty,
+        };
         let dim = f
             .type_params
             .iter()
@@ -74,6 +76,22 @@ pub fn columns(schema: &CollectionSchema) -> std::result::Result<Vec<Col>, Strin
     Ok(out)
 }
 
+/// The output fields a query names to read these columns (`$meta` reads the dynamic field).
+/// Named rather than `*`, which would also ask for function outputs that newer servers refuse
+/// to return.
+pub fn output_fields(cols: &[Col]) -> Vec<String> {
+    cols.iter().map(|c| c.name.clone()).collect()
+}
+
+/// Bytes per row of a fixed-width vector type.
+fn vector_width(c: &Col) -> usize {
+    match c.ty {
+        DataType::BinaryVector => c.dim.div_ceil(8),
+        DataType::Float16Vector | DataType::BFloat16Vector => c.dim * 2,
+        _ => c.dim,
+    }
+}
+
 fn arrow_type(c: &Col) -> Arrow {
     match c.ty {
         DataType::Bool => Arrow::Boolean,
@@ -88,11 +106,12 @@ fn arrow_type(c: &Col) -> Arrow {
             Arc::new(Field::new("item", Arrow::Float32, true)),
             c.dim as i32,
         ),
-        DataType::BinaryVector => Arrow::FixedSizeBinary(c.dim.div_ceil(8) as i32),
-        DataType::Float16Vector | DataType::BFloat16Vector => {
-            Arrow::FixedSizeBinary((c.dim * 2) as i32)
-        }
-        // JSON keeps its exact bytes; an array keeps its protobuf encoding (element type and all).
+        DataType::BinaryVector
+        | DataType::Float16Vector
+        | DataType::BFloat16Vector
+        | DataType::Int8Vector => Arrow::FixedSizeBinary(vector_width(c) as i32),
+        // JSON keeps its exact bytes; an array keeps its protobuf encoding (element type and
+        // all); a sparse vector its wire encoding, (u32 index, f32 value) pairs little-endian.
         _ => Arrow::Binary,
     }
 }
@@ -186,24 +205,41 @@ pub fn page_to_batch(
                 }
                 Arc::new(b.finish())
             }
-            DataType::BinaryVector | DataType::Float16Vector | DataType::BFloat16Vector => {
+            DataType::SparseFloatVector => {
+                let Some(field_data::Field::Vectors(VectorField {
+                    data: Some(vector_field::Data::SparseFloatVector(a)),
+                    ..
+                })) = &f.field
+                else {
+                    return Err(format!("column `{}` has an unexpected type", c.name));
+                };
+                let mut b = BinaryBuilder::new();
+                for j in &idx {
+                    match j {
+                        Some(j) => b.append_value(a.contents.get(*j).ok_or_else(short)?),
+                        None => b.append_null(),
+                    }
+                }
+                Arc::new(b.finish())
+            }
+            DataType::BinaryVector
+            | DataType::Float16Vector
+            | DataType::BFloat16Vector
+            | DataType::Int8Vector => {
                 let raw = match &f.field {
                     Some(field_data::Field::Vectors(VectorField {
                         data:
                             Some(
                                 vector_field::Data::BinaryVector(b)
                                 | vector_field::Data::Float16Vector(b)
-                                | vector_field::Data::Bfloat16Vector(b),
+                                | vector_field::Data::Bfloat16Vector(b)
+                                | vector_field::Data::Int8Vector(b),
                             ),
                         ..
                     })) => b,
                     _ => return Err(format!("column `{}` has an unexpected type", c.name)),
                 };
-                let width = if c.ty == DataType::BinaryVector {
-                    c.dim.div_ceil(8)
-                } else {
-                    c.dim * 2
-                };
+                let width = vector_width(c);
                 let mut b = FixedSizeBinaryBuilder::new(width as i32);
                 for j in &idx {
                     match j {
@@ -227,7 +263,9 @@ pub fn page_to_batch(
     RecordBatch::try_new(arrow_schema(cols), arrays).map_err(|e| e.to_string())
 }
 
-/// A batch read back from Parquet as insert columns.
+/// A batch read back from Parquet as insert columns. A nullable column carries only its
+/// non-null values, with `valid_data` marking every row: the layout clients send and Milvus
+/// 2.5 requires of an insert.
 pub fn batch_to_fields(
     cols: &[Col],
     batch: &RecordBatch,
@@ -239,6 +277,9 @@ pub fn batch_to_fields(
             .ok_or_else(|| format!("the file has no column `{}`", c.name))?;
         let n = a.len();
         let valid: Vec<bool> = (0..n).map(|i| a.is_valid(i)).collect();
+        // The rows whose values are sent; a null in a column that is not nullable (never
+        // written so by a backup) is sent as the type's default value.
+        let rows: Vec<usize> = (0..n).filter(|&i| !c.nullable || valid[i]).collect();
         let wrong = || format!("column `{}` has an unexpected Arrow type", c.name);
         macro_rules! get {
             ($t:ty) => {
@@ -248,13 +289,20 @@ pub fn batch_to_fields(
         let scalar =
             |d: scalar_field::Data| Some(field_data::Field::Scalars(ScalarField { data: Some(d) }));
         // One scalar column: its Arrow array type, the oneof variant and message it becomes, and
-        // the value of a row (nulls become the type's default; `valid_data` marks them).
+        // the value of a row.
         macro_rules! scalars {
-            ($arrow:ty, $variant:ident, $message:ident, |$v:ident| $value:expr) => {
+            ($arrow:ty, $variant:ident, $message:ident, |$v:ident| $value:expr) => {{
+                let arr = get!($arrow);
                 scalar(scalar_field::Data::$variant($message {
-                    data: get!($arrow).iter().map(|$v| $value).collect(),
+                    data: rows
+                        .iter()
+                        .map(|&i| {
+                            let $v = arr.is_valid(i).then(|| arr.value(i));
+                            $value
+                        })
+                        .collect(),
                 }))
-            };
+            }};
         }
         let field = match c.ty {
             DataType::Bool => {
@@ -287,13 +335,15 @@ pub fn batch_to_fields(
                 .map(<[u8]>::to_vec)
                 .unwrap_or_else(|| b"{}".to_vec())),
             DataType::Array => {
-                let mut data = Vec::with_capacity(n);
-                for v in get!(BinaryArray).iter() {
-                    let mut elem = match v {
-                        Some(b) => ScalarField::decode(b).map_err(|e| {
+                let arr = get!(BinaryArray);
+                let mut data = Vec::with_capacity(rows.len());
+                for &i in &rows {
+                    let mut elem = if arr.is_valid(i) {
+                        ScalarField::decode(arr.value(i)).map_err(|e| {
                             format!("column `{}` holds a bad array value: {e}", c.name)
-                        })?,
-                        None => ScalarField::default(),
+                        })?
+                    } else {
+                        ScalarField::default()
                     };
                     // An empty array may come back without its typed list; Milvus 2.3.5 crashes
                     // on an insert whose array element has none.
@@ -314,17 +364,51 @@ pub fn batch_to_fields(
                     .as_any()
                     .downcast_ref::<Float32Array>()
                     .ok_or_else(wrong)?;
-                let data: Vec<f32> = values.iter().map(|v| v.unwrap_or_default()).collect();
+                let mut data = Vec::with_capacity(rows.len() * c.dim);
+                for &i in &rows {
+                    let start = l.value_offset_at(i);
+                    data.extend((start..start + c.dim).map(|k| {
+                        if values.is_valid(k) {
+                            values.value(k)
+                        } else {
+                            0.0
+                        }
+                    }));
+                }
                 Some(field_data::Field::Vectors(VectorField {
                     dim: c.dim as i64,
                     data: Some(vector_field::Data::FloatVector(FloatArray { data })),
                 }))
             }
-            DataType::BinaryVector | DataType::Float16Vector | DataType::BFloat16Vector => {
+            DataType::SparseFloatVector => {
+                let arr = get!(BinaryArray);
+                let contents: Vec<Vec<u8>> = rows
+                    .iter()
+                    .map(|&i| {
+                        if arr.is_valid(i) {
+                            arr.value(i).to_vec()
+                        } else {
+                            Vec::new()
+                        }
+                    })
+                    .collect();
+                let dim = crate::milvus::data::sparse_dim(&contents);
+                Some(field_data::Field::Vectors(VectorField {
+                    dim,
+                    data: Some(vector_field::Data::SparseFloatVector(SparseFloatArray {
+                        contents,
+                        dim,
+                    })),
+                }))
+            }
+            DataType::BinaryVector
+            | DataType::Float16Vector
+            | DataType::BFloat16Vector
+            | DataType::Int8Vector => {
                 let b = get!(FixedSizeBinaryArray);
                 let width = b.value_length() as usize;
-                let mut raw = Vec::with_capacity(n * width);
-                for i in 0..n {
+                let mut raw = Vec::with_capacity(rows.len() * width);
+                for &i in &rows {
                     if b.is_valid(i) {
                         raw.extend_from_slice(b.value(i));
                     } else {
@@ -334,7 +418,8 @@ pub fn batch_to_fields(
                 let data = match c.ty {
                     DataType::BinaryVector => vector_field::Data::BinaryVector(raw),
                     DataType::Float16Vector => vector_field::Data::Float16Vector(raw),
-                    _ => vector_field::Data::Bfloat16Vector(raw),
+                    DataType::BFloat16Vector => vector_field::Data::Bfloat16Vector(raw),
+                    _ => vector_field::Data::Int8Vector(raw),
                 };
                 Some(field_data::Field::Vectors(VectorField {
                     dim: c.dim as i64,
@@ -452,6 +537,113 @@ mod tests {
         assert_eq!(a, b, "every value survives the round trip");
         let dynamic = fields.iter().find(|f| f.is_dynamic).unwrap();
         assert_eq!(dynamic.field_name, "$meta");
+    }
+
+    /// A vector column of one of the byte-encoded types.
+    fn bytes_vector(name: &str, ty: DataType, dim: i64, data: vector_field::Data) -> FieldData {
+        FieldData {
+            r#type: ty as i32,
+            field_name: name.into(),
+            field: Some(field_data::Field::Vectors(VectorField {
+                dim,
+                data: Some(data),
+            })),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn newer_types_nulls_and_function_outputs_round_trip() {
+        use crate::milvus::data::{sparse_column, sparse_row};
+        let mut s = schema();
+        let field = |name: &str, ty: DataType, dim: &str| crate::format::meta::FieldSchema {
+            name: name.into(),
+            data_type: ty as i32,
+            type_params: vec![crate::format::meta::KeyValue {
+                key: "dim".into(),
+                value: dim.into(),
+            }],
+            ..Default::default()
+        };
+        s.fields.push(field("sp", DataType::SparseFloatVector, ""));
+        s.fields.push(field("f16", DataType::Float16Vector, "2"));
+        s.fields.push(field("bf16", DataType::BFloat16Vector, "2"));
+        s.fields.push(field("i8v", DataType::Int8Vector, "3"));
+        s.fields.push(crate::format::meta::FieldSchema {
+            nullable: true,
+            ..field("n", DataType::Int32, "")
+        });
+        s.fields.push(crate::format::meta::FieldSchema {
+            is_function_output: true,
+            ..field("bm", DataType::SparseFloatVector, "")
+        });
+        let cols = columns(&s).unwrap();
+        assert!(cols.iter().all(|c| c.name != "bm"), "outputs are not read");
+        let fields = output_fields(&cols);
+        assert!(fields.contains(&"$meta".to_string()) && !fields.contains(&"bm".to_string()));
+        // A nullable column as a server may send it: compacted to its one value.
+        let mut n = crate::milvus::data::int_column("n", DataType::Int32, vec![7]);
+        n.valid_data = vec![false, true];
+        let page = vec![
+            int64_column("pk", vec![1, 2]),
+            float_vector_column("vec", 2, vec![0.5, 1.5, -2.0, 3.25]),
+            varchar_column("title", vec!["a".into(), "b".into()]),
+            json_column("meta", vec![b"{}".to_vec(), b"1".to_vec()]),
+            dynamic_column(vec![b"{}".to_vec(), b"{}".to_vec()]),
+            sparse_column(
+                "sp",
+                vec![
+                    sparse_row(&[(3, 0.5), (1, 2.0)]),
+                    sparse_row(&[(70000, 1.0)]),
+                ],
+            ),
+            bytes_vector(
+                "f16",
+                DataType::Float16Vector,
+                2,
+                vector_field::Data::Float16Vector(vec![1, 2, 3, 4, 5, 6, 7, 8]),
+            ),
+            bytes_vector(
+                "bf16",
+                DataType::BFloat16Vector,
+                2,
+                vector_field::Data::Bfloat16Vector(vec![8, 7, 6, 5, 4, 3, 2, 1]),
+            ),
+            bytes_vector(
+                "i8v",
+                DataType::Int8Vector,
+                3,
+                vector_field::Data::Int8Vector(vec![1, 255, 3, 4, 5, 128]),
+            ),
+            n,
+        ];
+        let batch = page_to_batch(&cols, &page, 2).unwrap();
+        let back = from_parquet(to_parquet(&batch).unwrap().into()).unwrap();
+        let out = batch_to_fields(&cols, &back[0]).unwrap();
+        let a = crate::codec::digest::hash_rows(&page, "pk", 2, true).unwrap();
+        let b = crate::codec::digest::hash_rows(&out, "pk", 2, true).unwrap();
+        assert_eq!(a, b, "every value survives the round trip");
+        // Inserts carry a nullable column compacted, as clients do and Milvus 2.5 requires.
+        let n = out.iter().find(|f| f.field_name == "n").unwrap();
+        assert_eq!(n.valid_data, [false, true]);
+        assert_eq!(crate::milvus::data::column_len(n), 1);
+        let sp = out.iter().find(|f| f.field_name == "sp").unwrap();
+        let Some(field_data::Field::Vectors(v)) = &sp.field else {
+            unreachable!()
+        };
+        assert_eq!(v.dim, 70001);
+    }
+
+    #[test]
+    fn a_type_rows_mode_does_not_know_is_named() {
+        let mut s = schema();
+        s.fields.push(crate::format::meta::FieldSchema {
+            name: "geo".into(),
+            data_type: 24,
+            ..Default::default()
+        });
+        let err = columns(&s).unwrap_err();
+        assert!(err.contains("`geo`") && err.contains("24"), "{err}");
     }
 
     #[test]

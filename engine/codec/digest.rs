@@ -91,7 +91,13 @@ fn cell(h: &mut Sha256, f: &FieldData, i: usize, dynamic: bool) -> std::result::
                 Some(vector_field::Data::BinaryVector(b)) => slice(b, dim.div_ceil(8)),
                 Some(vector_field::Data::Float16Vector(b))
                 | Some(vector_field::Data::Bfloat16Vector(b)) => slice(b, dim * 2),
-                Some(vector_field::Data::SparseFloatVector(s)) => s.contents.get(i).cloned(),
+                Some(vector_field::Data::Int8Vector(b)) => slice(b, dim),
+                // Sorted by index, so a server that orders a row's pairs otherwise agrees.
+                Some(vector_field::Data::SparseFloatVector(s)) => s.contents.get(i).map(|row| {
+                    crate::milvus::data::sparse_pairs(row)
+                        .map(|pairs| crate::milvus::data::sparse_row(&pairs))
+                        .unwrap_or_else(|| row.clone())
+                }),
                 None => Some(Vec::new()),
             };
             let raw = raw.ok_or_else(short)?;
@@ -239,6 +245,32 @@ mod tests {
         let c = hash_rows(&[ids, int64_column("x", vec![5, 0])], "id", 2, true).unwrap();
         assert_eq!(a[0], c[0]);
         assert_ne!(a[1], c[1]);
+    }
+
+    #[test]
+    fn sparse_rows_hash_the_same_whatever_the_pair_order() {
+        let row = |pairs: &[u8]| {
+            pairs
+                .chunks(2)
+                .flat_map(|p| {
+                    (p[0] as u32)
+                        .to_le_bytes()
+                        .into_iter()
+                        .chain((p[1] as f32).to_le_bytes())
+                })
+                .collect::<Vec<u8>>()
+        };
+        let page = |r: Vec<u8>| {
+            vec![
+                int64_column("id", vec![1]),
+                crate::milvus::data::sparse_column("s", vec![r]),
+            ]
+        };
+        let a = hash_rows(&page(row(&[1, 5, 9, 2])), "id", 1, true).unwrap();
+        let b = hash_rows(&page(row(&[9, 2, 1, 5])), "id", 1, true).unwrap();
+        let c = hash_rows(&page(row(&[9, 2, 1, 6])), "id", 1, true).unwrap();
+        assert_eq!(a, b);
+        assert_ne!(a, c);
     }
 
     #[test]

@@ -85,6 +85,35 @@ pub struct CollectionSchema {
     pub fields: Vec<FieldSchema>,
     pub enable_dynamic_field: bool,
     pub properties: Vec<KeyValue>,
+    /// Server-side functions (BM25): recreated on restore, their output fields never copied.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub functions: Vec<FunctionSchema>,
+}
+
+/// A function of the schema, with the keys of the protobuf message milvus-backup serialises.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FunctionSchema {
+    pub name: String,
+    pub id: i64,
+    pub description: String,
+    /// `FunctionType` as a number (BM25 = 1).
+    #[serde(rename = "type")]
+    pub kind: i32,
+    pub input_field_names: Vec<String>,
+    pub input_field_ids: Vec<i64>,
+    pub output_field_names: Vec<String>,
+    pub output_field_ids: Vec<i64>,
+    pub params: Vec<KeyValue>,
+}
+
+impl FunctionSchema {
+    /// The function type's name (`BM25`), or its number when this build does not know it.
+    pub fn kind_name(&self) -> String {
+        pb::schema::FunctionType::try_from(self.kind)
+            .map(|t| t.as_str_name().to_string())
+            .unwrap_or_else(|_| format!("type {}", self.kind))
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -104,6 +133,35 @@ pub struct FieldSchema {
     pub is_dynamic: bool,
     pub is_partition_key: bool,
     pub nullable: bool,
+    /// Computed by a function of the schema (a BM25 output): not read into files, not inserted.
+    pub is_function_output: bool,
+    /// The field's default value: a protobuf `ValueField`, base64 (milvus-backup's key).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub default_value_base64: String,
+}
+
+impl FieldSchema {
+    /// The default value, when the field has one that decodes.
+    pub fn default_value(&self) -> Option<pb::schema::ValueField> {
+        use base64::Engine as _;
+        use prost::Message as _;
+        if self.default_value_base64.is_empty() {
+            return None;
+        }
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(&self.default_value_base64)
+            .ok()?;
+        pb::schema::ValueField::decode(raw.as_slice()).ok()
+    }
+}
+
+fn default_value_base64(v: Option<&pb::schema::ValueField>) -> String {
+    use base64::Engine as _;
+    use prost::Message as _;
+    // A ValueField with no value set is how a server says "no default".
+    v.filter(|v| v.data.is_some())
+        .map(|v| base64::engine::general_purpose::STANDARD.encode(v.encode_to_vec()))
+        .unwrap_or_default()
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -305,10 +363,27 @@ impl From<&pb::schema::CollectionSchema> for CollectionSchema {
                     is_dynamic: f.is_dynamic,
                     is_partition_key: f.is_partition_key,
                     nullable: f.nullable,
+                    is_function_output: f.is_function_output,
+                    default_value_base64: default_value_base64(f.default_value.as_ref()),
                 })
                 .collect(),
             enable_dynamic_field: s.enable_dynamic_field,
             properties: kv_from_pb(&s.properties),
+            functions: s
+                .functions
+                .iter()
+                .map(|f| FunctionSchema {
+                    name: f.name.clone(),
+                    id: f.id,
+                    description: f.description.clone(),
+                    kind: f.r#type,
+                    input_field_names: f.input_field_names.clone(),
+                    input_field_ids: f.input_field_ids.clone(),
+                    output_field_names: f.output_field_names.clone(),
+                    output_field_ids: f.output_field_ids.clone(),
+                    params: kv_from_pb(&f.params),
+                })
+                .collect(),
         }
     }
 }
@@ -329,9 +404,17 @@ impl CollectionSchema {
                     | T::BinaryVector
                     | T::Float16Vector
                     | T::BFloat16Vector
-                    | T::SparseFloatVector)
+                    | T::SparseFloatVector
+                    | T::Int8Vector)
             )
         })
+    }
+
+    /// The function that computes `field`, when it is a function's output.
+    pub fn producer(&self, field: &str) -> Option<&FunctionSchema> {
+        self.functions
+            .iter()
+            .find(|f| f.output_field_names.iter().any(|o| o == field))
     }
 
     /// The schema to create a copy named `name`: system fields (ids < 100) and the dynamic
@@ -358,11 +441,27 @@ impl CollectionSchema {
                     element_type: f.element_type,
                     is_partition_key: f.is_partition_key,
                     nullable: f.nullable,
+                    is_function_output: f.is_function_output,
+                    default_value: f.default_value(),
                     ..Default::default()
                 })
                 .collect(),
             enable_dynamic_field: self.enable_dynamic_field,
             properties: kv_to_pb(&self.properties),
+            // The target assigns field and function ids; functions name their fields.
+            functions: self
+                .functions
+                .iter()
+                .map(|f| pb::schema::FunctionSchema {
+                    name: f.name.clone(),
+                    description: f.description.clone(),
+                    r#type: f.kind,
+                    input_field_names: f.input_field_names.clone(),
+                    output_field_names: f.output_field_names.clone(),
+                    params: kv_to_pb(&f.params),
+                    ..Default::default()
+                })
+                .collect(),
         }
     }
 
@@ -380,8 +479,19 @@ impl CollectionSchema {
                     .map(|kv| format!("{}={}", kv.key, kv.value))
                     .collect();
                 params.sort();
+                // Newer flags only when set, so schemas without them keep their old shape.
+                let mut flags = String::new();
+                if f.nullable {
+                    flags.push_str(":nullable");
+                }
+                if let Some(v) = f.default_value().and_then(|v| v.data) {
+                    flags.push_str(&format!(":default={v:?}"));
+                }
+                if f.is_function_output {
+                    flags.push_str(":function output");
+                }
                 format!(
-                    "{}:{}:{}:{}:{}:{}:{}",
+                    "{}:{}:{}:{}:{}:{}:{}{flags}",
                     f.name,
                     f.data_type,
                     f.element_type,
@@ -393,6 +503,22 @@ impl CollectionSchema {
             })
             .collect();
         out.push(format!("dynamic={}", self.enable_dynamic_field));
+        for f in &self.functions {
+            let mut params: Vec<String> = f
+                .params
+                .iter()
+                .map(|kv| format!("{}={}", kv.key, kv.value))
+                .collect();
+            params.sort();
+            out.push(format!(
+                "function {}:{}:{}->{}:{}",
+                f.name,
+                f.kind_name(),
+                f.input_field_names.join(","),
+                f.output_field_names.join(","),
+                params.join(",")
+            ));
+        }
         out
     }
 }
@@ -457,6 +583,68 @@ mod tests {
         .unwrap();
         assert_eq!(theirs.binlogs[0].binlogs[0].md5, None);
         assert_eq!(theirs.partition_id, 0);
+    }
+
+    #[test]
+    fn functions_defaults_and_nulls_survive_the_json_and_the_create_schema() {
+        use pb::schema::{self as s, value_field};
+        let from_server = s::CollectionSchema {
+            name: "c".into(),
+            fields: vec![
+                s::FieldSchema {
+                    name: "d".into(),
+                    data_type: s::DataType::VarChar as i32,
+                    default_value: Some(s::ValueField {
+                        data: Some(value_field::Data::StringData("dflt".into())),
+                    }),
+                    nullable: true,
+                    ..Default::default()
+                },
+                s::FieldSchema {
+                    name: "bm".into(),
+                    data_type: s::DataType::SparseFloatVector as i32,
+                    is_function_output: true,
+                    // What a server sends for a field without a default.
+                    default_value: Some(s::ValueField::default()),
+                    ..Default::default()
+                },
+            ],
+            functions: vec![s::FunctionSchema {
+                name: "bm25".into(),
+                id: 7,
+                r#type: s::FunctionType::Bm25 as i32,
+                input_field_names: vec!["d".into()],
+                input_field_ids: vec![101],
+                output_field_names: vec!["bm".into()],
+                output_field_ids: vec![102],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let ours = CollectionSchema::from(&from_server);
+        let json = serde_json::to_value(&ours).unwrap();
+        assert_eq!(json["functions"][0]["type"], 1);
+        assert_eq!(json["fields"][1]["is_function_output"], true);
+        assert!(json["fields"][0]["default_value_base64"].is_string());
+        assert!(json["fields"][1].get("default_value_base64").is_none());
+        let back: CollectionSchema = serde_json::from_value(json).unwrap();
+        assert_eq!(back, ours);
+        assert_eq!(back.producer("bm").unwrap().kind_name(), "BM25");
+        let create = back.to_pb("c2");
+        assert_eq!(
+            create.fields[0].default_value,
+            from_server.fields[0].default_value
+        );
+        assert!(create.fields[0].nullable && create.fields[1].is_function_output);
+        assert_eq!(create.fields[1].default_value, None);
+        // Ids are the target's to assign.
+        assert_eq!(create.functions[0].input_field_ids, Vec::<i64>::new());
+        assert_eq!(create.functions[0].output_field_names, ["bm"]);
+        assert!(
+            back.shape()
+                .iter()
+                .any(|l| l.starts_with("function bm25:BM25:d->bm"))
+        );
     }
 
     #[test]

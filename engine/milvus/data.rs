@@ -4,7 +4,8 @@ use std::fmt;
 
 use super::pb::schema::{
     BoolArray, DataType, DoubleArray, FieldData, FloatArray, IntArray, JsonArray, LongArray,
-    ScalarField, StringArray, VectorField, field_data, scalar_field, vector_field,
+    ScalarField, SparseFloatArray, StringArray, VectorField, field_data, scalar_field,
+    vector_field,
 };
 
 /// A primary-key value: Milvus keys are Int64 or VarChar.
@@ -128,6 +129,62 @@ pub fn float_vector_column(name: &str, dim: i64, data: Vec<f32>) -> FieldData {
     }
 }
 
+/// A sparse vector column; each entry is one row in the wire encoding (`sparse_row`).
+pub fn sparse_column(name: &str, rows: Vec<Vec<u8>>) -> FieldData {
+    let dim = sparse_dim(&rows);
+    FieldData {
+        r#type: DataType::SparseFloatVector as i32,
+        field_name: name.to_string(),
+        field: Some(field_data::Field::Vectors(VectorField {
+            dim,
+            data: Some(vector_field::Data::SparseFloatVector(SparseFloatArray {
+                contents: rows,
+                dim,
+            })),
+        })),
+        ..Default::default()
+    }
+}
+
+/// One sparse row in Milvus's wire encoding: (u32 index, f32 value) pairs, little-endian,
+/// sorted by index.
+pub fn sparse_row(pairs: &[(u32, f32)]) -> Vec<u8> {
+    let mut pairs = pairs.to_vec();
+    pairs.sort_by_key(|p| p.0);
+    pairs
+        .iter()
+        .flat_map(|(i, v)| i.to_le_bytes().into_iter().chain(v.to_le_bytes()))
+        .collect()
+}
+
+/// The (index, value) pairs of one sparse row; `None` when its length is not a whole number
+/// of pairs.
+pub fn sparse_pairs(row: &[u8]) -> Option<Vec<(u32, f32)>> {
+    if !row.len().is_multiple_of(8) {
+        return None;
+    }
+    Some(
+        row.chunks_exact(8)
+            .map(|p| {
+                let (i, v) = p.split_at(4);
+                (
+                    u32::from_le_bytes(i.try_into().expect("4 bytes")),
+                    f32::from_le_bytes(v.try_into().expect("4 bytes")),
+                )
+            })
+            .collect(),
+    )
+}
+
+/// The `dim` of a batch of sparse rows: one more than the largest index (as clients send it).
+pub fn sparse_dim(rows: &[Vec<u8>]) -> i64 {
+    rows.iter()
+        .filter_map(|r| sparse_pairs(r))
+        .flat_map(|p| p.into_iter().map(|(i, _)| i as i64 + 1))
+        .max()
+        .unwrap_or(0)
+}
+
 /// How many rows a column holds.
 pub fn column_len(f: &FieldData) -> usize {
     match &f.field {
@@ -142,6 +199,8 @@ pub fn column_len(f: &FieldData) -> usize {
                 Some(vector_field::Data::Float16Vector(b))
                 | Some(vector_field::Data::Bfloat16Vector(b)) => b.len() / (dim * 2),
                 Some(vector_field::Data::SparseFloatVector(s)) => s.contents.len(),
+                // Int8 vectors are 1 byte per dimension.
+                Some(vector_field::Data::Int8Vector(b)) => b.len() / dim,
                 None => 0,
             }
         }
@@ -211,5 +270,19 @@ mod tests {
         let col = varchar_column("k", vec!["a".into(), "b".into()]);
         assert_eq!(last_pk(&col), Some(Pk::Str("b".into())));
         assert_eq!(pks(&col).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn sparse_rows_are_index_value_pairs_sorted_little_endian() {
+        let row = sparse_row(&[(7, 1.25), (1, 0.5)]);
+        assert_eq!(&row[..8], &[1, 0, 0, 0, 0, 0, 0, 0x3f]);
+        assert_eq!(sparse_pairs(&row), Some(vec![(1, 0.5), (7, 1.25)]));
+        assert_eq!(sparse_pairs(&row[..5]), None);
+        let col = sparse_column("s", vec![row, Vec::new(), sparse_row(&[(99, 2.0)])]);
+        assert_eq!(column_len(&col), 3);
+        let Some(field_data::Field::Vectors(v)) = &col.field else {
+            unreachable!()
+        };
+        assert_eq!(v.dim, 100);
     }
 }

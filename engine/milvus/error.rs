@@ -89,6 +89,18 @@ pub enum MilvusError {
     )]
     DatabaseNotFound { instance: String, database: String },
 
+    /// A database other than the default on a server without database RPCs (Milvus Lite 2.x),
+    /// which would ignore the name and use its default database.
+    #[error(
+        "`{instance}` has no databases (it answers UNIMPLEMENTED for ListDatabases; {version}), \
+         so database `{database}` cannot be used there: only the default database"
+    )]
+    NoDatabases {
+        instance: String,
+        version: String,
+        database: String,
+    },
+
     #[error(
         "{rpc} on `{instance}`{} failed: {reason} (code {code}, error_code {error_code})",
         on(collection)

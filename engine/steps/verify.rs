@@ -373,6 +373,22 @@ pub async fn compare(
             .notes
             .push("new keys: rows compared by content".to_string());
     }
+    // A function's output (BM25) is the server's own computation from fields that are
+    // compared; newer servers refuse to return it, so it is left out and noted.
+    let output = match codec::arrow::columns(&ss) {
+        Ok(cols) => codec::arrow::output_fields(&cols),
+        Err(_) => vec!["*".to_string()],
+    };
+    for f in ss.fields.iter().filter(|f| f.is_function_output) {
+        let by = ss
+            .producer(&f.name)
+            .map(|func| format!(" by {} function `{}`", func.kind_name(), func.name))
+            .unwrap_or_default();
+        report.notes.push(format!(
+            "`{}` is computed{by} on each side, not compared row by row",
+            f.name
+        ));
+    }
     let limit = codec::page_limit(&ss, PAGE_BYTES);
     let common: Vec<&String> = sp.intersection(&tp).collect();
     report.partitions = if partition_key {
@@ -414,8 +430,24 @@ pub async fn compare(
     let (mut s_walked, mut t_walked) = (0, 0);
     for ((p, part), (sc, tc)) in units.into_iter().zip(counts) {
         ctx.check_cancel()?;
-        let mut a = Walk::new(src, &source.collection, &part, &pk, limit, !by_content);
-        let mut b = Walk::new(dst, &target.collection, &part, &pk, limit, !by_content);
+        let mut a = Walk::new(
+            src,
+            &source.collection,
+            &part,
+            &pk,
+            &output,
+            limit,
+            !by_content,
+        );
+        let mut b = Walk::new(
+            dst,
+            &target.collection,
+            &part,
+            &pk,
+            &output,
+            limit,
+            !by_content,
+        );
         let m = if by_content {
             let ((source_rows, source_digest), (target_rows, target_digest)) =
                 (a.sum(ctx).await?, b.sum(ctx).await?);
@@ -477,6 +509,7 @@ struct Walk<'a> {
     collection: &'a str,
     partitions: &'a [String],
     pk: &'a str,
+    output: &'a [String],
     limit: usize,
     after: Option<Pk>,
     buf: VecDeque<(Pk, u128)>,
@@ -490,6 +523,7 @@ impl<'a> Walk<'a> {
         collection: &'a str,
         partitions: &'a [String],
         pk: &'a str,
+        output: &'a [String],
         limit: usize,
         with_key: bool,
     ) -> Self {
@@ -498,6 +532,7 @@ impl<'a> Walk<'a> {
             collection,
             partitions,
             pk,
+            output,
             limit,
             after: None,
             buf: VecDeque::new(),
@@ -529,7 +564,7 @@ impl<'a> Walk<'a> {
                             self.after.as_ref(),
                             "",
                             self.limit,
-                            &["*".to_string()],
+                            self.output,
                         )
                         .await?)
                 })

@@ -26,6 +26,11 @@ pub const LITE: Service = Service {
     name: "lite",
     port: 19560,
 };
+/// Milvus Lite 2.5.1: no GetVersion, no databases, no partitions.
+pub const LITE25: Service = Service {
+    name: "lite25",
+    port: 19570,
+};
 
 impl Service {
     pub fn uri(&self) -> String {

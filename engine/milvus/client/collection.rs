@@ -1,6 +1,6 @@
 //! Collections and their partitions: list, describe, create, drop, rename.
 
-use super::{MilvusClient, Repeat, kv, pairs};
+use super::{DEFAULT_PARTITION, MilvusClient, Repeat, kv, pairs};
 use crate::milvus::MilvusError;
 use crate::milvus::pb::common::ConsistencyLevel;
 use crate::milvus::pb::milvus as m;
@@ -191,6 +191,12 @@ impl MilvusClient {
         &self,
         collection: &str,
     ) -> Result<Vec<PartitionInfo>, MilvusError> {
+        if !self.info.partitions {
+            return Ok(vec![PartitionInfo {
+                name: DEFAULT_PARTITION.to_string(),
+                id: 0,
+            }]);
+        }
         let req = m::ShowPartitionsRequest {
             db_name: self.db.clone(),
             collection_name: collection.to_string(),
@@ -242,6 +248,9 @@ impl MilvusClient {
         collection: &str,
         partition: &str,
     ) -> Result<bool, MilvusError> {
+        if !self.info.partitions {
+            return Ok(partition == DEFAULT_PARTITION);
+        }
         let req = m::HasPartitionRequest {
             base: None,
             db_name: self.db.clone(),

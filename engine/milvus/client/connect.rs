@@ -7,7 +7,9 @@ use base64::Engine as _;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
-use super::{Headers, Info, MilvusClient, Repeat, STALL_LIMIT, backoff, unreachable};
+use super::{
+    Headers, Info, LITE2_VERSION, MilvusClient, Repeat, STALL_LIMIT, backoff, unreachable,
+};
 use crate::milvus::pb::common::ClientInfo;
 use crate::milvus::pb::milvus as m;
 use crate::milvus::{MilvusConfig, MilvusError};
@@ -148,7 +150,8 @@ fn header_value(
 
 impl MilvusClient {
     /// Opens the channel, then calls Connect and GetVersion, so a wrong address, wrong
-    /// credentials or a missing database fail here with a message naming the instance.
+    /// credentials or a missing database fail here with a message naming the instance; then
+    /// finds out what the server is and has (`detect`).
     pub async fn connect(cfg: &MilvusConfig) -> Result<Self, MilvusError> {
         let name = cfg.name.as_str();
         let invalid = |reason: String| MilvusError::InvalidUri {
@@ -243,6 +246,12 @@ impl MilvusClient {
                 uses_token: cfg.token.is_some(),
                 version: String::new(),
                 lite: false,
+                // Until `detect` knows better: the database guard of every call then lets
+                // the handshake through.
+                databases: true,
+                partitions: true,
+                aliases: true,
+                refuses_nullable: false,
                 timeout: cfg.timeout,
                 retries: cfg.retries,
             }),
@@ -281,7 +290,27 @@ impl MilvusClient {
             Err(MilvusError::Unimplemented { .. }) => {}
             Err(e) => return Err(e),
         }
-        let version = client
+        client.info = Arc::new(client.detect(lite).await?);
+        tracing::debug!(
+            instance = name,
+            version = client.server_version(),
+            lite = client.is_lite(),
+            databases = client.has_databases(),
+            "connected"
+        );
+        // A server without databases ignores the name, so the instance's database would be
+        // its default one in disguise.
+        if let Some(e) = client.lacks_database(&db) {
+            return Err(e);
+        }
+        Ok(client)
+    }
+
+    /// What the server is and has, from what it answers rather than from version strings, which
+    /// not every server reports. `lite`: what Connect's server info said.
+    async fn detect(&self, lite: bool) -> Result<Info, MilvusError> {
+        let mut info = Info::clone(&self.info);
+        let lite2 = match self
             .call(
                 "GetVersion",
                 None,
@@ -289,14 +318,49 @@ impl MilvusClient {
                 m::GetVersionRequest {},
                 |mut c, r| async move { c.get_version(r).await },
             )
-            .await?
-            .version;
-        lite = lite || version.starts_with("milvus_lite");
-        let mut info = Info::clone(&client.info);
-        info.version = version;
-        info.lite = lite;
-        client.info = Arc::new(info);
-        Ok(client)
+            .await
+        {
+            Ok(r) => {
+                info.version = r.version;
+                false
+            }
+            // Only Milvus Lite 2.x (the C++ core, such as milvus-lite 2.5.1) lacks GetVersion:
+            // a server of its own kind, not a failure.
+            Err(MilvusError::Unimplemented { .. }) => {
+                info.version = LITE2_VERSION.to_string();
+                true
+            }
+            Err(e) => return Err(e),
+        };
+        info.lite = lite || info.version.starts_with("milvus_lite");
+        // It says "MilvusLite doesn't support nullable" at CreateCollection.
+        info.refuses_nullable = lite2;
+        info.databases = match self.list_databases().await {
+            Ok(_) => true,
+            Err(MilvusError::Unimplemented { .. }) => false,
+            // The server routes the RPC, so it has databases; whatever stopped this call (a
+            // missing privilege, a hiccup) is for a call that needs the list to report.
+            Err(_) => true,
+        };
+        // Asked about no collection: a server with the RPC refuses the empty name, one
+        // without answers UNIMPLEMENTED before looking at it.
+        let probe = m::ShowPartitionsRequest::default();
+        info.partitions = !matches!(
+            self.call(
+                "ShowPartitions",
+                None,
+                Repeat::Always,
+                probe,
+                |mut c, r| async move { c.show_partitions(r).await },
+            )
+            .await,
+            Err(MilvusError::Unimplemented { .. })
+        );
+        info.aliases = !matches!(
+            self.list_aliases("").await,
+            Err(MilvusError::Unimplemented { .. })
+        );
+        Ok(info)
     }
 
     pub async fn check_health(&self) -> Result<(), MilvusError> {

@@ -32,6 +32,21 @@ pub use index::IndexInfo;
 pub use rows::{InsertResult, QueryPage};
 pub use segment::{FlushResult, SegmentInfo};
 
+/// The version recorded for a server that answers UNIMPLEMENTED for GetVersion: only Milvus Lite
+/// 2.x (the C++ core of Milvus 2.x run as `milvus_lite/lib/milvus`) lacks it. A space, not the
+/// `-` of a reported "milvus_lite-3.2.2": checks of Lite 3 by its version must not match it.
+const LITE2_VERSION: &str = "milvus_lite 2.x (no GetVersion)";
+
+/// Milvus's own name for the database a request without one addresses.
+const DEFAULT_DATABASE: &str = "default";
+
+/// The partition every collection has, and the only one on a server without partitions.
+const DEFAULT_PARTITION: &str = "_default";
+
+fn is_default(db: &str) -> bool {
+    db.is_empty() || db == DEFAULT_DATABASE
+}
+
 /// Query pages are capped by Milvus: `offset + limit` must lie in [1, 16384].
 pub const MAX_QUERY_LIMIT: usize = 16384;
 
@@ -78,6 +93,15 @@ struct Info {
     uses_token: bool,
     version: String,
     lite: bool,
+    /// Whether the server has database RPCs (Milvus Lite 2.x has none).
+    databases: bool,
+    /// Whether the server has partition RPCs (Milvus Lite 2.x has none: every row is in
+    /// `_default`).
+    partitions: bool,
+    /// Whether the server has alias RPCs (Milvus Lite 2.x has none).
+    aliases: bool,
+    /// Known, from what the server is, to refuse nullable fields (Milvus Lite 2.x).
+    refuses_nullable: bool,
     timeout: Duration,
     retries: u32,
 }
@@ -256,7 +280,8 @@ impl MilvusClient {
         &self.info.uri
     }
 
-    /// As reported by GetVersion: "v2.3.5" style for Milvus, "milvus_lite-3.2.2" for Lite.
+    /// As reported by GetVersion: "v2.3.5" style for Milvus, "milvus_lite-3.2.2" for Lite, and
+    /// "milvus_lite 2.x (no GetVersion)" for a Milvus Lite 2.x, which has no GetVersion.
     pub fn server_version(&self) -> &str {
         &self.info.version
     }
@@ -264,6 +289,51 @@ impl MilvusClient {
     /// Milvus Lite: no segments, no bulk import, no real load states.
     pub fn is_lite(&self) -> bool {
         self.info.lite
+    }
+
+    /// Whether the server has databases (it answers ListDatabases). One without them (Milvus
+    /// Lite 2.x) ignores the database a request names and acts on its only one, the default.
+    pub fn has_databases(&self) -> bool {
+        self.info.databases
+    }
+
+    /// Whether the server has partitions (it answers ShowPartitions). One without them (Milvus
+    /// Lite 2.x) keeps every row in `_default`, which `show_partitions` and `has_partition`
+    /// then report.
+    pub fn has_partitions(&self) -> bool {
+        self.info.partitions
+    }
+
+    /// Whether the server has aliases (it answers ListAliases; Milvus Lite 2.x does not).
+    pub fn has_aliases(&self) -> bool {
+        self.info.aliases
+    }
+
+    /// Whether the server is known to refuse nullable fields: Milvus Lite 2.x, which reports no
+    /// version. Servers that report one lack them by version (before 2.5), which restore's
+    /// `lacks` checks.
+    pub fn refuses_nullable(&self) -> bool {
+        self.info.refuses_nullable
+    }
+
+    /// The refusal of database `db` on a server without databases; `None` where it can be used
+    /// (the default database always can). Preview refusals and the guard on every call share it.
+    pub fn lacks_database(&self, db: &str) -> Option<MilvusError> {
+        (!self.info.databases && !is_default(db)).then(|| MilvusError::NoDatabases {
+            instance: self.info.name.clone(),
+            version: self.info.version.clone(),
+            database: db.to_string(),
+        })
+    }
+
+    /// The databases calls can address: the server's list, or the default alone on a server
+    /// without databases.
+    pub async fn databases(&self) -> Result<Vec<String>, MilvusError> {
+        if self.info.databases {
+            self.list_databases().await
+        } else {
+            Ok(vec![DEFAULT_DATABASE.to_string()])
+        }
     }
 
     /// The database calls address; "" is the server's default.
@@ -427,6 +497,11 @@ impl MilvusClient {
         F: Fn(Svc, tonic::Request<Req>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>> + Send + 'static,
     {
+        // A server without databases would silently act on its default database instead of the
+        // one this client addresses: such a call is never sent.
+        if let Some(e) = self.lacks_database(&self.db) {
+            return Err(e);
+        }
         let site = self.site(rpc, collection);
         let timeout = self.info.timeout;
         let mut attempt = 0;

@@ -50,9 +50,21 @@ pub(super) async fn start(
 
 /// The (database, collection) pairs the step's patterns select, in a stable order.
 pub async fn resolve(client: &MilvusClient, patterns: &[String]) -> Result<Vec<(String, String)>> {
+    // A server without databases has only the default one: a pattern for another names
+    // collections that cannot be there, and would otherwise just match nothing.
+    for raw in patterns {
+        let p = Pattern::parse(raw);
+        if !p.matches_database(crate::plan::DEFAULT_DATABASE)
+            && let Some(e) = client.lacks_database(p.database())
+        {
+            return fail(format!(
+                "`collections` has `{raw}`: {e}; name its collections without a database"
+            ));
+        }
+    }
     let patterns: Vec<Pattern> = patterns.iter().map(|p| Pattern::parse(p)).collect();
     let mut out = Vec::new();
-    let dbs = client.list_databases().await?;
+    let dbs = client.databases().await?;
     for db in dbs {
         let wanted: Vec<&Pattern> = patterns
             .iter()

@@ -16,7 +16,7 @@ use super::common::{
 use crate::checkpoint::TaskState;
 use crate::codec::{
     self,
-    arrow::{Col, columns, page_to_batch, to_parquet},
+    arrow::{Col, columns, output_fields, page_to_batch, to_parquet},
     limits,
 };
 use crate::format::meta::{BackupInfo, CollectionBackupInfo, CollectionSchema};
@@ -102,6 +102,8 @@ async fn read_unit(
     limit: usize,
 ) -> Result<Vec<RowsFile>> {
     let task = |seq: usize| format!("{key}/{}/{seq:06}", safe(partition));
+    let output = output_fields(cols);
+    let output = &output;
     let cols: Arc<Vec<Col>> = Arc::new(cols.to_vec());
     let mut files = Vec::new();
     let mut after: Option<Pk> = None;
@@ -128,16 +130,10 @@ async fn read_unit(
             ctx.check_cancel()?;
             let page = ctx
                 .retry("query", || async {
-                    Ok(c.query_page(
-                        name,
-                        names,
-                        pk,
-                        after.as_ref(),
-                        "",
-                        limit,
-                        &["*".to_string()],
+                    Ok(
+                        c.query_page(name, names, pk, after.as_ref(), "", limit, output)
+                            .await?,
                     )
-                    .await?)
                 })
                 .await?;
             if page.num_rows == 0 {

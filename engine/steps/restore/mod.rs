@@ -2,6 +2,7 @@
 //! (insert the Parquet files); choosing, naming, checking and creating the targets is in `target`.
 
 mod binlog;
+mod capability;
 mod rows;
 mod target;
 

@@ -120,6 +120,7 @@ pub(super) fn refusals(
             t.name, step.instance
         ));
     }
+    out.extend(super::capability::refusals(client, step, id, t));
     let n = t.name.chars().count();
     if n > MAX_NAME {
         out.push(format!(
@@ -233,6 +234,12 @@ pub(super) async fn alias_refusals(
     id: &str,
     t: &Target<'_>,
 ) -> Result<Vec<String>> {
+    // No alias can be there in a database the server does not have (`capability` refuses it)
+    // or that the restore has yet to create.
+    if !database_exists(client, &t.db).await? || !client.has_aliases() {
+        // A server without aliases is refused by `capability` instead.
+        return Ok(Vec::new());
+    }
     let c = client.with_database(&t.db);
     let mut out = Vec::new();
     for alias in aliases(step, t) {
@@ -272,12 +279,21 @@ pub(super) async fn create_aliases(
     Ok(made)
 }
 
-/// Whether the target exists; a name over the limit cannot (Milvus refuses to look it up).
+/// Whether the target exists; a name over the limit cannot (Milvus refuses to look it up), nor
+/// can a collection in a database the server does not have (`capability` refuses it), nor one
+/// of a database the restore has yet to create (looking it up there is an error).
 pub(super) async fn exists(client: &MilvusClient, t: &Target<'_>) -> Result<bool> {
-    if t.name.chars().count() > MAX_NAME {
+    if t.name.chars().count() > MAX_NAME || !database_exists(client, &t.db).await? {
         return Ok(false);
     }
     Ok(client.with_database(&t.db).has_collection(&t.name).await?)
+}
+
+/// Whether the server has database `db` now (the default always).
+async fn database_exists(client: &MilvusClient, db: &str) -> Result<bool> {
+    Ok(client.lacks_database(db).is_none()
+        && (db == crate::plan::DEFAULT_DATABASE
+            || client.databases().await?.iter().any(|d| d == db)))
 }
 
 fn already_exists(step: &RestoreStep, id: &str, t: &Target) -> String {
@@ -288,50 +304,82 @@ fn already_exists(step: &RestoreStep, id: &str, t: &Target) -> String {
     )
 }
 
-/// A field type or feature the schema needs that the server lacks, from what the server says it is.
+/// The field types and features the schema needs that the server lacks, each naming its field
+/// and feature, from what the server says it is: "v2.3.5" (Milvus) or "milvus_lite-3.2.2"
+/// (Milvus Lite 3). Milvus 2.3.5 accepts most of these at CreateCollection and then fails or
+/// drops them (a `nullable` flag silently; an insert leaving out a field with a default value
+/// is refused), so they are refused here, before anything is created.
 fn lacks(client: &MilvusClient, schema: &CollectionSchema) -> Option<String> {
     let version = client.server_version();
-    // "v2.3.5" (Milvus) or "milvus_lite-3.2.2" (Lite): only Milvus before 2.4 is known to lack types.
-    let minor = version.strip_prefix('v').and_then(|v| {
-        let mut it = v.split(['.', '-']);
-        Some((
-            it.next()?.parse::<u32>().ok()?,
-            it.next()?.parse::<u32>().ok()?,
-        ))
-    });
+    let minor = crate::milvus::version::minor(version);
+    // Milvus Lite 3 (pure Python) has no binary, half-precision or int8 vectors; Lite 2.x (the
+    // C++ core of Milvus 2.5, which reports no version) has them.
+    let lite3 = client.is_lite() && version.starts_with("milvus_lite-3");
+    let before = |since: (u32, u32)| minor.is_some_and(|have| have < since);
+    let milvus = |since: (u32, u32)| {
+        format!(
+            "which Milvus {version} does not have (from {}.{})",
+            since.0, since.1
+        )
+    };
+    let mut out = Vec::new();
     for f in &schema.fields {
         let ty = DataType::try_from(f.data_type).unwrap_or(DataType::None);
         let since = match ty {
             DataType::Float16Vector | DataType::BFloat16Vector | DataType::SparseFloatVector => {
                 Some((2, 4))
             }
+            DataType::Int8Vector => Some((2, 6)),
             _ => None,
         };
-        if let (Some(since), Some(have)) = (since, minor)
-            && have < since
-        {
-            return Some(format!(
-                "field `{}` is a {} vector, which Milvus {version} does not have (from {}.{})",
+        let vector = || format!("field `{}` is a {} field", f.name, ty.as_str_name());
+        if let Some(since) = since.filter(|s| before(*s)) {
+            out.push(format!("{}, {}", vector(), milvus(since)));
+        }
+        let lite_lacks = match ty {
+            DataType::BinaryVector
+            | DataType::Float16Vector
+            | DataType::BFloat16Vector
+            | DataType::Int8Vector => lite3,
+            _ => false,
+        };
+        if lite_lacks {
+            out.push(format!(
+                "{}, which Milvus Lite ({version}) does not have",
+                vector()
+            ));
+        }
+        if f.nullable && before((2, 5)) {
+            out.push(format!(
+                "field `{}` is nullable, {}",
                 f.name,
-                ty.as_str_name(),
-                since.0,
-                since.1
+                milvus((2, 5))
             ));
         }
-        if f.nullable && minor.is_some_and(|have| have < (2, 5)) {
-            return Some(format!(
-                "field `{}` is nullable, which Milvus {version} does not have (from 2.5)",
-                f.name
-            ));
-        }
-        if client.is_lite() && ty == DataType::BinaryVector {
-            return Some(format!(
-                "field `{}` is a binary vector, which Milvus Lite ({version}) does not have",
-                f.name
+        if f.default_value().is_some() && before((2, 5)) {
+            out.push(format!(
+                "field `{}` has a default value, {}",
+                f.name,
+                milvus((2, 5))
             ));
         }
     }
-    None
+    for func in &schema.functions {
+        if before((2, 5)) {
+            out.push(format!(
+                "field(s) {} are computed by {} function `{}`, {}",
+                func.output_field_names
+                    .iter()
+                    .map(|o| format!("`{o}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                func.kind_name(),
+                func.name,
+                milvus((2, 5))
+            ));
+        }
+    }
+    (!out.is_empty()).then(|| out.join("; "))
 }
 
 /// A restored collection whose rows do not add up (`why`) is not left half-made: it is dropped
@@ -366,8 +414,12 @@ pub(super) async fn create_target(
     let (db, target, info, key) = (t.db.as_str(), t.name.as_str(), t.info, t.key());
     if db != crate::plan::DEFAULT_DATABASE {
         ctx.once(&format!("db/{db}"), || async {
-            if !client.list_databases().await?.iter().any(|d| d == db) {
-                client.create_database(db).await?;
+            if !database_exists(client, db).await?
+                && let Err(e) = client.create_database(db).await
+                // Collections restored at once into a new database all create it; one wins.
+                && !database_exists(client, db).await?
+            {
+                return Err(e.into());
             }
             Ok(true)
         })

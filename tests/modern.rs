@@ -1,0 +1,538 @@
+//! Rows mode with the newer schema features: sparse vectors, nullable fields, default values,
+//! dynamic fields, arrays of every element type, JSON and BM25 functions, moved between Milvus
+//! Lite 3 and Milvus 2.3.5 where the target has them, and refused in the dry run where it lacks them.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use assert_cmd::cargo::cargo_bin;
+
+use crate::rows::{Server, apply, milvus_a, pymilvus};
+use crate::support::{self, LITE, MILVUS_B, Service};
+
+/// A server without auth under the plan id `id` (two ids may name one server).
+fn open(id: &'static str, s: &Service) -> Server {
+    Server {
+        id,
+        uri: s.require().uri(),
+        token: "",
+        auth: "",
+    }
+}
+
+/// A rows backup of `colls` on `from`, restored on `to` with `_bak` (and `restore_extra`, e.g.
+/// a `database`), then verified. Returns the plan and the directory holding it and the backup.
+fn plan(
+    from: &Server,
+    to: &Server,
+    colls: &[&str],
+    restore_extra: &str,
+) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plan.toml");
+    let list = colls
+        .iter()
+        .map(|c| format!("{c:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    std::fs::create_dir_all(dir.path().join("backups")).unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            r#"version = 1
+name = "modern"
+
+[instances.{fid}]
+type = "milvus"
+uri = "{furi}"
+{fauth}
+[instances.{tid}]
+type = "milvus"
+uri = "{turi}"
+{tauth}
+[buckets.local]
+type = "local"
+path = "{backups}"
+
+[steps.backup]
+type = "backup"
+instance = "{fid}"
+collections = [{list}]
+to = "local:backup/modern"
+mode = "rows"
+
+[steps.restore]
+type = "restore"
+instance = "{tid}"
+from = "local:backup/modern"
+suffix = "_bak"
+{restore_extra}
+
+[steps.verify]
+type = "verify"
+restore = "restore"
+
+[settings]
+state_dir = "{state}"
+"#,
+            fid = from.id,
+            furi = from.uri,
+            fauth = from.auth,
+            tid = to.id,
+            turi = to.uri,
+            tauth = to.auth,
+            backups = dir.path().join("backups").display(),
+            state = dir.path().join("state").display(),
+        ),
+    )
+    .unwrap();
+    (dir, path)
+}
+
+/// `planrun plan`: (exit code, stdout and stderr).
+fn dry_run(plan: &Path) -> (i32, String) {
+    let out = Command::new(cargo_bin("planrun"))
+        .args(["plan", plan.to_str().unwrap()])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Python that defines `rows(client, coll)` (every row by key, all fields) and `norm(value)`.
+const ROWS_PY: &str = r#"
+import json
+def connect(uri, token, db):
+    # Naming a database makes pymilvus call DescribeDatabase, which Milvus 2.3.5 lacks.
+    return MilvusClient(uri=uri, token=token, timeout=60, **({} if db == "default" else {"db_name": db}))
+def rows(c, coll):
+    out = {}
+    it = c.query_iterator(coll, batch_size=500, output_fields=["*"])
+    while True:
+        page = it.next()
+        if not page:
+            it.close()
+            break
+        for r in page:
+            out[r["id"]] = dict(r)
+    return out
+def norm(v):
+    if isinstance(v, float):
+        return round(v, 5)
+    if isinstance(v, (list, tuple)):
+        return [norm(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): norm(x) for k, x in v.items()}
+    return v
+"#;
+
+/// Compares `coll` on `from` (default database) with `target` on `to` (database `db`) with
+/// pymilvus, row by row with every field (nulls, sparse vectors and function outputs included);
+/// with `schema`, the field definitions and functions too. Returns the source's rows as JSON.
+fn assert_same(
+    from: &Server,
+    coll: &str,
+    to: &Server,
+    db: &str,
+    target: &str,
+    schema: bool,
+) -> serde_json::Value {
+    let out = pymilvus(
+        from,
+        &format!(
+            r#"{ROWS_PY}
+t = connect({turi:?}, {ttoken:?}, {db:?})
+s_rows, t_rows = rows(c, {coll:?}), rows(t, {target:?})
+assert s_rows.keys() == t_rows.keys(), ("keys differ", sorted(s_rows.keys() ^ t_rows.keys())[:5])
+diff = [k for k in s_rows if norm(s_rows[k]) != norm(t_rows[k])]
+assert not diff, ("rows differ", diff[:5], s_rows[diff[0]], t_rows[diff[0]])
+def shape(cl, name):
+    d = cl.describe_collection(name)
+    fields = [(f["name"], int(f["type"]), f.get("params"), f.get("element_type"), f.get("nullable", False),
+               str(f.get("default_value", "")), f.get("is_function_output", False), f.get("is_primary", False))
+              for f in d["fields"]]
+    funcs = [(f["name"], int(f["type"]), f["input_field_names"], f["output_field_names"], f["params"])
+             for f in d.get("functions", [])]
+    return fields, funcs, d["enable_dynamic_field"]
+if {schema}:
+    assert shape(c, {coll:?}) == shape(t, {target:?}), (shape(c, {coll:?}), shape(t, {target:?}))
+print(json.dumps([norm(s_rows[k]) for k in sorted(s_rows)]))
+"#,
+            turi = to.uri,
+            ttoken = to.token,
+            schema = if schema { "True" } else { "False" },
+        ),
+    );
+    serde_json::from_str(out.trim()).unwrap()
+}
+
+/// Every scalar array element type, JSON, a dynamic field and a float vector: what both Milvus
+/// 2.3.5 and Milvus Lite 3 have (2.3.5 takes only objects as JSON values). 300 rows.
+fn seed_portable(s: &Server, coll: &str) {
+    pymilvus(
+        s,
+        &format!(
+            r#"
+schema = c.create_schema(auto_id=False, enable_dynamic_field=True)
+schema.add_field("id", DataType.INT64, is_primary=True)
+schema.add_field("v", DataType.FLOAT_VECTOR, dim=4)
+schema.add_field("j", DataType.JSON)
+kinds = dict(b=DataType.BOOL, i8=DataType.INT8, i16=DataType.INT16, i32=DataType.INT32,
+             i64=DataType.INT64, f=DataType.FLOAT, d=DataType.DOUBLE)
+for k, t in kinds.items():
+    schema.add_field("a_" + k, DataType.ARRAY, element_type=t, max_capacity=5)
+schema.add_field("a_s", DataType.ARRAY, element_type=DataType.VARCHAR, max_capacity=5, max_length=16)
+idx = c.prepare_index_params()
+idx.add_index("v", index_type="FLAT", metric_type="L2")
+c.create_collection({coll:?}, schema=schema, index_params=idx, consistency_level="Strong")
+r = random.Random(5)
+def row(i):
+    n = i % 6
+    out = dict(id=i, v=[r.random() for _ in range(4)], j={{"k": i, "nested": {{"x": [i, "s", None]}}}},
+               a_b=[bool(r.getrandbits(1)) for _ in range(n % 5)], a_i8=[r.randint(-128, 127) for _ in range(n % 5)],
+               a_i16=[r.randint(-30000, 30000) for _ in range(n % 5)], a_i32=[r.randint(-2**31, 2**31 - 1) for _ in range(n % 5)],
+               a_i64=[r.randint(-2**62, 2**62) for _ in range(n % 5)], a_f=[r.random() for _ in range(n % 5)],
+               a_d=[r.random() * 1e300 for _ in range(n % 5)], a_s=["é" * (i % 7)] * (n % 5))
+    if i % 4 == 0:
+        out["dyn"] = {{"tag": "t%d" % i}}
+    if i % 5 == 0:
+        out["other"] = i * 1.5
+    return out
+c.insert({coll:?}, [row(i) for i in range(300)])
+c.load_collection({coll:?})
+"#
+        ),
+    );
+}
+
+/// Sparse vectors, nullable fields (with nulls), default values (rows that leave the field out),
+/// a dynamic field and JSON that is not an object: what Milvus Lite 3 has and 2.3.5 lacks.
+fn seed_nulls_and_sparse(s: &Server, coll: &str) {
+    pymilvus(
+        s,
+        &format!(
+            r#"
+schema = c.create_schema(auto_id=False, enable_dynamic_field=True)
+schema.add_field("id", DataType.INT64, is_primary=True)
+schema.add_field("sp", DataType.SPARSE_FLOAT_VECTOR)
+schema.add_field("n", DataType.INT32, nullable=True)
+schema.add_field("ns", DataType.VARCHAR, max_length=32, nullable=True)
+schema.add_field("nj", DataType.JSON, nullable=True)
+schema.add_field("na", DataType.ARRAY, element_type=DataType.INT64, max_capacity=4, nullable=True)
+schema.add_field("d", DataType.VARCHAR, max_length=16, default_value="dflt")
+schema.add_field("dn", DataType.DOUBLE, nullable=True, default_value=1.5)
+idx = c.prepare_index_params()
+idx.add_index("sp", index_type="SPARSE_INVERTED_INDEX", metric_type="IP")
+c.create_collection({coll:?}, schema=schema, index_params=idx, consistency_level="Strong")
+r = random.Random(9)
+rows = []
+for i in range(300):
+    row = dict(id=i, sp={{r.randrange(2**32 - 1): r.random() for _ in range(1 + i % 7)}},
+               n=None if i % 3 == 0 else i, ns=None if i % 4 == 0 else "s%d" % i,
+               nj=None if i % 5 == 0 else ({{"i": i}} if i % 3 else [i, "x"]),
+               na=None if i % 2 else [i, -i])
+    if i % 2:
+        row["d"] = "own%d" % i
+    if i % 7 == 0:
+        row["dn"] = i / 7
+    if i % 10 == 0:
+        row["extra"] = "dyn%d" % i
+    rows.append(row)
+c.insert({coll:?}, rows)
+"#
+        ),
+    );
+}
+
+/// A BM25 function over `text` into the sparse `bm`, indexed for BM25 search.
+fn seed_bm25(s: &Server, coll: &str) {
+    pymilvus(
+        s,
+        &format!(
+            r#"
+from pymilvus import Function, FunctionType
+schema = c.create_schema(auto_id=False, enable_dynamic_field=False)
+schema.add_field("id", DataType.INT64, is_primary=True)
+schema.add_field("text", DataType.VARCHAR, max_length=512, enable_analyzer=True)
+schema.add_field("bm", DataType.SPARSE_FLOAT_VECTOR)
+schema.add_field("d", DataType.INT64, default_value=42)
+schema.add_function(Function(name="text_bm25", function_type=FunctionType.BM25,
+                             input_field_names=["text"], output_field_names=["bm"]))
+idx = c.prepare_index_params()
+idx.add_index("bm", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+c.create_collection({coll:?}, schema=schema, index_params=idx, consistency_level="Strong")
+words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma".split()
+r = random.Random(11)
+docs = [dict(id=i, text=" ".join(r.choice(words) for _ in range(3 + i % 9))) for i in range(200)]
+c.insert({coll:?}, docs)
+"#
+        ),
+    );
+}
+
+/// The ranked ids of a few BM25 text searches.
+fn bm25_ranks(s: &Server, db: &str, coll: &str) -> String {
+    pymilvus(
+        s,
+        &format!(
+            r#"{ROWS_PY}
+c = connect({uri:?}, {token:?}, {db:?})
+queries = ["alpha beta", "gamma gamma delta", "omicron", "pi rho sigma theta"]
+res = c.search({coll:?}, data=queries, anns_field="bm", limit=10, output_fields=["id"],
+               search_params={{"metric_type": "BM25"}})
+print([[h["id"] for h in hits] for hits in res])
+"#,
+            uri = s.uri,
+            token = s.token,
+        ),
+    )
+}
+
+/// Every Parquet file under `dir`.
+fn parquet_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(parquet_files(&p));
+        } else if p.extension().is_some_and(|x| x == "parquet") {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn drop_all(s: &Server, db: &str, colls: &[&str]) {
+    pymilvus(
+        s,
+        &format!(
+            r#"{ROWS_PY}
+c = connect({uri:?}, {token:?}, {db:?})
+for name in {colls:?}:
+    if c.has_collection(name):
+        c.drop_collection(name)
+if {db:?} != "default" and {db:?} in c.list_databases():
+    c.using_database("default")
+    c.drop_database({db:?})
+"#,
+            uri = s.uri,
+            token = s.token,
+        ),
+    );
+}
+
+#[test]
+fn lite_to_lite_into_another_database_keeps_sparse_nulls_defaults_and_every_type() {
+    let (from, to) = (open("lite", &LITE), open("lite_b", &LITE));
+    let (nulls, portable) = (support::unique("modnull"), support::unique("modport"));
+    seed_nulls_and_sparse(&from, &nulls);
+    seed_portable(&from, &portable);
+    let db = support::unique("moddb");
+    let (_dir, plan) = plan(
+        &from,
+        &to,
+        &[&nulls, &portable],
+        &format!("database = {db:?}"),
+    );
+    let (good, out) = apply(&plan, None);
+    assert!(good, "{out}");
+    assert_eq!(out.matches("equals").count(), 2, "{out}");
+    let rows = assert_same(&from, &nulls, &to, &db, &format!("{nulls}_bak"), true);
+    assert_same(&from, &portable, &to, &db, &format!("{portable}_bak"), true);
+    // Nulls are nulls on the target (not zeros), and defaults are the values of rows that left
+    // the field out.
+    let rows = rows.as_array().unwrap();
+    let count = |f: &dyn Fn(&serde_json::Value) -> bool| rows.iter().filter(|r| f(r)).count();
+    assert_eq!(count(&|r| r["n"].is_null()), 100);
+    assert_eq!(count(&|r| r["na"].is_null()), 150);
+    assert_eq!(count(&|r| r["nj"].is_null()), 60);
+    assert_eq!(count(&|r| r["d"] == "dflt"), 150);
+    assert_eq!(count(&|r| r["dn"] == 1.5), 300 - 43);
+    // The target keeps the default: a row inserted without the field gets it.
+    let got = pymilvus(
+        &to,
+        &format!(
+            r#"{ROWS_PY}
+c = connect({uri:?}, "", {db:?})
+c.insert("{nulls}_bak", [dict(id=100000, sp={{1: 1.0}}, n=None, ns=None, nj=None, na=None)])
+print(c.query("{nulls}_bak", filter="id == 100000", output_fields=["d", "dn"])[0])
+"#,
+            uri = to.uri
+        ),
+    );
+    assert!(
+        got.contains("'d': 'dflt'") && got.contains("'dn': 1.5"),
+        "{got}"
+    );
+    drop_all(&from, "default", &[&nulls, &portable]);
+    drop_all(
+        &to,
+        &db,
+        &[&format!("{nulls}_bak"), &format!("{portable}_bak")],
+    );
+}
+
+#[test]
+fn a_bm25_collection_searches_the_same_after_the_move() {
+    let (from, to) = (open("lite", &LITE), open("lite_b", &LITE));
+    let coll = support::unique("modbm25");
+    seed_bm25(&from, &coll);
+    let db = support::unique("moddb");
+    let (dir, plan) = plan(&from, &to, &[&coll], &format!("database = {db:?}"));
+    let (good, out) = apply(&plan, None);
+    assert!(good, "{out}");
+    assert!(out.contains("equals"), "{out}");
+    assert!(
+        out.contains("`bm` is computed by BM25 function `text_bm25` on each side"),
+        "{out}"
+    );
+    // The backup records the function and its output field, but no file holds the output:
+    // the target computed it from the text.
+    let backup = dir.path().join("backups/backup/modern");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(backup.join("meta/full_meta.json")).unwrap())
+            .unwrap();
+    let schema = &meta["collection_backups"][0]["schema"];
+    assert_eq!(schema["functions"][0]["name"], "text_bm25", "{schema}");
+    assert!(
+        schema["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["name"] == "bm" && f["is_function_output"] == true),
+        "{schema}"
+    );
+    let files = parquet_files(&backup);
+    assert!(!files.is_empty());
+    for f in files {
+        let batches =
+            planrun::codec::arrow::from_parquet(std::fs::read(&f).unwrap().into()).unwrap();
+        let names: Vec<String> = batches[0]
+            .schema()
+            .fields()
+            .iter()
+            .map(|x| x.name().clone())
+            .collect();
+        assert_eq!(names, ["id", "text", "d"], "{}", f.display());
+    }
+    // Every field, `bm` included, is the same row by row; the function and default too.
+    assert_same(&from, &coll, &to, &db, &format!("{coll}_bak"), true);
+    let (a, b) = (
+        bm25_ranks(&from, "default", &coll),
+        bm25_ranks(&to, &db, &format!("{coll}_bak")),
+    );
+    assert!(a.matches(',').count() > 30, "searches find rows: {a}");
+    assert_eq!(a, b, "BM25 ranks the same on the target");
+    drop_all(&from, "default", &[&coll]);
+    drop_all(&to, &db, &[&format!("{coll}_bak")]);
+}
+
+#[test]
+fn lite_and_milvus_2_3_exchange_every_type_both_have() {
+    let lite = open("lite", &LITE);
+    for (from, to) in [
+        (lite, open("b", &MILVUS_B)),
+        (milvus_a(), open("lite", &LITE)),
+    ] {
+        let coll = support::unique("modx");
+        seed_portable(&from, &coll);
+        let (_dir, plan) = plan(&from, &to, &[&coll], "");
+        let (good, out) = apply(&plan, None);
+        assert!(good, "{out}");
+        assert!(out.contains("equals"), "{out}");
+        // Milvus Lite does not report `max_length` of a VARCHAR array: rows only.
+        let rows = assert_same(&from, &coll, &to, "default", &format!("{coll}_bak"), false);
+        let rows = rows.as_array().unwrap();
+        assert_eq!(rows.len(), 300);
+        assert!(
+            rows.iter().filter(|r| r.get("dyn").is_some()).count() == 75,
+            "dynamic keys kept"
+        );
+        drop_all(&from, "default", &[&coll]);
+        drop_all(&to, "default", &[&format!("{coll}_bak")]);
+    }
+}
+
+/// Runs the dry run and apply of `plan`, both refused; `target` must not have been created.
+fn assert_refused(plan: &Path, to: &Server, target: &str, expected: &[&str]) {
+    let (code, out) = dry_run(plan);
+    assert_eq!(code, 1, "{out}");
+    for e in expected {
+        assert!(out.contains(e), "`{e}` missing from:\n{out}");
+    }
+    let (good, out) = apply(plan, None);
+    assert!(!good, "{out}");
+    assert!(out.contains("not applying"), "{out}");
+    let exists = pymilvus(to, &format!("print(c.has_collection({target:?}))"));
+    assert_eq!(exists.trim(), "False", "apply created nothing");
+}
+
+#[test]
+fn the_dry_run_refuses_what_milvus_2_3_lacks() {
+    let from = open("lite", &LITE);
+    let to = open("b", &MILVUS_B);
+    let (nulls, bm25) = (support::unique("modrn"), support::unique("modrb"));
+    seed_nulls_and_sparse(&from, &nulls);
+    seed_bm25(&from, &bm25);
+    let (_dir, plan) = plan(&from, &to, &[&nulls, &bm25], "");
+    assert_refused(
+        &plan,
+        &to,
+        &format!("{nulls}_bak"),
+        &[
+            "field `sp` is a SparseFloatVector field, which Milvus v2.3.5",
+            "field `n` is nullable, which Milvus v2.3.5",
+            "field `d` has a default value, which Milvus v2.3.5",
+            "field(s) `bm` are computed by BM25 function `text_bm25`, which Milvus v2.3.5",
+            "(from 2.5)",
+        ],
+    );
+    let exists = pymilvus(&to, &format!("print(c.has_collection(\"{bm25}_bak\"))"));
+    assert_eq!(exists.trim(), "False");
+    drop_all(&from, "default", &[&nulls, &bm25]);
+}
+
+#[test]
+fn the_dry_run_refuses_half_precision_vectors_where_the_target_lacks_them() {
+    let from = milvus_a();
+    let coll = support::unique("modf16");
+    pymilvus(
+        &from,
+        &format!(
+            r#"
+import numpy as np
+schema = c.create_schema(auto_id=False)
+schema.add_field("id", DataType.INT64, is_primary=True)
+schema.add_field("f16", DataType.FLOAT16_VECTOR, dim=4)
+idx = c.prepare_index_params()
+idx.add_index("f16", index_type="FLAT", metric_type="L2")
+c.create_collection({coll:?}, schema=schema, index_params=idx, consistency_level="Strong")
+c.insert({coll:?}, [dict(id=i, f16=np.array([i, 1, 2, 3], dtype=np.float16)) for i in range(20)])
+c.load_collection({coll:?})
+"#
+        ),
+    );
+    for (to, lacks) in [
+        (
+            open("lite", &LITE),
+            "which Milvus Lite (milvus_lite-3.2.2) does not have",
+        ),
+        (open("b", &MILVUS_B), "(from 2.4)"),
+    ] {
+        let (_dir, plan) = plan(&from, &to, &[&coll], "");
+        assert_refused(
+            &plan,
+            &to,
+            &format!("{coll}_bak"),
+            &["field `f16` is a Float16Vector field", lacks],
+        );
+    }
+    drop_all(&from, "default", &[&coll]);
+}
