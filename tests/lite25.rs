@@ -3,12 +3,7 @@
 //! from it (float16/bfloat16 vectors too), and refuses a database it cannot have before anything
 //! is made.
 
-use std::path::Path;
-use std::process::Command;
-
-use assert_cmd::cargo::cargo_bin;
-
-use crate::rows::{Migration, Server, apply, has_collection, milvus_a, pymilvus};
+use crate::rows::{Migration, Server, apply, dry_run, has_collection, milvus_a, pymilvus};
 use crate::support::{self, LITE25, data, ok};
 
 fn lite25() -> Server {
@@ -23,23 +18,6 @@ fn lite25_as(id: &'static str) -> Server {
         token: "",
         auth: "",
     }
-}
-
-/// `planrun plan PLAN`: (exit code, stdout and stderr).
-fn plan(plan: &Path) -> (i32, String) {
-    let out = Command::new(cargo_bin("planrun"))
-        .args(["plan", plan.to_str().unwrap()])
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run planrun");
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
 }
 
 /// `coll` and `coll_str` (int64 and varchar keys) on `s`, in one partition: Lite 2.5 has no
@@ -73,7 +51,7 @@ fn seed_one_partition(s: &Server, coll: &str) {
 
 /// Previews (which must connect and find nothing in the way), applies, and compares row by row.
 fn migrate(m: &Migration) {
-    let (code, shown) = plan(&m.plan);
+    let (code, shown) = dry_run(&m.plan);
     assert_eq!(code, 0, "{shown}");
     assert!(!shown.contains("UNIMPLEMENTED"), "{shown}");
     let (good, out) = apply(&m.plan, None);
@@ -192,7 +170,7 @@ state_dir = "{state}"
 
     // Restoring into database `x`.
     let p = write("restore.toml", &format!("\"{coll}\""), &restore, "");
-    let (code, shown) = plan(&p);
+    let (code, shown) = dry_run(&p);
     assert_eq!(code, 1, "{shown}");
     let refusal = format!(
         "`{coll}` cannot be restored into database `x`: {no_db}: only the default database; \
@@ -205,7 +183,7 @@ state_dir = "{state}"
 
     // Backing up `x.*`.
     let p = write("backup.toml", "\"x.*\"", "", "");
-    let (code, shown) = plan(&p);
+    let (code, shown) = dry_run(&p);
     assert_eq!(code, 1, "{shown}");
     assert!(
         shown.contains(&format!("`collections` has `x.*`: {no_db}")),
@@ -219,7 +197,7 @@ state_dir = "{state}"
         "",
         "database = \"x\"\n",
     );
-    let (code, shown) = plan(&p);
+    let (code, shown) = dry_run(&p);
     assert_eq!(code, 1, "{shown}");
     assert!(shown.contains(no_db), "{shown}");
 
@@ -246,7 +224,7 @@ fn aliases_lite_2_5_cannot_hold_are_refused_until_left_out() {
     let alias = format!("{coll}_alias");
     ok(data(&["alias", &coll, &alias]));
     let m = Migration::seeded(from, lite25(), coll.clone());
-    let (code, shown) = plan(&m.plan);
+    let (code, shown) = dry_run(&m.plan);
     assert_eq!(code, 1, "{shown}");
     assert!(
         shown.contains(&format!(
@@ -261,7 +239,7 @@ fn aliases_lite_2_5_cannot_hold_are_refused_until_left_out() {
         text.replace("suffix = \"_bak\"", "suffix = \"_bak\"\naliases = false"),
     )
     .unwrap();
-    let (code, shown) = plan(&m.plan);
+    let (code, shown) = dry_run(&m.plan);
     assert_eq!(code, 0, "{shown}");
     let (good, out) = apply(&m.plan, None);
     assert!(good, "{out}");

@@ -3,11 +3,8 @@
 //! Lite 3 and Milvus 2.3.5 where the target has them, and refused in the dry run where it lacks them.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use assert_cmd::cargo::cargo_bin;
-
-use crate::rows::{Server, apply, milvus_a, pymilvus};
+use crate::rows::{Server, apply, dry_run, milvus_a, pymilvus, rows_plan};
 use crate::support::{self, LITE, MILVUS_B, Service};
 
 /// A server without auth under the plan id `id` (two ids may name one server).
@@ -29,81 +26,9 @@ fn plan(
     restore_extra: &str,
 ) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("plan.toml");
-    let list = colls
-        .iter()
-        .map(|c| format!("{c:?}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    std::fs::create_dir_all(dir.path().join("backups")).unwrap();
-    std::fs::write(
-        &path,
-        format!(
-            r#"version = 1
-name = "modern"
-
-[instances.{fid}]
-type = "milvus"
-uri = "{furi}"
-{fauth}
-[instances.{tid}]
-type = "milvus"
-uri = "{turi}"
-{tauth}
-[buckets.local]
-type = "local"
-path = "{backups}"
-
-[steps.backup]
-type = "backup"
-instance = "{fid}"
-collections = [{list}]
-to = "local:backup/modern"
-mode = "rows"
-
-[steps.restore]
-type = "restore"
-instance = "{tid}"
-from = "local:backup/modern"
-suffix = "_bak"
-{restore_extra}
-
-[steps.verify]
-type = "verify"
-restore = "restore"
-
-[settings]
-state_dir = "{state}"
-"#,
-            fid = from.id,
-            furi = from.uri,
-            fauth = from.auth,
-            tid = to.id,
-            turi = to.uri,
-            tauth = to.auth,
-            backups = dir.path().join("backups").display(),
-            state = dir.path().join("state").display(),
-        ),
-    )
-    .unwrap();
+    let colls: Vec<String> = colls.iter().map(|c| c.to_string()).collect();
+    let path = rows_plan(dir.path(), from, to, &colls, "modern", restore_extra);
     (dir, path)
-}
-
-/// `planrun plan`: (exit code, stdout and stderr).
-fn dry_run(plan: &Path) -> (i32, String) {
-    let out = Command::new(cargo_bin("planrun"))
-        .args(["plan", plan.to_str().unwrap()])
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
 }
 
 /// Python that defines `rows(client, coll)` (every row by key, all fields) and `norm(value)`.

@@ -28,6 +28,91 @@ pub(crate) fn apply(plan: &Path, crash: Option<&str>) -> (bool, String) {
     )
 }
 
+/// `planrun plan PLAN`: (exit code, stdout and stderr).
+pub(crate) fn dry_run(plan: &Path) -> (i32, String) {
+    let out = Command::new(cargo_bin("planrun"))
+        .args(["plan", plan.to_str().unwrap()])
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run planrun");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Writes `dir/plan.toml`: a rows backup of `colls` on `from` into `local:backup/<backup>` (a
+/// local bucket in `dir/backups`), restored on `to` with `_bak` (plus `restore_extra` lines),
+/// then verified; state in `dir/state`.
+pub(crate) fn rows_plan(
+    dir: &Path,
+    from: &Server,
+    to: &Server,
+    colls: &[String],
+    backup: &str,
+    restore_extra: &str,
+) -> PathBuf {
+    let list = colls
+        .iter()
+        .map(|c| format!("{c:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let text = format!(
+        r#"version = 1
+name = "rows"
+
+[instances.{fid}]
+type = "milvus"
+uri = "{furi}"
+{fauth}
+[instances.{tid}]
+type = "milvus"
+uri = "{turi}"
+{tauth}
+[buckets.local]
+type = "local"
+path = "{backups}"
+
+[steps.backup]
+type = "backup"
+instance = "{fid}"
+collections = [{list}]
+to = "local:backup/{backup}"
+mode = "rows"
+
+[steps.restore]
+type = "restore"
+instance = "{tid}"
+from = "local:backup/{backup}"
+suffix = "_bak"
+{restore_extra}
+
+[steps.verify]
+type = "verify"
+restore = "restore"
+
+[settings]
+state_dir = "{state}"
+"#,
+        fid = from.id,
+        furi = from.uri,
+        fauth = from.auth,
+        tid = to.id,
+        turi = to.uri,
+        tauth = to.auth,
+        backups = dir.join("backups").display(),
+        state = dir.join("state").display(),
+    );
+    std::fs::create_dir_all(dir.join("backups")).unwrap();
+    let plan = dir.join("plan.toml");
+    std::fs::write(&plan, text).unwrap();
+    plan
+}
+
 /// A server of the test: id in the plan, uri, token for scripts/milvus_data.py, plan keys.
 pub(crate) struct Server {
     pub(crate) id: &'static str,
@@ -106,54 +191,8 @@ impl Migration {
             ]));
         }
         let dir = tempfile::tempdir().unwrap();
-        let plan = dir.path().join("plan.toml");
-        let text = format!(
-            r#"version = 1
-name = "rows"
-
-[instances.{fid}]
-type = "milvus"
-uri = "{furi}"
-{fauth}
-[instances.{tid}]
-type = "milvus"
-uri = "{turi}"
-{tauth}
-[buckets.local]
-type = "local"
-path = "{backups}"
-
-[steps.backup]
-type = "backup"
-instance = "{fid}"
-collections = ["{coll}", "{coll}_str"]
-to = "local:backup/{coll}"
-mode = "rows"
-
-[steps.restore]
-type = "restore"
-instance = "{tid}"
-from = "local:backup/{coll}"
-suffix = "_bak"
-
-[steps.verify]
-type = "verify"
-restore = "restore"
-
-[settings]
-state_dir = "{state}"
-"#,
-            fid = from.id,
-            furi = from.uri,
-            fauth = from.auth,
-            tid = to.id,
-            turi = to.uri,
-            tauth = to.auth,
-            backups = dir.path().join("backups").display(),
-            state = dir.path().join("state").display(),
-        );
-        std::fs::create_dir_all(dir.path().join("backups")).unwrap();
-        std::fs::write(&plan, text).unwrap();
+        let colls = [coll.clone(), format!("{coll}_str")];
+        let plan = rows_plan(dir.path(), &from, &to, &colls, &coll, "");
         Migration {
             dir,
             plan,
