@@ -73,6 +73,39 @@ pub struct CollectionBackupInfo {
     /// Exact live rows at backup time (count(*) after flush), when the server could count.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub planrun_row_count: Option<u64>,
+    /// Collection-level L0 (delete-only) segments that milvus-backup records from Milvus 2.4 on.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub l0_segments: Vec<SegmentBackupInfo>,
+}
+
+impl CollectionBackupInfo {
+    /// Why planrun cannot restore this collection's binlogs, if it cannot: layouts of servers
+    /// it has not been run against. Importing an L0 segment as an ordinary one, or a storage-v2
+    /// segment as binlogs, would restore wrong rows, so they are refused, not guessed at.
+    pub fn unknown_layout(&self) -> Option<String> {
+        let segments = || {
+            self.partition_backups
+                .iter()
+                .flat_map(|p| &p.segment_backups)
+                .chain(&self.l0_segments)
+        };
+        let what = if segments().any(|s| s.is_l0) {
+            "L0 (delete-only) segments, written by Milvus 2.4 or later"
+        } else if let Some(s) = segments().find(|s| s.storage_version >= 2) {
+            return Some(format!(
+                "`{}` holds segments in storage format v{} (Milvus 2.6 or later), which planrun \
+                 cannot restore yet; back it up again with mode = \"rows\"",
+                self.collection_name, s.storage_version
+            ));
+        } else {
+            return None;
+        };
+        Some(format!(
+            "`{}` holds {what}, which planrun cannot restore yet; back it up again with \
+             mode = \"rows\"",
+            self.collection_name
+        ))
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -203,6 +236,14 @@ pub struct SegmentBackupInfo {
     pub size: i64,
     pub group_id: i64,
     pub is_l0: bool,
+    /// milvus-backup records the segment's storage format from Milvus 2.6 on (2: storage v2,
+    /// columnar packed files); absent or 0/1 is the binlog-per-field layout of earlier servers.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub storage_version: i64,
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -554,6 +595,38 @@ mod tests {
             }],
             ..Default::default()
         }
+    }
+
+    /// Shaped like milvus-backup's `full_meta.json` of newer servers (field names from its
+    /// documented `CollectionBackupInfo`/`SegmentBackupInfo`), not captured from one.
+    #[test]
+    fn layouts_of_newer_servers_are_refused_not_guessed_at() {
+        let meta = |segment: &str, l0: &str| {
+            serde_json::from_str::<CollectionBackupInfo>(&format!(
+                r#"{{"collection_name": "c", "partition_backups": [{{"partition_name": "_default",
+                   "segment_backups": [{segment}]}}], "l0_segments": [{l0}]}}"#
+            ))
+            .unwrap()
+        };
+        let plain = r#"{"segment_id": 1, "num_of_rows": 5, "binlogs": []}"#;
+        assert_eq!(meta(plain, "").unknown_layout(), None);
+        let l0 = r#"{"segment_id": 2, "is_l0": true, "deltalogs": []}"#;
+        for m in [meta(plain, l0), meta(l0, "")] {
+            let why = m.unknown_layout().expect("L0 refused");
+            assert!(
+                why.contains("L0 (delete-only)") && why.contains("mode = \"rows\""),
+                "{why}"
+            );
+        }
+        let v2 = r#"{"segment_id": 3, "storage_version": 2}"#;
+        let why = meta(v2, "").unknown_layout().expect("storage v2 refused");
+        assert!(why.contains("storage format v2"), "{why}");
+        // What planrun writes is unchanged: no new keys for the layout it knows.
+        let out = serde_json::to_string(&meta(plain, "")).unwrap();
+        assert!(
+            !out.contains("l0_segments") && !out.contains("storage_version"),
+            "{out}"
+        );
     }
 
     #[test]

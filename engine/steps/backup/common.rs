@@ -237,6 +237,7 @@ pub(super) fn collection_info(
         properties: meta::kv_from_pairs(&desc.properties),
         aliases: desc.aliases.clone(),
         planrun_row_count: rows,
+        l0_segments: Vec::new(),
     }
 }
 

@@ -301,7 +301,21 @@ fn none_selected(step: &RestoreStep) -> String {
 
 fn mode(backup: &BackupInfo, step: &RestoreStep) -> Result<Mode> {
     match backup.format.as_str() {
-        "" => Ok(Mode::Binlog),
+        "" => {
+            let unknown: Vec<String> = backup
+                .collection_backups
+                .iter()
+                .filter_map(|c| c.unknown_layout())
+                .collect();
+            if !unknown.is_empty() {
+                return fail(format!(
+                    "the backup at `{}` was made from a newer Milvus: {}",
+                    step.from,
+                    unknown.join("; ")
+                ));
+            }
+            Ok(Mode::Binlog)
+        }
         ROWS_FORMAT => Ok(Mode::Rows),
         other => fail(format!(
             "the backup at `{}` has format `{other}`, which this version of planrun cannot restore",
