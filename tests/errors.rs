@@ -457,3 +457,36 @@ fn tls_against_a_plain_server_says_to_use_http() {
         run.stdout
     );
 }
+
+#[test]
+fn a_backup_whose_patterns_match_nothing_says_so_and_writes_nothing() {
+    MILVUS_B.require();
+    let (dir, p) = plan("no-match.toml", &[("URI", &MILVUS_B.uri())]);
+    let shown = planrun(&["plan"], &p);
+    assert_eq!(shown.code, 1, "{}", shown.all());
+    assert_eq!(
+        conflicts(&shown.stdout),
+        ["! `collections` `zz_nomatch_*` match no collection on `a`; nothing to back up"],
+        "{}",
+        shown.all()
+    );
+    assert!(
+        shown.stdout.contains("waits for step `backup`"),
+        "{}",
+        shown.all()
+    );
+    let run = planrun(&["apply", "--yes"], &p);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.all().contains("match no collection on `a`"),
+        "{}",
+        run.all()
+    );
+    assert!(
+        std::fs::read_dir(dir.path().join("backups"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "no backup was written"
+    );
+}

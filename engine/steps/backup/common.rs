@@ -49,10 +49,10 @@ pub(super) async fn start(
 }
 
 /// The (database, collection) pairs the step's patterns select, in a stable order.
-pub async fn resolve(client: &MilvusClient, patterns: &[String]) -> Result<Vec<(String, String)>> {
+pub async fn resolve(client: &MilvusClient, written: &[String]) -> Result<Vec<(String, String)>> {
     // A server without databases has only the default one: a pattern for another names
     // collections that cannot be there, and would otherwise just match nothing.
-    for raw in patterns {
+    for raw in written {
         let p = Pattern::parse(raw);
         if !p.matches_database(crate::plan::DEFAULT_DATABASE)
             && let Some(e) = client.lacks_database(p.database())
@@ -62,7 +62,7 @@ pub async fn resolve(client: &MilvusClient, patterns: &[String]) -> Result<Vec<(
             ));
         }
     }
-    let patterns: Vec<Pattern> = patterns.iter().map(|p| Pattern::parse(p)).collect();
+    let patterns: Vec<Pattern> = written.iter().map(|p| Pattern::parse(p)).collect();
     let mut out = Vec::new();
     let dbs = client.databases().await?;
     for db in dbs {
@@ -90,6 +90,18 @@ pub async fn resolve(client: &MilvusClient, patterns: &[String]) -> Result<Vec<(
                 client.name()
             ));
         }
+    }
+    // Patterns that together select nothing would write an empty backup and fail later steps.
+    if out.is_empty() {
+        return fail(format!(
+            "`collections` {} match no collection on `{}`; nothing to back up",
+            written
+                .iter()
+                .map(|p| format!("`{p}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            client.name()
+        ));
     }
     out.sort();
     out.dedup();

@@ -293,10 +293,23 @@ fn no_backup(step: &RestoreStep, id: &str) -> String {
 }
 
 fn none_selected(step: &RestoreStep) -> String {
-    format!(
-        "the backup at `{}` holds none of the collections {:?}",
-        step.from, step.collections
-    )
+    match &step.collections {
+        Some(c) => format!(
+            "the backup at `{}` holds none of the collections {}; check `collections` in the \
+             restore step",
+            step.from,
+            c.iter()
+                .map(|c| format!("`{c}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        // A backup step whose patterns matched nothing writes (or would write) no collection.
+        None => format!(
+            "the backup at `{}` holds no collection: the backup step's `collections` matched \
+             none on its instance",
+            step.from
+        ),
+    }
 }
 
 fn mode(backup: &BackupInfo, step: &RestoreStep) -> Result<Mode> {
