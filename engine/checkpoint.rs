@@ -530,14 +530,23 @@ impl Tasks {
         self
     }
 
+    /// A stored record as the plan wrote it (env values put back); as stored without a veil,
+    /// so the many per-object records of a plan without env values are not copied.
+    fn revealed<'a>(&self, stored: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+        if self.veil.is_empty() {
+            return stored.into();
+        }
+        self.veil
+            .reveal(&String::from_utf8_lossy(stored))
+            .into_bytes()
+            .into()
+    }
+
     pub fn get(&self, key: &str) -> Result<Option<TaskState>> {
         let key = self.veil.hide(key);
         self.tree
             .get(key.as_bytes())?
-            .map(|v| {
-                let text = self.veil.reveal(&String::from_utf8_lossy(&v));
-                decode(key.as_bytes(), text.as_bytes())
-            })
+            .map(|v| decode(key.as_bytes(), &self.revealed(&v)))
             .transpose()
     }
 
@@ -569,10 +578,17 @@ impl Tasks {
     pub fn set_lazy(&self, key: &str, state: &TaskState) -> Result<()> {
         // One stat: a run whose state dir is gone stops at its next record, not at its end.
         self.shared.check_present()?;
-        let value = self.veil.hide(&String::from_utf8_lossy(&encode(state)));
+        let value = encode(state);
+        let value = if self.veil.is_empty() {
+            value
+        } else {
+            self.veil
+                .hide(&String::from_utf8_lossy(&value))
+                .into_bytes()
+        };
         let old = self
             .tree
-            .insert(self.veil.hide(key).as_bytes(), value.as_bytes())
+            .insert(self.veil.hide(key).as_bytes(), value)
             .map_err(|e| self.shared.sled(e))?;
         self.shared.added(&self.name, old.is_none());
         Ok(())
@@ -611,8 +627,7 @@ impl Tasks {
         for kv in self.tree.scan_prefix(self.veil.hide(prefix).as_bytes()) {
             let (k, v) = kv?;
             all += 1;
-            let v = self.veil.reveal(&String::from_utf8_lossy(&v));
-            if matches!(decode(&k, v.as_bytes())?, TaskState::Done(_)) {
+            if matches!(decode(&k, &self.revealed(&v))?, TaskState::Done(_)) {
                 done += 1;
             }
         }

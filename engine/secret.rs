@@ -1,32 +1,32 @@
 //! `Secret`: a string that never reaches logs, plan output or the checkpoint store.
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::{Mutex, MutexGuard};
 
-/// Every secret this process has seen, and every value a plan took from `env`: what log output
-/// (planrun's own and its libraries', e.g. the AWS SDK's debug lines) is scrubbed of.
-static KNOWN: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+/// Every secret this process has seen, and every value a plan took from `env`, longest first:
+/// what log output (planrun's own and its libraries', e.g. the AWS SDK's debug lines) is
+/// scrubbed of. Kept sorted as values arrive, so scrubbing a log line sorts nothing.
+static KNOWN: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
-fn known() -> MutexGuard<'static, BTreeSet<String>> {
+fn known() -> MutexGuard<'static, Vec<String>> {
     KNOWN.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Adds values that must never be printed (see [`scrub_logged`]).
 pub fn never_print<'a>(values: impl IntoIterator<Item = &'a str>) {
     let mut k = known();
-    k.extend(
-        values
-            .into_iter()
-            .filter(|v| !v.is_empty())
-            .map(str::to_string),
-    );
+    for v in values.into_iter().filter(|v| !v.is_empty()) {
+        if !k.iter().any(|x| x == v) {
+            k.push(v.to_string());
+        }
+    }
+    k.sort_by_key(|s| std::cmp::Reverse(s.len()));
 }
 
 /// `text` with every value registered by [`never_print`] (and every [`Secret`]) masked: for
 /// output planrun does not compose itself, such as log lines.
 pub fn scrub_logged(text: &str) -> String {
-    scrub(text, known().iter())
+    replace_each(text, known().iter().map(|v| (v.as_str(), "***")))
 }
 
 /// `text` with each of `values` replaced by `***`, longest first, so a value containing another
@@ -34,10 +34,15 @@ pub fn scrub_logged(text: &str) -> String {
 pub fn scrub<'a>(text: &str, values: impl IntoIterator<Item = &'a String>) -> String {
     let mut v: Vec<&String> = values.into_iter().filter(|v| !v.is_empty()).collect();
     v.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    replace_each(text, v.into_iter().map(|v| (v.as_str(), "***")))
+}
+
+/// `text` with each `from` replaced by its `to`, in the order given.
+fn replace_each<'a>(text: &str, pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
     let mut out = text.to_string();
-    for value in v {
-        if out.contains(value.as_str()) {
-            out = out.replace(value.as_str(), "***");
+    for (from, to) in pairs {
+        if out.contains(from) {
+            out = out.replace(from, to);
         }
     }
     out
@@ -98,23 +103,22 @@ impl Veil {
     }
 
     pub fn hide(&self, text: &str) -> String {
-        let mut out = text.to_string();
-        for (value, placeholder) in &self.pairs {
-            if out.contains(value.as_str()) {
-                out = out.replace(value.as_str(), placeholder);
-            }
-        }
-        out
+        replace_each(
+            text,
+            self.pairs.iter().map(|(v, p)| (v.as_str(), p.as_str())),
+        )
     }
 
     pub fn reveal(&self, text: &str) -> String {
-        let mut out = text.to_string();
-        for (value, placeholder) in &self.pairs {
-            if out.contains(placeholder.as_str()) {
-                out = out.replace(placeholder.as_str(), value);
-            }
-        }
-        out
+        replace_each(
+            text,
+            self.pairs.iter().map(|(v, p)| (p.as_str(), v.as_str())),
+        )
+    }
+
+    /// Whether there is nothing to hide (no env values): stored text passes unchanged.
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
     }
 }
 
