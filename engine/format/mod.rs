@@ -1,6 +1,7 @@
-//! The backup on disk: milvus-backup's layout and JSON (`meta`), the rows format (`rows`), and
-//! reading and writing a backup's meta.
+//! The backup on disk: milvus-backup's layout and JSON (`meta`), Milvus binlogs (`binlog`), the
+//! rows format (`rows`), and reading and writing a backup's meta.
 
+pub mod binlog;
 pub mod check;
 pub mod meta;
 pub mod rows;
