@@ -16,10 +16,15 @@ import argparse
 import json
 import random
 import logging
+import os
 import signal
 import sys
 
 from pymilvus import DataType, MilvusClient
+
+# The local Garage servers' demo key (scripts/services.sh); S3_ACCESS_KEY / S3_SECRET_KEY override.
+DEMO_KEY = "GK706c616e72756e2d64656d6f"
+DEMO_SECRET = "706c616e72756e2d64656d6f2d7365637265742d6b65792d6e6f742d7265616c"
 
 logging.getLogger("pymilvus").setLevel(logging.ERROR)
 
@@ -208,7 +213,8 @@ def s3(a):
     os.environ.pop("AWS_CA_BUNDLE", None)
     import boto3
     return boto3.client("s3", endpoint_url=a.endpoint, region_name="us-east-1",
-                        aws_access_key_id="minioadmin", aws_secret_access_key="minioadmin")
+                        aws_access_key_id=os.environ.get("S3_ACCESS_KEY", DEMO_KEY),
+                        aws_secret_access_key=os.environ.get("S3_SECRET_KEY", DEMO_SECRET))
 
 
 def s3_list(a):

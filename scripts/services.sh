@@ -1,14 +1,25 @@
 #!/usr/bin/env bash
 # Starts and stops the real servers planrun's tests and demo talk to, all on loopback:
-#   S3 (moto)        127.0.0.1:9000   buckets bucket-a, bucket-b
+#   S3 (Garage)      127.0.0.1:9000   buckets bucket-a, bucket-b; keys enforced (see below)
+#   S3 B (Garage)    127.0.0.1:9100   a second, separate S3 server with the same buckets and demo key
 #   Milvus A 2.3.5   127.0.0.1:19530  data in bucket-a:files, auth on (root / Milvus), mgmt :9091
 #   Milvus B 2.3.5   127.0.0.1:19540  data in bucket-b:files, auth off, mgmt :9092
 #   Milvus Lite      127.0.0.1:19560  milvus-lite 3.2.2 (pure Python)
 #   Milvus Lite 2.5  127.0.0.1:19570  milvus-lite 2.5.1 (the C++ core of Milvus 2.5; no GetVersion,
 #                                     no databases)
-# Usage: scripts/services.sh up|down|status|install [s3|milvus-a|milvus-b|lite|lite25 ...]
-# Everything is installed into the git-ignored .venv (Lite 2.5 into .venv-lite25: the two
-# milvus-lite versions cannot share one environment) and runs from .services/ (data and logs).
+# Usage: scripts/services.sh up|down|status|install [s3|s3-b|milvus-a|milvus-b|lite|lite25 ...]
+# Python servers are installed into the git-ignored .venv (Lite 2.5 into .venv-lite25: the two
+# milvus-lite versions cannot share one environment), Garage into the git-ignored .tools (built
+# once by cargo, ~10 min on 2 cores), and everything runs from .services/ (data and logs).
+#
+# S3 keys (local test credentials, not secrets of any real system):
+#   demo    GK706c616e72756e2d64656d6f  read/write/owner on bucket-a and bucket-b (both servers);
+#           Milvus A and B store their binlogs with it; the example plans default to it
+#   only-a  GK6f6e6c792d612d6b65792d31  read/write on bucket-a only (server 9000)
+#   only-b  GK6f6e6c792d622d6b65792d31  read/write on bucket-b only (server 9000)
+#   planted GK706c616e7465642d6b65792d  read/write on bucket-b (server 9000): tests/secrets.rs
+#           plants it and checks that it never shows
+# Each secret is below, beside its key id.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -16,19 +27,43 @@ venv="$root/.venv"
 dir="${PLANRUN_SERVICES_DIR:-$root/.services}"
 py="$venv/bin/python"
 venv25="$root/.venv-lite25"
-all=(s3 milvus-a milvus-b lite lite25)
+tools="$root/.tools"
+garage="$tools/bin/garage"
+all=(s3 s3-b milvus-a milvus-b lite lite25)
+
+demo_key=GK706c616e72756e2d64656d6f
+demo_secret=706c616e72756e2d64656d6f2d7365637265742d6b65792d6e6f742d7265616c
+only_a_key=GK6f6e6c792d612d6b65792d31
+only_a_secret=6f6e6c792d612d7365637265742d6b65792d6e6f742d7265616c2d2d2d2d2d2d
+only_b_key=GK6f6e6c792d622d6b65792d31
+only_b_secret=6f6e6c792d622d7365637265742d6b65792d6e6f742d7265616c2d2d2d2d2d2d
+planted_key=GK706c616e7465642d6b65792d
+planted_secret=706c616e7465642d7365637265742d6e657665722d746f2d62652d73686f776e
 
 log() { printf '[services] %s\n' "$*" >&2; }
 
 install() {
-  if [ -x "$py" ] && "$py" -c 'import milvus, milvus_lite, pymilvus, moto, boto3' 2>/dev/null \
+  if [ -x "$py" ] && "$py" -c 'import milvus, milvus_lite, pymilvus, boto3' 2>/dev/null \
      && [ -x "$venv/bin/milvus-server" ]; then
     return
   fi
-  log "installing milvus==2.3.5, milvus-lite, pymilvus, moto[server], boto3 into $venv"
+  log "installing milvus==2.3.5, milvus-lite, pymilvus, boto3 into $venv"
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check \
-    "milvus==2.3.5" "milvus-lite==3.2.2" "pymilvus" "moto[server]" "boto3"
+    "milvus==2.3.5" "milvus-lite==3.2.2" "pymilvus" "boto3"
+}
+
+# Garage 2.5.0 with only what a single local node needs (sqlite metadata, bundled C libraries):
+# leaving out LMDB, metrics and K2V shortens the build.
+install_garage() {
+  [ -x "$garage" ] && return 0
+  if ! command -v cargo >/dev/null; then
+    log "cargo not found: Garage is built with it; install the Rust toolchain (https://rustup.rs)"
+    return 1
+  fi
+  log "building Garage 2.5.0 into $tools (once; about 10 minutes on 2 cores)"
+  cargo install --quiet garage --locked --version 2.5.0 --no-default-features \
+    --features bundled-libs,sqlite --root "$tools"
 }
 
 # The directory of Lite 2.5's server binary and the libraries it needs beside it.
@@ -94,27 +129,82 @@ c.list_collections()
 EOF
 }
 
-make_buckets() {
-  env -u AWS_CA_BUNDLE "$py" - <<'EOF'
-import boto3
-s3 = boto3.client("s3", endpoint_url="http://127.0.0.1:9000", region_name="us-east-1",
-                  aws_access_key_id="minioadmin", aws_secret_access_key="minioadmin")
-have = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
-for b in ("bucket-a", "bucket-b"):
-    if b not in have:
-        s3.create_bucket(Bucket=b)
+# Set when the S3 server Milvus uses starts without its data (first start, or .services wiped).
+s3_fresh=0
+
+garage_cfg() { # name s3-port rpc-port admin-port
+  local d="$dir/$1"
+  mkdir -p "$d"
+  cat >"$d/garage.toml" <<EOF
+metadata_dir = "$d/meta"
+data_dir = "$d/data"
+db_engine = "sqlite"
+replication_factor = 1
+rpc_bind_addr = "127.0.0.1:$3"
+rpc_public_addr = "127.0.0.1:$3"
+rpc_secret = "$(printf '%064d' "$3")"
+[s3_api]
+s3_region = "us-east-1"
+api_bind_addr = "127.0.0.1:$2"
+root_domain = ".s3.garage.localhost"
+[admin]
+api_bind_addr = "127.0.0.1:$4"
+admin_token = "planrun-local-admin-$1"
 EOF
 }
 
-# moto keeps objects in memory: a newly started S3 server is empty.
-s3_fresh=0
+# What garage_setup gives a node; a node set up by an older version of this script is set up again.
+garage_version="keys-2"
 
-start_s3() {
-  running s3 || { port_open 9000 && { log "port 9000 is taken by another process"; return 1; }; \
-    spawn s3 "$venv/bin/moto_server" -H 127.0.0.1 -p 9000; s3_fresh=1; }
-  wait_for s3 30 port_open 9000
-  make_buckets
+# A node's first start: give it the whole (one-node) layout, the keys and the buckets. Steps
+# already done (a node set up by an older version) fail harmlessly; the checks at the end count.
+garage_setup() { # name
+  local cfg="$dir/$1/garage.toml" node b layout
+  g() { "$garage" -c "$cfg" "$@" >/dev/null 2>&1 || true; }
+  wait_for "$1" 30 "$garage" -c "$cfg" status
+  node=$("$garage" -c "$cfg" node id -q 2>/dev/null); node=${node%%@*}
+  layout=$("$garage" -c "$cfg" layout show 2>/dev/null || true)
+  if ! grep -q "^${node:0:16} " <<<"$layout"; then
+    "$garage" -c "$cfg" layout assign -z dc1 -c 10G "$node" >/dev/null
+    "$garage" -c "$cfg" layout apply --version 1 >/dev/null
+  fi
+  g key import --yes "$demo_key" "$demo_secret" -n demo
+  for b in bucket-a bucket-b; do
+    g bucket create "$b"
+    g bucket allow --read --write --owner "$b" --key demo
+  done
+  if [ "$1" = s3 ]; then
+    g key import --yes "$only_a_key" "$only_a_secret" -n only-a
+    g key import --yes "$only_b_key" "$only_b_secret" -n only-b
+    g key import --yes "$planted_key" "$planted_secret" -n planted
+    g bucket allow --read --write bucket-a --key only-a
+    g bucket allow --read --write bucket-b --key only-b
+    g bucket allow --read --write bucket-b --key planted
+  fi
+  "$garage" -c "$cfg" key info demo >/dev/null && "$garage" -c "$cfg" bucket info bucket-b >/dev/null \
+    || { log "$1: setting up Garage failed; see $dir/logs/$1.log"; return 1; }
+  echo "$garage_version" >"$dir/$1/configured"
 }
+
+start_garage() { # name s3-port rpc-port admin-port
+  local name=$1 p
+  if ! running "$name"; then
+    for p in "$2" "$3" "$4"; do
+      port_open "$p" && { log "port $p is taken by another process"; return 1; }
+    done
+    if [ ! -f "$dir/$name/configured" ]; then
+      rm -rf "${dir:?}/$name"
+      [ "$name" = s3 ] && s3_fresh=1
+    fi
+    garage_cfg "$@"
+    spawn "$name" "$garage" -c "$dir/$name/garage.toml" server
+  fi
+  wait_for "$name" 30 port_open "$2"
+  [ "$(cat "$dir/$name/configured" 2>/dev/null)" = "$garage_version" ] || garage_setup "$name"
+}
+
+start_s3() { start_garage s3 9000 3901 3903; }
+start_s3_b() { start_garage s3-b 9100 3911 3913; }
 
 # A Milvus whose binlogs were in an earlier (now empty) S3 server keeps meta that points at
 # missing objects, and retries reading them forever (a storm of 404s that loads the machine).
@@ -127,6 +217,7 @@ reset_if_stale() { # name
 
 milvus_common=(--extra-config common.storageType=minio
   --extra-config minio.address=127.0.0.1 --extra-config minio.port=9000
+  --extra-config minio.accessKeyID="$demo_key" --extra-config minio.secretAccessKey="$demo_secret"
   --extra-config minio.rootPath=files)
 
 start_milvus_a() {
@@ -184,16 +275,18 @@ up() {
   local want=("$@"); [ ${#want[@]} -gt 0 ] || want=("${all[@]}")
   local w
   for w in "${want[@]}"; do
-    case $w in s3|milvus-a|milvus-b|lite|lite25) ;; *) log "unknown service '$w' (known: ${all[*]})"; return 2;; esac
+    case $w in s3|s3-b|milvus-a|milvus-b|lite|lite25) ;; *) log "unknown service '$w' (known: ${all[*]})"; return 2;; esac
   done
   # The health checks use pymilvus from .venv, so it is installed whatever is started.
   install
   if printf '%s\n' "${want[@]}" | grep -qx lite25; then install_lite25; fi
+  if printf '%s\n' "${want[@]}" | grep -q 's3\|milvus'; then install_garage; fi
   mkdir -p "$dir"
   # Milvus needs its object store first.
   if printf '%s\n' "${want[@]}" | grep -q milvus || printf '%s\n' "${want[@]}" | grep -qx s3; then
     start_s3
   fi
+  if printf '%s\n' "${want[@]}" | grep -qx s3-b; then start_s3_b; fi
   # The launcher takes the first free HTTP port from 9091, so A starts (and binds 9091) before B.
   if printf '%s\n' "${want[@]}" | grep -qx milvus-a; then
     start_milvus_a
@@ -223,7 +316,7 @@ stop_one() {
 }
 
 down() {
-  local want=("$@"); [ ${#want[@]} -gt 0 ] || want=(lite25 lite milvus-b milvus-a s3)
+  local want=("$@"); [ ${#want[@]} -gt 0 ] || want=(lite25 lite milvus-b milvus-a s3-b s3)
   local w; for w in "${want[@]}"; do stop_one "$w"; done
 }
 
@@ -242,6 +335,6 @@ case $cmd in
   up) up "$@" ;;
   down) down "$@" ;;
   status) status "$@" ;;
-  install) install; install_lite25 ;;
-  *) echo "usage: $0 up|down|status|install [s3|milvus-a|milvus-b|lite|lite25 ...]" >&2; exit 2 ;;
+  install) install; install_lite25; install_garage ;;
+  *) echo "usage: $0 up|down|status|install [s3|s3-b|milvus-a|milvus-b|lite|lite25 ...]" >&2; exit 2 ;;
 esac

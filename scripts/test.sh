@@ -9,6 +9,11 @@ fi
 if ! scripts/services.sh status >/dev/null 2>&1; then
   trap 'scripts/services.sh down' EXIT
 fi
+# The servers' installs (pip downloads, the one-time Garage build) run beside the test build.
+scripts/services.sh install &
+installing=$!
+cargo test --locked --no-run
+wait "$installing"
 scripts/services.sh up
 # Milvus on 2 cores is the bottleneck; a few test threads keep it responsive.
 cargo test --locked -- --test-threads "${PLANRUN_TEST_THREADS:-4}" "$@"

@@ -1,9 +1,11 @@
 //! Milvus Lite 2.5 (the C++ core of Milvus 2.5, what `MilvusClient("./milvus.db")` users have):
 //! no GetVersion, no database RPCs, no partitions. planrun connects to it, migrates rows to and
-//! from it (float16/bfloat16 vectors too), and refuses a database it cannot have before anything
-//! is made.
+//! from it (from and to Milvus 2.3.5 and Milvus Lite 3; float16/bfloat16 vectors too), and
+//! refuses a database it cannot have before anything is made.
 
-use crate::rows::{Migration, Server, apply, dry_run, has_collection, milvus_a, pymilvus};
+use crate::rows::{
+    Migration, Server, apply, dry_run, has_collection, lite, milvus_a, milvus_b, pymilvus,
+};
 use crate::support::{self, LITE25, data, ok};
 
 fn lite25() -> Server {
@@ -73,6 +75,22 @@ fn rows_mode_migrates_lite_2_5_to_lite_2_5() {
 fn rows_mode_migrates_milvus_2_3_to_lite_2_5() {
     let coll = support::unique("l25a");
     let from = milvus_a();
+    seed_one_partition(&from, &coll);
+    migrate(&Migration::seeded(from, lite25(), coll));
+}
+
+#[test]
+fn rows_mode_migrates_lite_2_5_to_milvus_2_3() {
+    let coll = support::unique("l25b");
+    let from = lite25();
+    seed_one_partition(&from, &coll);
+    migrate(&Migration::seeded(from, milvus_b(), coll));
+}
+
+#[test]
+fn rows_mode_migrates_lite_3_to_lite_2_5() {
+    let coll = support::unique("l3to25");
+    let from = lite();
     seed_one_partition(&from, &coll);
     migrate(&Migration::seeded(from, lite25(), coll));
 }

@@ -130,7 +130,7 @@ pub(crate) fn milvus_a() -> Server {
     }
 }
 
-fn milvus_b() -> Server {
+pub(crate) fn milvus_b() -> Server {
     Server {
         id: "b",
         uri: MILVUS_B.require().uri(),
@@ -139,7 +139,7 @@ fn milvus_b() -> Server {
     }
 }
 
-fn lite() -> Server {
+pub(crate) fn lite() -> Server {
     Server {
         id: "lite",
         uri: LITE.require().uri(),

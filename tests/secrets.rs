@@ -10,8 +10,10 @@ use assert_cmd::cargo::cargo_bin;
 use crate::support::{self, LITE, MILVUS_B, S3, data, ok};
 
 const PASSWORD: &str = "pw-PLANTED-7f1";
-const KEY_ID: &str = "AKIAPLANTED9Q2";
-const SECRET_KEY: &str = "sk-PLANTED-c4e";
+/// The `planted` key of the first Garage server (scripts/services.sh): Garage enforces keys, so
+/// the planted pair must be a real one that may write bucket-b.
+const KEY_ID: &str = "GK706c616e7465642d6b65792d";
+const SECRET_KEY: &str = "706c616e7465642d7365637265742d6e657665722d746f2d62652d73686f776e";
 
 fn plan_text(state: &Path) -> String {
     format!(

@@ -62,13 +62,18 @@ async fn keys(store: &dyn Storage, prefix: &str) -> Vec<String> {
 }
 
 fn s3_config(name: &str, bucket: &str, endpoint: &str) -> S3Config {
+    s3_config_with(name, bucket, endpoint, support::S3_KEY)
+}
+
+/// A bucket of `endpoint` reached with the key `(id, secret)`.
+fn s3_config_with(name: &str, bucket: &str, endpoint: &str, key: (&str, &str)) -> S3Config {
     S3Config {
         name: name.into(),
         endpoint: Some(endpoint.into()),
         bucket: bucket.into(),
         region: None,
-        access_key_id: Some(Secret::new("minioadmin")),
-        secret_access_key: Some(Secret::new("minioadmin")),
+        access_key_id: Some(Secret::new(key.0)),
+        secret_access_key: Some(Secret::new(key.1)),
         session_token: None,
         path_style: true,
     }
@@ -621,7 +626,7 @@ async fn unreachable_endpoint_names_the_bucket_and_the_address() {
         "{err}"
     );
     // Secrets never reach messages or Debug output.
-    assert!(!format!("{err:?} {store:?}").contains("minioadmin"));
+    assert!(!format!("{err:?} {store:?}").contains(support::S3_KEY.1));
 }
 
 #[tokio::test]
@@ -655,13 +660,10 @@ async fn missing_credentials_say_what_to_set() {
 #[tokio::test]
 async fn s3_on_different_endpoints_streams_in_small_parts() {
     support::S3.require();
+    support::S3_B.require();
     let a = s3("bucket_a", "bucket-a").await;
-    // The same server under another name counts as another endpoint: no server-side copy.
-    let other = s3_config(
-        "bucket_b",
-        "bucket-b",
-        &support::S3.uri().replace("127.0.0.1", "localhost"),
-    );
+    // Another Garage server: no server-side copy is possible, the bytes stream.
+    let other = s3_config("bucket_b", "bucket-b", &support::S3_B.uri());
     let limits = TransferLimits {
         part_size: 5 * MIB as u64,
         ..TransferLimits::default()
@@ -738,4 +740,177 @@ async fn a_source_failing_mid_multipart_aborts_the_upload() {
         pending.uploads().is_empty(),
         "the upload was aborted: {pending:?}"
     );
+}
+
+#[tokio::test]
+async fn wrong_keys_are_refused_and_name_the_bucket_and_its_settings() {
+    let (id, secret) = support::S3_KEY;
+    let wrong_secret = format!("{}0", &secret[..secret.len() - 1]);
+    let unknown_id = "GK000000000000000000000000";
+    for (key, code) in [
+        ((id, wrong_secret.as_str()), "SignatureDoesNotMatch"),
+        ((unknown_id, secret), "InvalidAccessKeyId"),
+    ] {
+        support::S3.require();
+        let config = s3_config_with("bucket_a", "bucket-a", &support::S3.uri(), key);
+        let store = S3Storage::connect(&config).await.unwrap();
+        for err in [
+            store.check().await.unwrap_err(),
+            store.get("k").await.err().unwrap(),
+            store
+                .put_bytes("k", Bytes::from_static(b"x"))
+                .await
+                .unwrap_err(),
+        ] {
+            assert!(matches!(err, StorageError::AccessDenied { .. }), "{err:?}");
+            let msg = err.to_string();
+            assert!(
+                msg.contains("bucket `bucket_a`")
+                    && msg.contains("check the credentials in `buckets.bucket_a`"),
+                "{msg}"
+            );
+            assert!(
+                !msg.contains(secret) && !msg.contains(&wrong_secret),
+                "{msg}"
+            );
+        }
+        // Nothing was written with the wrong key.
+        let good = s3("bucket_a", "bucket-a").await;
+        assert!(good.head("k").await.unwrap().is_none(), "{code}");
+    }
+}
+
+#[tokio::test]
+async fn a_destination_key_that_may_not_read_the_source_streams_the_copy_and_says_why() {
+    support::S3.require();
+    let uri = support::S3.uri();
+    let a = S3Storage::connect(&s3_config_with(
+        "bucket_a",
+        "bucket-a",
+        &uri,
+        support::ONLY_A_KEY,
+    ))
+    .await
+    .unwrap();
+    let b = S3Storage::connect(&s3_config_with(
+        "bucket_b",
+        "bucket-b",
+        &uri,
+        support::ONLY_B_KEY,
+    ))
+    .await
+    .unwrap();
+    assert!(
+        b.same_endpoint(&a),
+        "one server: a server-side copy is tried first"
+    );
+    // The key of bucket_b may not read bucket_a.
+    let b_key_on_a = S3Storage::connect(&s3_config_with(
+        "a_as_b",
+        "bucket-a",
+        &uri,
+        support::ONLY_B_KEY,
+    ))
+    .await
+    .unwrap();
+    assert!(matches!(
+        b_key_on_a.list("").try_collect::<Vec<_>>().await,
+        Err(StorageError::AccessDenied { .. })
+    ));
+    let key = format!("{}/obj", support::unique("refused"));
+    let body = data(3 * MIB + 11, 61);
+    a.put_bytes(&key, body.clone()).await.unwrap();
+
+    let report = copy_object(&a, &key, &b, &key, &|_| {}).await.unwrap();
+    assert!(!report.server_side);
+    assert_eq!(report.bytes_transferred, body.len() as u64);
+    let why = report.refused.expect("the refusal is reported");
+    assert!(why.contains("access denied"), "{why}");
+    assert_eq!(read_all(&b, &key).await, body.to_vec());
+    assert_eq!(report.dst.md5.as_deref(), Some(md5_of(&body).as_str()));
+
+    // With one key allowed on both buckets the same copy is server-side.
+    let both = s3("bucket_b", "bucket-b").await;
+    let again = format!("{key}.2");
+    let report = copy_object(&a, &key, &both, &again, &|_| {}).await.unwrap();
+    assert!(report.server_side && report.refused.is_none());
+    assert_eq!(report.bytes_transferred, 0);
+}
+
+#[tokio::test]
+async fn a_server_side_copy_is_pinned_to_the_version_that_was_looked_at() {
+    let a = s3("bucket_a", "bucket-a").await;
+    let b = s3("bucket_b", "bucket-b").await;
+    let key = format!("{}/obj", support::unique("if_match"));
+    a.put_bytes(&key, data(1000, 1)).await.unwrap();
+    let seen = a.head(&key).await.unwrap().unwrap();
+    // The object changes between the look and the copy.
+    a.put_bytes(&key, data(1000, 2)).await.unwrap();
+    let err = b.copy_from(&a, &seen, &key).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("the source object changed during the copy"),
+        "{err}"
+    );
+    assert!(b.head(&key).await.unwrap().is_none(), "nothing was copied");
+    // Looked at again, the copy goes through and holds the new bytes.
+    let now = a.head(&key).await.unwrap().unwrap();
+    let copied = b.copy_from(&a, &now, &key).await.unwrap();
+    assert_eq!(copied.md5, now.md5);
+    assert_eq!(read_all(&b, &key).await, data(1000, 2).to_vec());
+}
+
+#[tokio::test]
+async fn the_copy_step_says_when_the_keys_force_a_streamed_copy() {
+    support::S3.require();
+    let uri = support::S3.uri();
+    let a = S3Storage::connect(&s3_config_with(
+        "bucket_a",
+        "bucket-a",
+        &uri,
+        support::ONLY_A_KEY,
+    ))
+    .await
+    .unwrap();
+    let prefix = support::unique("keys");
+    for i in 0..3 {
+        a.put_bytes(&format!("{prefix}/f{i}"), data(100 + i, i as u64))
+            .await
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = |name: &str, bucket: &str, key: (&str, &str)| {
+        format!(
+            "[buckets.{name}]\ntype = \"s3\"\nendpoint = \"{uri}\"\nbucket = \"{bucket}\"\n\
+             region = \"us-east-1\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
+            key.0, key.1
+        )
+    };
+    let plan = format!(
+        "version = 1\nname = \"keys\"\n{}{}\n[steps.copy]\ntype = \"copy\"\n\
+         from = \"bucket_a:{prefix}\"\nto = \"bucket_b:{prefix}\"\n\n[settings]\nstate_dir = \"{}\"\n",
+        bucket("bucket_a", "bucket-a", support::ONLY_A_KEY),
+        bucket("bucket_b", "bucket-b", support::ONLY_B_KEY),
+        dir.path().join("state").display()
+    );
+    let path = dir.path().join("keys.toml");
+    std::fs::write(&path, plan).unwrap();
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("planrun"))
+        .args(["apply", "--yes", path.to_str().unwrap()])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(
+            "the server would not copy from bucket `bucket_a` into bucket `bucket_b` itself"
+        ) && err.contains("let the key of `bucket_b` read `bucket_a`"),
+        "{err}"
+    );
+    assert_eq!(err.matches("would not copy").count(), 1, "said once: {err}");
+    assert!(err.contains("0 copied server-side, 3 streamed"), "{err}");
+    assert!(!err.contains(support::ONLY_B_KEY.1), "{err}");
+    let b = s3("bucket_b", "bucket-b").await;
+    assert_eq!(keys(&b, &format!("{prefix}/")).await.len(), 3);
 }

@@ -76,7 +76,10 @@ fn payloads(data: &Bytes) -> Result<Vec<Bytes>, String> {
         let next = u32_at(at + 13)? as usize;
         let end = at + len;
         if len < HEADER || end > data.len() || next <= at {
-            return Err(format!("an event at byte {at} claims {len} bytes of {}", data.len()));
+            return Err(format!(
+                "an event at byte {at} claims {len} bytes of {}",
+                data.len()
+            ));
         }
         if kind != DESCRIPTOR {
             // Data events carry start and end timestamps before their payload.
@@ -132,9 +135,10 @@ fn delete_record(s: &str) -> Result<(Pk, u64), String> {
         let r: Record = serde_json::from_str(s).map_err(|e| format!("delete record {s:?}: {e}"))?;
         let pk = match r.pk {
             serde_json::Value::String(s) => Pk::Str(s),
-            serde_json::Value::Number(n) => {
-                Pk::Int(n.as_i64().ok_or_else(|| format!("delete record {s:?}: key {n}"))?)
-            }
+            serde_json::Value::Number(n) => Pk::Int(
+                n.as_i64()
+                    .ok_or_else(|| format!("delete record {s:?}: key {n}"))?,
+            ),
             other => return Err(format!("delete record {s:?}: key {other}")),
         };
         return Ok((pk, r.ts));
@@ -143,9 +147,13 @@ fn delete_record(s: &str) -> Result<(Pk, u64), String> {
     let (pk, ts) = s
         .rsplit_once(',')
         .ok_or_else(|| format!("delete record {s:?} is neither JSON nor `pk,ts`"))?;
-    let ts = ts.parse().map_err(|_| format!("delete record {s:?}: timestamp"))?;
+    let ts = ts
+        .parse()
+        .map_err(|_| format!("delete record {s:?}: timestamp"))?;
     Ok((
-        pk.parse().map(Pk::Int).unwrap_or_else(|_| Pk::Str(pk.to_string())),
+        pk.parse()
+            .map(Pk::Int)
+            .unwrap_or_else(|_| Pk::Str(pk.to_string())),
         ts,
     ))
 }
@@ -239,7 +247,8 @@ mod tests {
         d.add_log(&deltas).unwrap();
         // `a` deleted after its insert; `c` deleted at its own timestamp (an upsert) stays.
         assert_eq!(
-            d.live(column(&keys).unwrap(), column(&ts).unwrap()).unwrap(),
+            d.live(column(&keys).unwrap(), column(&ts).unwrap())
+                .unwrap(),
             2
         );
     }

@@ -91,6 +91,9 @@ pub async fn run(ctx: &StepCtx, step: &CopyStep) -> Result<String> {
     let existing = listing(dst.as_ref(), &step.to.path).await?;
 
     let (prefix, existing) = (prefix.as_str(), &existing);
+    // Said once per step: the same keys are refused for every object.
+    let refused_said = std::sync::atomic::AtomicBool::new(false);
+    let refused_said = &refused_said;
     let outcomes: Vec<Outcome> = futures::stream::iter(objects.clone())
         .map(|o: ObjectMeta| {
             let (src, dst) = (src.clone(), dst.clone());
@@ -109,6 +112,22 @@ pub async fn run(ctx: &StepCtx, step: &CopyStep) -> Result<String> {
                         let _slot = ctx.res.copies.acquire().await.expect("never closed");
                         let r = storage::copy_listed(src.as_ref(), o, dst.as_ref(), &to, &|_| {})
                             .await?;
+                        if let Some(why) = &r.refused
+                            && !refused_said.swap(true, std::sync::atomic::Ordering::Relaxed)
+                        {
+                            ctx.events.warn(
+                                &ctx.step,
+                                format!(
+                                    "the server would not copy from bucket `{}` into bucket `{}` \
+                                     itself ({why}), so objects stream through planrun; to copy \
+                                     server-side, let the key of `{}` read `{}`",
+                                    step.from.bucket,
+                                    step.to.bucket,
+                                    step.to.bucket,
+                                    step.from.bucket
+                                ),
+                            );
+                        }
                         Ok(if r.server_side {
                             Outcome::ServerSide
                         } else {

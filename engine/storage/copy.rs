@@ -19,6 +19,8 @@ pub struct CopyReport {
     pub server_side: bool,
     /// Bytes that passed through planrun; 0 for a server-side copy.
     pub bytes_transferred: u64,
+    /// Why the server would not copy between these buckets of one endpoint, so the bytes streamed.
+    pub refused: Option<String>,
 }
 
 /// Copies `src_key` of `src` to `dst_key` of `dst` and verifies the result: the size always, the
@@ -44,11 +46,13 @@ pub async fn copy_object(
         .head(src_key)
         .await?
         .ok_or_else(|| StorageError::not_found(src.place(), src_key))?;
-    if let Some(report) = server_side(src, &meta, true, dst, dst_key, on_bytes).await? {
-        return Ok(report);
-    }
+    let refused = match server_side(src, &meta, true, dst, dst_key, on_bytes).await? {
+        Attempt::Done(report) => return Ok(report),
+        Attempt::Stream(refused) => refused,
+    };
     let body = src.get(src_key).await?;
-    stream_copy(src, &meta, body, dst, dst_key, on_bytes).await
+    let report = stream_copy(src, &meta, body, dst, dst_key, on_bytes).await?;
+    Ok(CopyReport { refused, ..report })
 }
 
 /// [`copy_object`] for an object that a [`Storage::list`] of `src` just returned: the listing
@@ -63,14 +67,23 @@ pub async fn copy_listed(
     dst_key: &str,
     on_bytes: &(dyn Fn(u64) + Send + Sync),
 ) -> Result<CopyReport, StorageError> {
-    if let Some(report) = server_side(src, listed, false, dst, dst_key, on_bytes).await? {
-        return Ok(report);
-    }
+    let refused = match server_side(src, listed, false, dst, dst_key, on_bytes).await? {
+        Attempt::Done(report) => return Ok(report),
+        Attempt::Stream(refused) => refused,
+    };
     let (meta, body) = src.get_with_meta(&listed.key).await?;
-    stream_copy(src, &meta, body, dst, dst_key, on_bytes).await
+    let report = stream_copy(src, &meta, body, dst, dst_key, on_bytes).await?;
+    Ok(CopyReport { refused, ..report })
 }
 
-/// The server-side copy when both stores are buckets of one S3 endpoint; `None` when the bytes
+/// What the server-side attempt came to.
+enum Attempt {
+    Done(CopyReport),
+    /// Stream the bytes instead; with the server's refusal when it refused.
+    Stream(Option<String>),
+}
+
+/// The server-side copy when both stores are buckets of one S3 endpoint; `Stream` when the bytes
 /// must stream instead (another server, or credentials that may not read the source). `meta`
 /// comes from a HEAD (`from_head`) or a listing, whose MD5 is only trusted when the copy's
 /// ETag confirms it.
@@ -81,21 +94,22 @@ async fn server_side(
     dst: &dyn Storage,
     dst_key: &str,
     on_bytes: &(dyn Fn(u64) + Send + Sync),
-) -> Result<Option<CopyReport>, StorageError> {
+) -> Result<Attempt, StorageError> {
     let src_key = meta.key.as_str();
     let (Some(s3_src), Some(s3_dst)) = (src.as_s3(), dst.as_s3()) else {
-        return Ok(None);
+        return Ok(Attempt::Stream(None));
     };
     if !s3_dst.same_endpoint(s3_src) {
-        return Ok(None);
+        return Ok(Attempt::Stream(None));
     }
     // S3 refuses to copy an object onto itself; it is already where it should be.
     if s3_src.bucket() == s3_dst.bucket() && src_key == dst_key {
         on_bytes(meta.size);
-        return Ok(Some(CopyReport {
+        return Ok(Attempt::Done(CopyReport {
             dst: meta.clone(),
             server_side: true,
             bytes_transferred: 0,
+            refused: None,
         }));
     }
     tracing::debug!(
@@ -116,7 +130,7 @@ async fn server_side(
                 error = %e,
                 "server-side copy refused; streaming the object through planrun instead"
             );
-            return Ok(None);
+            return Ok(Attempt::Stream(Some(e.to_string())));
         }
         Err(e) => return Err(e),
     };
@@ -158,10 +172,11 @@ async fn server_side(
     // After UploadPartCopy the destination's ETag is no MD5, but its bytes are the source's,
     // whose MD5 we know.
     let md5 = copied.md5.clone().or(meta.md5.clone());
-    Ok(Some(CopyReport {
+    Ok(Attempt::Done(CopyReport {
         dst: ObjectMeta { md5, ..copied },
         server_side: true,
         bytes_transferred: 0,
+        refused: None,
     }))
 }
 
@@ -264,6 +279,7 @@ async fn stream_copy(
         dst: written,
         server_side: false,
         bytes_transferred: bytes,
+        refused: None,
     })
 }
 

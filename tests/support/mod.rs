@@ -14,6 +14,25 @@ pub const S3: Service = Service {
     name: "s3",
     port: 9000,
 };
+/// A second, separate Garage server: another S3 endpoint, with the same buckets and demo key.
+pub const S3_B: Service = Service {
+    name: "s3-b",
+    port: 9100,
+};
+/// The Garage servers' demo key: read, write and owner on bucket-a and bucket-b.
+pub const S3_KEY: (&str, &str) = (
+    "GK706c616e72756e2d64656d6f",
+    "706c616e72756e2d64656d6f2d7365637265742d6b65792d6e6f742d7265616c",
+);
+/// Keys of the first Garage server that may read and write only bucket-a, only bucket-b.
+pub const ONLY_A_KEY: (&str, &str) = (
+    "GK6f6e6c792d612d6b65792d31",
+    "6f6e6c792d612d7365637265742d6b65792d6e6f742d7265616c2d2d2d2d2d2d",
+);
+pub const ONLY_B_KEY: (&str, &str) = (
+    "GK6f6e6c792d622d6b65792d31",
+    "6f6e6c792d622d7365637265742d6b65792d6e6f742d7265616c2d2d2d2d2d2d",
+);
 pub const MILVUS_A: Service = Service {
     name: "milvus-a",
     port: 19530,
@@ -129,16 +148,16 @@ type = "s3"
 endpoint = "http://127.0.0.1:9000"
 bucket = "bucket-a"
 region = "us-east-1"
-access_key_id = "minioadmin"
-secret_access_key = "minioadmin"
+access_key_id = "GK706c616e72756e2d64656d6f"
+secret_access_key = "706c616e72756e2d64656d6f2d7365637265742d6b65792d6e6f742d7265616c"
 
 [buckets.bucket_b]
 type = "s3"
 endpoint = "http://127.0.0.1:9000"
 bucket = "bucket-b"
 region = "us-east-1"
-access_key_id = "minioadmin"
-secret_access_key = "minioadmin"
+access_key_id = "GK706c616e72756e2d64656d6f"
+secret_access_key = "706c616e72756e2d64656d6f2d7365637265742d6b65792d6e6f742d7265616c"
 "#;
 
 /// Seeds a small collection on `server` (200 rows, one partition, one segment, no deletes; `extra`

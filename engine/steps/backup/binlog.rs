@@ -265,7 +265,13 @@ async fn snapshot(
         let held = snap.info.planrun_row_count.unwrap_or(0);
         match counted {
             Some(c) if c != held && attempt < SNAPSHOT_ATTEMPTS => {
-                tracing::info!(collection = name, counted = c, held, attempt, "snapshot retaken");
+                tracing::info!(
+                    collection = name,
+                    counted = c,
+                    held,
+                    attempt,
+                    "snapshot retaken"
+                );
                 attempt += 1;
                 tokio::time::sleep(SNAPSHOT_PAUSE).await;
             }

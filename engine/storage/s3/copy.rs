@@ -12,7 +12,7 @@ impl S3Storage {
     /// here: CopyObject up to `copy_threshold`, UploadPartCopy above. Sent with this store's
     /// credentials, which must be allowed to read the source. Returns the destination as a HEAD
     /// sees it (or as CopyObject's answer tells it, when that proves the source's MD5).
-    pub(crate) async fn copy_from(
+    pub async fn copy_from(
         &self,
         src: &S3Storage,
         src_meta: &ObjectMeta,
