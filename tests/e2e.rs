@@ -154,13 +154,25 @@ impl Scenario {
     }
 }
 
+/// Where the JSON event `event` of step `step` is in `err`.
+fn event_at(err: &str, event: &str, step: &str) -> usize {
+    let needle = format!("{{\"event\":\"{event}\",\"step\":\"{step}\"");
+    err.find(&needle)
+        .unwrap_or_else(|| panic!("no {needle} in {err}"))
+}
+
 #[test]
 fn migrate_backup_copy_restore_end_to_end() {
     let s = Scenario::new("migrate.toml");
-    let out = planrun(&["apply", "--yes", s.plan_path()]);
+    let out = planrun(&["apply", "--yes", "--progress", "json", s.plan_path()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("Apply complete: 3 of 3 steps done"), "{err}");
+    // Pipelined (the default): the copy and the restore start while the backup still runs.
+    assert!(
+        event_at(&err, "step_started", "restore") < event_at(&err, "step_finished", "backup"),
+        "{err}"
+    );
     s.assert_restored();
 
     // A second apply of the finished plan does nothing and says so.
@@ -186,15 +198,22 @@ fn migrate_backup_copy_restore_end_to_end() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("already exists on `milvus_b`"), "{err}");
-    let plan = plan.replace(
-        "suffix = \"_bak\"",
-        "suffix = \"_bak\"\non_conflict = \"drop\"",
-    );
+    // Not pipelined this time: each step waits for the whole step before it.
+    let plan = plan
+        .replace(
+            "suffix = \"_bak\"",
+            "suffix = \"_bak\"\non_conflict = \"drop\"",
+        )
+        .replace("[settings]\n", "[settings]\npipeline = false\n");
     std::fs::write(&s.plan, &plan).unwrap();
-    let out = planrun(&["apply", "--yes", s.plan_path()]);
+    let out = planrun(&["apply", "--yes", "--progress", "json", s.plan_path()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("dropping existing"), "{err}");
+    assert!(
+        event_at(&err, "step_started", "restore") > event_at(&err, "step_finished", "copy"),
+        "{err}"
+    );
     s.assert_restored();
     for b in ["bucket-a", "bucket-b"] {
         data(&[

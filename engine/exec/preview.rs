@@ -163,6 +163,31 @@ pub async fn preview(
                 tasks: tasks.as_ref(),
             };
             steps::preview(&mut look, &step.kind, &mut p).await;
+            // The order apply keeps: which collections this step takes before the steps it
+            // needs have ended.
+            let feeders: Vec<String> = compiled
+                .dag
+                .dependencies(id)
+                .into_iter()
+                .filter(|d| {
+                    plan.steps
+                        .iter()
+                        .any(|s| s.id == *d && steps::publishes(&s.kind))
+                })
+                .map(|d| format!("`{d}`"))
+                .collect();
+            if plan.settings.pipeline
+                && steps::pipelines(&step.kind)
+                && !feeders.is_empty()
+                && p.action != "done"
+            {
+                p.changes.push(format!(
+                    "~ pipelined: starts on each collection as soon as {} finished it (binlog \
+                     backups read where they are written; settings.pipeline = false waits for \
+                     the whole step)",
+                    feeders.join(" and ")
+                ));
+            }
         }
         // One cause seen by two checks (a missing bucket, also met by the existing-backup
         // check) is one conflict.

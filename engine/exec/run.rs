@@ -17,6 +17,7 @@ use crate::plan::Compiled;
 use crate::steps::{
     self,
     ctx::{Resources, StepCtx, StepError},
+    feed::{Ended, Feed},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -168,6 +169,12 @@ pub async fn apply(
         Partial,
     }
     let mut state: HashMap<String, St> = order.iter().map(|id| (id.clone(), St::Pending)).collect();
+    // Every step publishes the collections it finishes here, for steps that start before it ends.
+    let feeds: HashMap<String, Arc<Feed>> = order
+        .iter()
+        .map(|id| (id.clone(), Arc::new(Feed::default())))
+        .collect();
+    let pipeline = plan.settings.pipeline;
     let mut set: JoinSet<(String, Result<String, StepError>, bool)> = JoinSet::new();
     let mut stop = false;
     let mut interrupted = false;
@@ -183,6 +190,7 @@ pub async fn apply(
                     .any(|d| matches!(state[d], St::Failed | St::Skipped))
             {
                 state.insert(id.clone(), St::Skipped);
+                feeds[id].end(Ended::Failed);
                 let why: Vec<&String> = deps[id]
                     .iter()
                     .filter(|d| matches!(state[*d], St::Failed | St::Skipped))
@@ -198,14 +206,23 @@ pub async fn apply(
                 if set.len() >= limit {
                     break;
                 }
-                if state[id] != St::Pending
-                    || !deps[id]
-                        .iter()
-                        .all(|d| matches!(state[d], St::Done | St::Partial))
-                {
+                let ended = |d: &String| matches!(state[d], St::Done | St::Partial);
+                // A copy or restore may start on what a running backup or copy publishes.
+                let feeding =
+                    |d: &String| state[d] == St::Running && steps::publishes(&steps[d].kind);
+                let ready = deps[id].iter().all(ended)
+                    || (pipeline
+                        && steps::pipelines(&steps[id].kind)
+                        && deps[id].iter().all(|d| ended(d) || feeding(d)));
+                if state[id] != St::Pending || !ready {
                     continue;
                 }
-                let partial_input = deps[id].iter().any(|d| state[d] == St::Partial);
+                let partial_at_start = deps[id].iter().any(|d| state[d] == St::Partial);
+                let upstream: Vec<(String, Arc<Feed>)> = deps[id]
+                    .iter()
+                    .filter(|d| state[*d] == St::Running)
+                    .map(|d| (d.clone(), feeds[d].clone()))
+                    .collect();
                 let done_key = format!("{id}/@done");
                 if let Some(summary) = tasks.done::<String>(&done_key)? {
                     state.insert(id.clone(), St::Done);
@@ -224,6 +241,8 @@ pub async fn apply(
                     events: events.clone(),
                     res: res.clone(),
                     cancel: cancel.clone(),
+                    feed: feeds[id].clone(),
+                    upstream,
                 };
                 events.send(Event::StepStarted {
                     step: id.clone(),
@@ -231,6 +250,7 @@ pub async fn apply(
                 });
                 set.spawn(async move {
                     let r = steps::run(&ctx, &step.kind).await;
+                    let partial_input = partial_at_start || ctx.upstream_partial();
                     // Lazily recorded object copies reach the disk whatever the outcome.
                     let synced = ctx.tasks.sync().await;
                     let r = match r.and_then(|s| synced.map(|_| s).map_err(StepError::from)) {
@@ -257,6 +277,14 @@ pub async fn apply(
                 let (id, r, partial_input) = joined.unwrap_or_else(|e| {
                     (String::from("?"), Err(StepError::Failed(format!("step task panicked: {e}"))), false)
                 });
+                if let Some(feed) = feeds.get(&id) {
+                    feed.end(match &r {
+                        Ok(_) if partial_input => Ended::Partial,
+                        Ok(_) => Ended::Done,
+                        Err(StepError::Partial { .. }) => Ended::Partial,
+                        Err(_) => Ended::Failed,
+                    });
+                }
                 match r {
                     Ok(summary) if partial_input => {
                         state.insert(id.clone(), St::Partial);
@@ -277,6 +305,10 @@ pub async fn apply(
                         let msg = e.to_string();
                         failure.get_or_insert(format!("step `{id}`: {msg}"));
                         events.send(Event::StepFailed { step: id, error: msg });
+                    }
+                    Err(StepError::Upstream(reason)) => {
+                        state.insert(id.clone(), St::Skipped);
+                        events.send(Event::StepSkipped { step: id, reason });
                     }
                     Err(StepError::Interrupted) => {
                         state.insert(id.clone(), St::Skipped);

@@ -40,6 +40,9 @@ pub struct Settings {
     pub copies: usize,
     /// How many times a failed operation that may succeed later is retried (default 5).
     pub retries: u32,
+    /// Whether a copy or restore starts on each collection as soon as the step before it has
+    /// finished that collection, instead of waiting for the whole step (default true).
+    pub pipeline: bool,
     /// Where run state is kept (default `.planrun` next to the plan file); absolute.
     pub state_dir: PathBuf,
 }

@@ -124,6 +124,9 @@ pub struct RawSettings {
     pub copies: Option<Sp<u64>>,
     /// How many times an operation that may succeed later is retried. Default 5.
     pub retries: Option<Sp<u64>>,
+    /// Start a copy or restore on each collection as soon as the step before it (a backup, a
+    /// copy) has finished that collection, instead of after the whole step. Default true.
+    pub pipeline: Option<Sp<bool>>,
     /// Where run state is kept, relative to the plan file. Default `.planrun`.
     pub state_dir: Option<Sp<String>>,
 }

@@ -1,13 +1,16 @@
 //! The `copy` step: every object under one location into another, skipping what is already there.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::{StreamExt, TryStreamExt};
 
 use super::ctx::{Look, Produced, Result, StepCtx, StepError, StepPreview, fail};
+use super::feed::Unit;
 use crate::format::meta;
 use crate::plan::{BucketKind, CopyStep, Location, Plan};
-use crate::storage::{self, ObjectMeta, Storage};
+use crate::storage::{self, ObjectMeta, Storage, StorageError};
 use crate::text::human_bytes;
 
 /// The refusal both the preview and apply make of a damaged backup: when `from` holds a backup,
@@ -75,6 +78,9 @@ fn empty_source(step: &CopyStep) -> String {
 pub async fn run(ctx: &StepCtx, step: &CopyStep) -> Result<String> {
     let src = ctx.res.storage(&step.from.bucket).await?;
     let dst = ctx.res.storage(&step.to.bucket).await?;
+    // Said once per step: the same keys are refused for every object.
+    let refused_said = &AtomicBool::new(false);
+    pipelined(ctx, step, &src, &dst, refused_said).await?;
     let prefix = dir_prefix(&step.from.path);
     let objects: Vec<ObjectMeta> = src.list(&prefix).try_collect().await?;
     if objects.is_empty() {
@@ -91,16 +97,12 @@ pub async fn run(ctx: &StepCtx, step: &CopyStep) -> Result<String> {
     let existing = listing(dst.as_ref(), &step.to.path).await?;
 
     let (prefix, existing) = (prefix.as_str(), &existing);
-    // Said once per step: the same keys are refused for every object.
-    let refused_said = std::sync::atomic::AtomicBool::new(false);
-    let refused_said = &refused_said;
     let outcomes: Vec<Outcome> = futures::stream::iter(objects.clone())
         .map(|o: ObjectMeta| {
             let (src, dst) = (src.clone(), dst.clone());
             async move {
                 let o = &o;
                 let rel = &o.key[prefix.len()..];
-                let to = step.to.join(rel);
                 let (outcome, earlier) = ctx
                     .once_lazy(&format!("obj/{rel}"), || async {
                         // Present with the same size and checksum: nothing to move.
@@ -109,34 +111,12 @@ pub async fn run(ctx: &StepCtx, step: &CopyStep) -> Result<String> {
                         {
                             return Ok(Outcome::Present);
                         }
-                        let _slot = ctx.res.copies.acquire().await.expect("never closed");
-                        let r = storage::copy_listed(src.as_ref(), o, dst.as_ref(), &to, &|_| {})
-                            .await?;
-                        if let Some(why) = &r.refused
-                            && !refused_said.swap(true, std::sync::atomic::Ordering::Relaxed)
-                        {
-                            ctx.events.warn(
-                                &ctx.step,
-                                format!(
-                                    "the server would not copy from bucket `{}` into bucket `{}` \
-                                     itself ({why}), so objects stream through planrun; to copy \
-                                     server-side, let the key of `{}` read `{}`",
-                                    step.from.bucket,
-                                    step.to.bucket,
-                                    step.to.bucket,
-                                    step.from.bucket
-                                ),
-                            );
-                        }
-                        Ok(if r.server_side {
-                            Outcome::ServerSide
-                        } else {
-                            Outcome::Streamed(r.bytes_transferred)
-                        })
+                        copy_one(ctx, step, &src, &dst, o, rel, refused_said).await
                     })
                     .await?;
                 ctx.events.progress(&ctx.step, 1, o.size);
-                // Copied by an earlier, interrupted apply of this run: nothing moved now.
+                // Copied by an earlier, interrupted apply of this run (or by the pipelined
+                // copies above): nothing moved now.
                 Ok::<_, StepError>(if earlier { Outcome::Present } else { outcome })
             }
         })
@@ -165,6 +145,93 @@ pub async fn run(ctx: &StepCtx, step: &CopyStep) -> Result<String> {
         outcomes.len() - server - present,
         human_bytes(streamed),
     ))
+}
+
+/// Copies each collection a running backup (or copy) publishes at `from`, as it comes, and
+/// publishes it again at `to` for the steps after this one. The whole pass that follows skips
+/// by their records the objects copied here. A rows backup's files are left to that pass.
+async fn pipelined(
+    ctx: &StepCtx,
+    step: &CopyStep,
+    src: &Arc<dyn Storage>,
+    dst: &Arc<dyn Storage>,
+    refused_said: &AtomicBool,
+) -> Result<()> {
+    let prefix = dir_prefix(&step.from.path);
+    let prefix = prefix.as_str();
+    ctx.pipelined(&step.from, |unit: Unit| async move {
+        if !unit.backup.format.is_empty() {
+            return Ok(());
+        }
+        let rels: Vec<String> = unit
+            .backup
+            .collection_backups
+            .iter()
+            .flat_map(|c| &c.partition_backups)
+            .flat_map(|p| &p.segment_backups)
+            .flat_map(|s| s.files())
+            .map(|(rel, _, _)| step.from.join(&rel)[prefix.len()..].to_string())
+            .collect();
+        futures::stream::iter(rels)
+            .map(|rel| async move {
+                let key = format!("{prefix}{rel}");
+                ctx.once_lazy(&format!("obj/{rel}"), || async {
+                    let o = src
+                        .head(&key)
+                        .await?
+                        .ok_or_else(|| StorageError::not_found(src.place(), &key))?;
+                    copy_one(ctx, step, src, dst, &o, &rel, refused_said).await
+                })
+                .await
+                .map(|_| ())
+            })
+            .buffer_unordered(ctx.concurrency() * 4)
+            .try_collect::<Vec<()>>()
+            .await?;
+        for c in &unit.backup.collection_backups {
+            ctx.events.unit(
+                &ctx.step,
+                &format!("{}.{}", c.db_name, c.collection_name),
+                None,
+            );
+        }
+        ctx.publish(&step.to, unit.backup);
+        Ok(())
+    })
+    .await
+}
+
+/// One object from `from` to `to` (`rel` below both), server-side where the server allows it.
+async fn copy_one(
+    ctx: &StepCtx,
+    step: &CopyStep,
+    src: &Arc<dyn Storage>,
+    dst: &Arc<dyn Storage>,
+    o: &ObjectMeta,
+    rel: &str,
+    refused_said: &AtomicBool,
+) -> Result<Outcome> {
+    let _slot = ctx.res.copies.acquire().await.expect("never closed");
+    let r =
+        storage::copy_listed(src.as_ref(), o, dst.as_ref(), &step.to.join(rel), &|_| {}).await?;
+    if let Some(why) = &r.refused
+        && !refused_said.swap(true, Ordering::Relaxed)
+    {
+        ctx.events.warn(
+            &ctx.step,
+            format!(
+                "the server would not copy from bucket `{}` into bucket `{}` itself ({why}), \
+                 so objects stream through planrun; to copy server-side, let the key of `{}` \
+                 read `{}`",
+                step.from.bucket, step.to.bucket, step.to.bucket, step.from.bucket
+            ),
+        );
+    }
+    Ok(if r.server_side {
+        Outcome::ServerSide
+    } else {
+        Outcome::Streamed(r.bytes_transferred)
+    })
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

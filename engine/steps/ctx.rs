@@ -16,6 +16,7 @@ use crate::format::FormatError;
 use crate::format::meta::BackupInfo;
 use crate::milvus::{MilvusClient, MilvusConfig, MilvusError};
 use crate::plan::{BucketKind, Location, Plan};
+use crate::steps::feed::{Ended, Feed, Unit};
 use crate::storage::{self, LocalConfig, S3Config, Storage, StorageConfig, StorageError};
 
 /// Why a step failed. Messages name the step's instance, bucket, collection or key and what to do.
@@ -33,6 +34,10 @@ pub enum StepError {
     Failed(String),
     #[error("interrupted")]
     Interrupted,
+    /// A step it needs did not finish; it stopped after what it had done with that step's
+    /// finished collections (pipelining). Reported as skipped, as if it had not started.
+    #[error("{0}")]
+    Upstream(String),
     /// Some collections failed, the others finished: what depends on the finished ones may go on.
     #[error("{} of the step's collections failed: {}", failed.len(), failed.iter().map(|(u, why)| format!("`{u}`: {why}")).collect::<Vec<_>>().join("; "))]
     Partial {
@@ -220,9 +225,72 @@ pub struct StepCtx {
     pub events: Events,
     pub res: Arc<Resources>,
     pub cancel: CancellationToken,
+    /// Where this step publishes each collection it finishes, for the steps after it.
+    pub feed: Arc<Feed>,
+    /// The steps this one needs that were still running when it started, with their feeds.
+    pub upstream: Vec<(String, Arc<Feed>)>,
 }
 
 impl StepCtx {
+    /// Publishes a finished collection, a backup of it alone at `at`, to the steps after this one.
+    pub fn publish(&self, at: &Location, backup: BackupInfo) {
+        self.feed.push(Unit {
+            at: at.clone(),
+            backup,
+        });
+    }
+
+    /// Runs `work` on each collection the running steps this one needs publish at `at`, as they
+    /// come and `settings.collections` at a time, until those steps end. `Err` when one of them
+    /// did not finish (what `work` did is recorded and stays done), or when the run is
+    /// interrupted. Nothing to wait for when every step it needs had ended before it started.
+    pub async fn pipelined<F, Fut>(&self, at: &Location, work: F) -> Result<()>
+    where
+        F: Fn(Unit) -> Fut,
+        Fut: Future<Output = Result<()>>,
+    {
+        use futures::StreamExt;
+        let streams = self.upstream.iter().map(|(_, feed)| {
+            futures::stream::unfold((feed.clone(), 0usize), |(feed, seen)| {
+                let cancel = self.cancel.clone();
+                async move {
+                    let units = feed.next(seen, &cancel).await?;
+                    let seen = seen + units.len();
+                    Some((futures::stream::iter(units), (feed, seen)))
+                }
+            })
+            .flatten()
+            .boxed()
+        });
+        let n = self.res.plan.settings.collections.max(1);
+        let results: Vec<Result<()>> = futures::stream::select_all(streams)
+            .filter(|u| futures::future::ready(u.at == *at))
+            .map(&work)
+            .buffer_unordered(n)
+            .collect()
+            .await;
+        results.into_iter().collect::<Result<Vec<()>>>()?;
+        self.check_cancel()?;
+        match self
+            .upstream
+            .iter()
+            .find(|(_, f)| f.ended() == Some(Ended::Failed))
+        {
+            Some((id, _)) => Err(StepError::Upstream(format!(
+                "it needs `{id}`, which did not finish (what it did with the collections `{id}` \
+                 had finished is recorded)"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether a step this one needs finished only some of its collections.
+    pub fn upstream_partial(&self) -> bool {
+        self.upstream
+            .iter()
+            .any(|(_, f)| f.ended() == Some(Ended::Partial))
+    }
+
     pub fn concurrency(&self) -> usize {
         self.res.plan.settings.concurrency.max(1)
     }

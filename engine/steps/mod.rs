@@ -8,6 +8,7 @@ pub mod alias;
 pub mod backup;
 pub mod copy;
 pub mod ctx;
+pub mod feed;
 pub mod restore;
 pub mod verify;
 
@@ -17,6 +18,16 @@ pub use ctx::{
     Counts, LOAD_TIMEOUT, Look, Produced, Resources, Result, StepCtx, StepError, StepPreview,
     ensure_loaded, fail, to_json,
 };
+
+/// Whether a step of this kind may start while a step it needs still runs, on the collections
+/// that step publishes ([`feed`]); and whether a step of this kind publishes them.
+pub fn pipelines(kind: &StepKind) -> bool {
+    matches!(kind, StepKind::Copy(_) | StepKind::Restore(_))
+}
+
+pub fn publishes(kind: &StepKind) -> bool {
+    matches!(kind, StepKind::Backup(_) | StepKind::Copy(_))
+}
 
 /// Runs one step to its end; the summary line is recorded as the step's result.
 pub async fn run(ctx: &StepCtx, kind: &StepKind) -> Result<String> {

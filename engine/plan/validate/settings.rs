@@ -124,6 +124,7 @@ pub(super) fn settings(cx: &mut Ctx, raw: &Option<RawSettings>) -> Settings {
         imports: 4,
         copies: 32,
         retries: 5,
+        pipeline: true,
         state_dir: cx.dir.join(".planrun"),
     };
     let Some(s) = raw else {
@@ -157,6 +158,9 @@ pub(super) fn settings(cx: &mut Ctx, raw: &Option<RawSettings>) -> Settings {
     }
     if let Some(r) = in_range(cx.diags, &s.retries, 0..=100, "retries", "at most 100", 5) {
         settings.retries = r as u32;
+    }
+    if let Some(p) = &s.pipeline {
+        settings.pipeline = *p.get();
     }
     if let Some(d) = cx.path(&s.state_dir) {
         settings.state_dir = d;

@@ -108,10 +108,15 @@ pub async fn run(ctx: &StepCtx, step: &BackupStep) -> Result<String> {
             |(db, name)| format!("{db}.{name}"),
             |(db, name)| async move {
                 ctx.check_cancel()?;
-                backup_collection(
+                let info = backup_collection(
                     ctx, client_ref, data_ref, src_ref, dst_ref, &step.to, &db, &name,
                 )
-                .await
+                .await?;
+                // Complete at `to` now: the steps after this one may start on it.
+                let files = file_count(std::slice::from_ref(&info));
+                let one = backup_info(ctx, step, client_ref, vec![info.clone()], "", files);
+                ctx.publish(&step.to, one);
+                Ok(info)
             },
         )
         .await;
@@ -122,12 +127,7 @@ pub async fn run(ctx: &StepCtx, step: &BackupStep) -> Result<String> {
     let units = result?;
     let infos = units.done.clone();
 
-    let files: u64 = infos
-        .iter()
-        .flat_map(|c| &c.partition_backups)
-        .flat_map(|p| &p.segment_backups)
-        .map(|s| s.files().len() as u64)
-        .sum();
+    let files = file_count(&infos);
     let rows: u64 = infos.iter().filter_map(|c| c.planrun_row_count).sum();
     let backup = backup_info(ctx, step, &client, infos, "", files);
     let size = backup.size;
@@ -143,6 +143,16 @@ pub async fn run(ctx: &StepCtx, step: &BackupStep) -> Result<String> {
         human_bytes(size as u64),
         step.to
     ))
+}
+
+/// How many binlogs the collections' segments hold.
+fn file_count(infos: &[CollectionBackupInfo]) -> u64 {
+    infos
+        .iter()
+        .flat_map(|c| &c.partition_backups)
+        .flat_map(|p| &p.segment_backups)
+        .map(|s| s.files().len() as u64)
+        .sum()
 }
 
 #[allow(clippy::too_many_arguments)]

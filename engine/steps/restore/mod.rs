@@ -11,16 +11,65 @@ use crate::format::rows::FORMAT as ROWS_FORMAT;
 use crate::plan::{Keys, OnConflict, RestoreStep};
 use std::collections::BTreeMap;
 
-use crate::steps::ctx::{Look, Result, StepCtx, StepError, StepPreview, fail};
+use crate::steps::ctx::{Look, Result, StepCtx, StepError, StepPreview, Units, fail};
+use crate::steps::feed::Unit;
+use crate::storage::Storage;
 use target::{Mode, alias_refusals, aliases, exists, key_partitions, name_refusals, refusals};
 pub use target::{Target, selected};
 
 pub async fn run(ctx: &StepCtx, step: &RestoreStep) -> Result<String> {
     let from = ctx.res.storage(&step.from.bucket).await?;
+    let earlier = pipelined(ctx, step, from.as_ref()).await?;
     let Some(backup) = crate::format::read_meta(from.as_ref(), &step.from).await? else {
         return fail(no_backup(step, &ctx.step));
     };
-    let mode = mode(&backup, step)?;
+    let units = restore(ctx, step, from.as_ref(), &backup, &earlier).await?;
+    let summary = units.done.join("; ");
+    units.finish(summary)
+}
+
+/// Restores each collection a running step publishes at `from` as it comes (a binlog backup
+/// read where the instance imports from; a staged one waits for the whole pass). Returns the
+/// collections that failed, with why: the whole pass reports them without trying them again.
+async fn pipelined(
+    ctx: &StepCtx,
+    step: &RestoreStep,
+    from: &dyn Storage,
+) -> Result<BTreeMap<String, String>> {
+    let failed = std::sync::Mutex::new(BTreeMap::new());
+    let staged = !matches!(binlog::target_ok(&ctx.res, step), Ok(None));
+    ctx.pipelined(&step.from, |unit: Unit| {
+        let failed = &failed;
+        async move {
+            if staged || !unit.backup.format.is_empty() || selected(step, &unit.backup).is_empty() {
+                return Ok(());
+            }
+            let failures = match restore(ctx, step, from, &unit.backup, &BTreeMap::new()).await {
+                Ok(units) => units.failed,
+                Err(e @ (StepError::Interrupted | StepError::Checkpoint(_))) => return Err(e),
+                Err(e) => selected(step, &unit.backup)
+                    .iter()
+                    .map(|t| (t.unit(), e.to_string()))
+                    .collect(),
+            };
+            failed.lock().expect("failures lock").extend(failures);
+            Ok(())
+        }
+    })
+    .await?;
+    Ok(failed.into_inner().expect("failures lock"))
+}
+
+/// Restores the collections of `backup` the step selects, each on its own: a refused or failed
+/// one fails alone (as do those in `earlier`, which failed in the pipelined pass).
+async fn restore(
+    ctx: &StepCtx,
+    step: &RestoreStep,
+    from: &dyn Storage,
+    backup: &BackupInfo,
+    earlier: &BTreeMap<String, String>,
+) -> Result<Units<String>> {
+    let mode = mode(backup, step)?;
     if mode == Mode::Binlog {
         binlog::target_ok(&ctx.res, step)?;
     }
@@ -28,22 +77,25 @@ pub async fn run(ctx: &StepCtx, step: &RestoreStep) -> Result<String> {
     if mode == Mode::Binlog {
         binlog::server_ok(&client, step)?;
     }
-    let names = name_refusals(step, &ctx.step, &backup);
+    let names = name_refusals(step, &ctx.step, backup);
     if !names.is_empty() {
         return fail(names.join("; "));
     }
-    let targets = selected(step, &backup);
+    let targets = selected(step, backup);
     if targets.is_empty() {
         return fail(none_selected(step));
     }
     let source = ctx.res.plan.backup_source(&step.from);
     // Everything the preview refuses is refused here, before the collection is created; a
     // refused collection fails alone, the others go on.
-    let damage = damaged(from.as_ref(), step, &backup, mode).await?;
-    let mut refused = BTreeMap::new();
+    let damage = damaged(from, step, backup, mode).await?;
+    let mut refused = earlier.clone();
     for t in &targets {
         let create = format!("{}/create", t.key());
-        if ctx.done::<String>(&t.key())?.is_some() || ctx.state(&create)?.is_some() {
+        if refused.contains_key(&t.unit())
+            || ctx.done::<String>(&t.key())?.is_some()
+            || ctx.state(&create)?.is_some()
+        {
             continue;
         }
         let exists = exists(&client, t).await?;
@@ -58,12 +110,10 @@ pub async fn run(ctx: &StepCtx, step: &RestoreStep) -> Result<String> {
             refused.insert(t.unit(), why.join("; "));
         }
     }
-    let units = match mode {
-        Mode::Binlog => binlog::run(ctx, step, &client, &targets, &refused).await?,
-        Mode::Rows => rows::run(ctx, step, &client, &targets, &refused).await?,
-    };
-    let summary = units.done.join("; ");
-    units.finish(summary)
+    match mode {
+        Mode::Binlog => binlog::run(ctx, step, &client, &targets, &refused).await,
+        Mode::Rows => rows::run(ctx, step, &client, &targets, &refused).await,
+    }
 }
 
 pub fn describe(step: &RestoreStep) -> String {
