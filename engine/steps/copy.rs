@@ -80,7 +80,7 @@ pub async fn run(ctx: &StepCtx, step: &CopyStep) -> Result<String> {
     let dst = ctx.res.storage(&step.to.bucket).await?;
     // Said once per step: the same keys are refused for every object.
     let refused_said = &AtomicBool::new(false);
-    pipelined(ctx, step, &src, &dst, refused_said).await?;
+    let early = pipelined(ctx, step, &src, &dst, refused_said).await?;
     let prefix = dir_prefix(&step.from.path);
     let objects: Vec<ObjectMeta> = src.list(&prefix).try_collect().await?;
     if objects.is_empty() {
@@ -125,7 +125,14 @@ pub async fn run(ctx: &StepCtx, step: &CopyStep) -> Result<String> {
         .await?;
     ctx.tasks.sync().await?;
 
-    let present = outcomes.iter().filter(|o| **o == Outcome::Present).count();
+    // What the pipelined pass copied shows as present above; count it as the copy it was.
+    let present =
+        (outcomes.iter().filter(|o| **o == Outcome::Present).count()).saturating_sub(early.len());
+    let outcomes: Vec<Outcome> = outcomes
+        .into_iter()
+        .filter(|o| *o != Outcome::Present)
+        .chain(early)
+        .collect();
     let server = outcomes
         .iter()
         .filter(|o| **o == Outcome::ServerSide)
@@ -142,7 +149,7 @@ pub async fn run(ctx: &StepCtx, step: &CopyStep) -> Result<String> {
         objects.len(),
         human_bytes(total),
         step.to,
-        outcomes.len() - server - present,
+        outcomes.len() - server,
         human_bytes(streamed),
     ))
 }
@@ -150,15 +157,18 @@ pub async fn run(ctx: &StepCtx, step: &CopyStep) -> Result<String> {
 /// Copies each collection a running backup (or copy) publishes at `from`, as it comes, and
 /// publishes it again at `to` for the steps after this one. The whole pass that follows skips
 /// by their records the objects copied here. A rows backup's files are left to that pass.
+/// Returns how each object it copied (not found already copied) was copied.
 async fn pipelined(
     ctx: &StepCtx,
     step: &CopyStep,
     src: &Arc<dyn Storage>,
     dst: &Arc<dyn Storage>,
     refused_said: &AtomicBool,
-) -> Result<()> {
+) -> Result<Vec<Outcome>> {
     let prefix = dir_prefix(&step.from.path);
     let prefix = prefix.as_str();
+    let copied = std::sync::Mutex::new(Vec::new());
+    let copied_ref = &copied;
     ctx.pipelined(&step.from, |unit: Unit| async move {
         if !unit.backup.format.is_empty() {
             return Ok(());
@@ -175,15 +185,19 @@ async fn pipelined(
         futures::stream::iter(rels)
             .map(|rel| async move {
                 let key = format!("{prefix}{rel}");
-                ctx.once_lazy(&format!("obj/{rel}"), || async {
-                    let o = src
-                        .head(&key)
-                        .await?
-                        .ok_or_else(|| StorageError::not_found(src.place(), &key))?;
-                    copy_one(ctx, step, src, dst, &o, &rel, refused_said).await
-                })
-                .await
-                .map(|_| ())
+                let (outcome, earlier) = ctx
+                    .once_lazy(&format!("obj/{rel}"), || async {
+                        let o = src
+                            .head(&key)
+                            .await?
+                            .ok_or_else(|| StorageError::not_found(src.place(), &key))?;
+                        copy_one(ctx, step, src, dst, &o, &rel, refused_said).await
+                    })
+                    .await?;
+                if !earlier {
+                    copied_ref.lock().expect("outcomes lock").push(outcome);
+                }
+                Ok::<(), StepError>(())
             })
             .buffer_unordered(ctx.concurrency() * 4)
             .try_collect::<Vec<()>>()
@@ -198,7 +212,8 @@ async fn pipelined(
         ctx.publish(&step.to, unit.backup);
         Ok(())
     })
-    .await
+    .await?;
+    Ok(copied.into_inner().expect("outcomes lock"))
 }
 
 /// One object from `from` to `to` (`rel` below both), server-side where the server allows it.
