@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # planrun's benchmark suite (issue 6): planrun against rclone on the same S3 servers, side by side.
 # Usage: bench/run.sh [--smoke] [bench.py options: --only 1,2,5,6 --rounds N --objects N --json F]
-# Needs the S3 server of scripts/services.sh on 127.0.0.1:9000 (started here if it is not up);
-# installs rclone with apt-get when missing; starts and stops its own second S3 server.
+# Needs the two Garage S3 servers of scripts/services.sh, s3 on 127.0.0.1:9000 and s3-b on
+# 127.0.0.1:9100 (the second endpoint of benchmarks 2 and 5); starts them with
+# `scripts/services.sh up s3 s3-b` when either is down. Installs rclone with apt-get when missing.
 # Set PLANRUN to an existing binary to skip the release build (the smoke test does).
 # Results: a Markdown table on stdout (see docs/benchmarks.md for how to read it).
 set -euo pipefail
@@ -23,14 +24,14 @@ main_checkout=$(git -C "$root" worktree list --porcelain 2>/dev/null | awk '/^wo
 if [ ! -x "$venv/bin/python" ] && [ -n "$main_checkout" ] && [ -x "$main_checkout/.venv/bin/python" ]; then
   venv="$main_checkout/.venv"
 fi
-if ! (exec 3<>/dev/tcp/127.0.0.1/9000) 2>/dev/null; then
-  log "no S3 server on 127.0.0.1:9000: starting it with scripts/services.sh up s3"
-  "$root/scripts/services.sh" up s3
+if ! (exec 3<>/dev/tcp/127.0.0.1/9000) 2>/dev/null || ! (exec 3<>/dev/tcp/127.0.0.1/9100) 2>/dev/null; then
+  log "no S3 server on 127.0.0.1:9000 or :9100: starting them with scripts/services.sh up s3 s3-b"
+  "$root/scripts/services.sh" up s3 s3-b
   venv="$root/.venv"
 fi
 export BENCH_PYTHON="$venv/bin/python"
-# Its access log tells which objects a resumed copy read again (benchmark 5).
-export BENCH_S3_LOG="${BENCH_S3_LOG:-$(dirname "$(cd "$venv" && pwd -P)")/.services/logs/s3.log}"
+# For the version in the results: the Garage the services run.
+export BENCH_GARAGE="${BENCH_GARAGE:-$(dirname "$(cd "$venv" && pwd -P)")/.tools/bin/garage}"
 
 if [ -n "${PLANRUN:-}" ]; then
   # The smoke test passes the binary cargo built for it: no second (release) build.

@@ -46,7 +46,7 @@ fn bench_smoke_run_prints_a_result_table() {
         "4 rows mode 2.3.5 -> 2.3.5, 2,000 rows",
         "4 rows mode 2.3.5 -> Lite, 2,000 rows",
         "7 3 collections x 200 rows, A -> B, seed's 3 steps",
-        "7 the same, planrun with `collections = 1`",
+        "7 the same, planrun with `pipeline = false`",
     ] {
         assert!(stdout.contains(row), "no `{row}` row:\n{stdout}");
     }
@@ -58,7 +58,7 @@ fn bench_smoke_run_prints_a_result_table() {
     for side in [
         "| 3 / 3 collections, 600 rows ",
         "| script 3 / 3 collections, 600 rows ",
-        "| collections = 1: 3 / 3 collections, 600 rows ",
+        "| pipeline = false: 3 / 3 collections, 600 rows ",
     ] {
         assert!(checked.contains(side), "no `{side}` in `{checked}`");
     }
