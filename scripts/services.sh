@@ -10,7 +10,7 @@
 # Usage: scripts/services.sh up|down|status|install [s3|s3-b|milvus-a|milvus-b|lite|lite25 ...]
 # Python servers are installed into the git-ignored .venv (Lite 2.5 into .venv-lite25: the two
 # milvus-lite versions cannot share one environment), Garage into the git-ignored .tools (built
-# once by cargo, ~10 min on 2 cores), and everything runs from .services/ (data and logs).
+# once by cargo, 10-15 min on 2 cores), and everything runs from .services/ (data and logs).
 #
 # S3 keys (local test credentials, not secrets of any real system):
 #   demo    GK706c616e72756e2d64656d6f  read/write/owner on bucket-a and bucket-b (both servers);
@@ -61,7 +61,7 @@ install_garage() {
     log "cargo not found: Garage is built with it; install the Rust toolchain (https://rustup.rs)"
     return 1
   fi
-  log "building Garage 2.5.0 into $tools (once; about 10 minutes on 2 cores)"
+  log "building Garage 2.5.0 into $tools (once; 10-15 minutes on 2 cores)"
   cargo install --quiet garage --locked --version 2.5.0 --no-default-features \
     --features bundled-libs,sqlite --root "$tools"
 }
