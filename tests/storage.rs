@@ -79,6 +79,14 @@ fn s3_config_with(name: &str, bucket: &str, endpoint: &str, key: (&str, &str)) -
     }
 }
 
+/// A bucket of the first S3 server reached with the key `(id, secret)`.
+async fn s3_as(name: &str, bucket: &str, key: (&str, &str)) -> S3Storage {
+    support::S3.require();
+    S3Storage::connect(&s3_config_with(name, bucket, &support::S3.uri(), key))
+        .await
+        .unwrap()
+}
+
 async fn s3(name: &str, bucket: &str) -> S3Storage {
     support::S3.require();
     S3Storage::connect(&s3_config(name, bucket, &support::S3.uri()))
@@ -782,37 +790,14 @@ async fn wrong_keys_are_refused_and_name_the_bucket_and_its_settings() {
 
 #[tokio::test]
 async fn a_destination_key_that_may_not_read_the_source_streams_the_copy_and_says_why() {
-    support::S3.require();
-    let uri = support::S3.uri();
-    let a = S3Storage::connect(&s3_config_with(
-        "bucket_a",
-        "bucket-a",
-        &uri,
-        support::ONLY_A_KEY,
-    ))
-    .await
-    .unwrap();
-    let b = S3Storage::connect(&s3_config_with(
-        "bucket_b",
-        "bucket-b",
-        &uri,
-        support::ONLY_B_KEY,
-    ))
-    .await
-    .unwrap();
+    let a = s3_as("bucket_a", "bucket-a", support::ONLY_A_KEY).await;
+    let b = s3_as("bucket_b", "bucket-b", support::ONLY_B_KEY).await;
     assert!(
         b.same_endpoint(&a),
         "one server: a server-side copy is tried first"
     );
     // The key of bucket_b may not read bucket_a.
-    let b_key_on_a = S3Storage::connect(&s3_config_with(
-        "a_as_b",
-        "bucket-a",
-        &uri,
-        support::ONLY_B_KEY,
-    ))
-    .await
-    .unwrap();
+    let b_key_on_a = s3_as("a_as_b", "bucket-a", support::ONLY_B_KEY).await;
     assert!(matches!(
         b_key_on_a.list("").try_collect::<Vec<_>>().await,
         Err(StorageError::AccessDenied { .. })
@@ -864,14 +849,7 @@ async fn a_server_side_copy_is_pinned_to_the_version_that_was_looked_at() {
 async fn the_copy_step_says_when_the_keys_force_a_streamed_copy() {
     support::S3.require();
     let uri = support::S3.uri();
-    let a = S3Storage::connect(&s3_config_with(
-        "bucket_a",
-        "bucket-a",
-        &uri,
-        support::ONLY_A_KEY,
-    ))
-    .await
-    .unwrap();
+    let a = s3_as("bucket_a", "bucket-a", support::ONLY_A_KEY).await;
     let prefix = support::unique("keys");
     for i in 0..3 {
         a.put_bytes(&format!("{prefix}/f{i}"), data(100 + i, i as u64))
