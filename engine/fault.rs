@@ -4,6 +4,8 @@
 //! Points: `checkpoint` (right after a task state is written), `import-started` (after Milvus
 //! accepted an import, before its task id is recorded), `object-copied` (after an object copy,
 //! before it is recorded). Unset in normal use, where every call is one relaxed atomic load.
+//! `PLANRUN_PAUSE=<point>:<ms>` instead waits that long at each pass of a point, for the tests
+//! that show one step working while another still runs.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,5 +46,20 @@ pub fn point(name: &str) {
             .args(["-9", &std::process::id().to_string()])
             .status();
         std::process::abort();
+    }
+}
+
+/// Marks a point where `PLANRUN_PAUSE` may slow the run down (see the module docs).
+pub async fn pause(name: &str) {
+    static PAUSE: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    let pause = PAUSE.get_or_init(|| {
+        let v = std::env::var("PLANRUN_PAUSE").ok()?;
+        let (point, ms) = v.rsplit_once(':')?;
+        Some((point.to_string(), ms.parse().ok()?))
+    });
+    if let Some((point, ms)) = pause
+        && point == name
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(*ms)).await;
     }
 }

@@ -396,6 +396,81 @@ fn rows_mode_resumes_after_crashes_in_backup_and_restore_without_duplicates() {
     m.cleanup();
 }
 
+/// Pipelined rows mode: the restore inserts each Parquet file as the backup writes it. The
+/// backup waits 0.4 s after each file (`PLANRUN_PAUSE`), so the restore's first insert
+/// (progress) comes before the backup's end; the rows still match one by one.
+#[test]
+fn a_rows_restore_inserts_each_file_while_the_backup_still_reads() {
+    let from = milvus_a();
+    let coll = support::unique("rowpipe");
+    // 20,000 rows in one partition: several files (a page is bounded in bytes).
+    ok(data(&[
+        "seed",
+        "--uri",
+        &from.uri,
+        "--token",
+        from.token,
+        "--collection",
+        &coll,
+        "--rows",
+        "20000",
+        "--partitions",
+        "1",
+        "--segments",
+        "1",
+        "--delete-every",
+        "0",
+    ]));
+    let m = Migration::seeded(from, milvus_b(), coll.clone());
+    let dir = m.dir.path();
+    let plan = rows_plan(dir, &m.from, &m.to, std::slice::from_ref(&coll), &coll, "");
+    let out = Command::new(cargo_bin("planrun"))
+        .args([
+            "apply",
+            "--yes",
+            "--progress",
+            "json",
+            plan.to_str().unwrap(),
+        ])
+        .env("NO_COLOR", "1")
+        .env("PLANRUN_PAUSE", "rows-file-written:400")
+        .env_remove("PLANRUN_CRASH")
+        .output()
+        .expect("run planrun");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(m.parquet_files() >= 3, "{err}");
+    let inserted = err
+        .find("{\"event\":\"progress\",\"step\":\"restore\"")
+        .unwrap_or_else(|| panic!("no restore progress in {err}"));
+    let backed_up = err
+        .find("{\"event\":\"step_finished\",\"step\":\"backup\"")
+        .unwrap_or_else(|| panic!("no backup end in {err}"));
+    assert!(inserted < backed_up, "{err}");
+    assert!(err.contains("20000 rows inserted from Parquet"), "{err}");
+    let cmp = data(&[
+        "compare",
+        "--uri",
+        &m.from.uri,
+        "--token",
+        m.from.token,
+        "--collection",
+        &coll,
+        "--target-uri",
+        &m.to.uri,
+        "--target-token",
+        m.to.token,
+        "--target-collection",
+        &format!("{coll}_bak"),
+    ]);
+    assert!(
+        cmp.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cmp.stdout)
+    );
+    m.cleanup();
+}
+
 /// Milvus refuses queries naming a partition of a partition-key collection: rows mode reads it
 /// whole and lets the target route the rows by their key.
 #[test]

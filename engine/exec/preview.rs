@@ -182,9 +182,9 @@ pub async fn preview(
                 && p.action != "done"
             {
                 p.changes.push(format!(
-                    "~ pipelined: starts on each collection as soon as {} finished it (binlog \
-                     backups read where they are written; settings.pipeline = false waits for \
-                     the whole step)",
+                    "~ pipelined: starts on each collection as soon as {} finished it, and on \
+                     each file of a rows backup as it is written (binlog backups read where they \
+                     are written; settings.pipeline = false waits for the whole step)",
                     feeders.join(" and ")
                 ));
             }

@@ -234,10 +234,16 @@ pub struct StepCtx {
 impl StepCtx {
     /// Publishes a finished collection, a backup of it alone at `at`, to the steps after this one.
     pub fn publish(&self, at: &Location, backup: BackupInfo) {
-        self.feed.push(Unit {
+        self.publish_unit(Unit {
             at: at.clone(),
             backup,
+            rows: None,
+            partial: false,
         });
+    }
+
+    pub fn publish_unit(&self, unit: Unit) {
+        self.feed.push(unit);
     }
 
     /// Runs `work` on each collection the running steps this one needs publish at `at`, as they

@@ -4,7 +4,8 @@
 //! a copy step that reads exactly that location copies the collection's files at once and
 //! publishes it again at its own `to`; a restore step reading there restores it at once. Each
 //! step still ends with its whole pass over the finished backup, which skips by its records
-//! what the pipelined work already did, so resume works as before.
+//! what the pipelined work already did, so resume works as before. A rows backup also publishes
+//! each Parquet file as it is written (a partial unit), so a rows restore inserts it at once.
 
 use std::sync::Mutex;
 
@@ -12,13 +13,21 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::format::meta::BackupInfo;
+use crate::format::rows::RowsMeta;
 use crate::plan::Location;
 
-/// One finished collection: a backup of it alone, complete at `at`.
+/// One collection: a backup of it alone at `at`, complete unless `partial`. The whole backup a
+/// step reads once its upstream ended is a `Unit` too.
 #[derive(Clone, Debug)]
 pub struct Unit {
     pub at: Location,
     pub backup: BackupInfo,
+    /// The Parquet files of a rows backup (`backup.format` is rows): all of them, or with
+    /// `partial` those written so far.
+    pub rows: Option<RowsMeta>,
+    /// More files of this collection are coming: what arrived may be inserted, but the
+    /// collection is not finished (indexed, loaded, counted) on it.
+    pub partial: bool,
 }
 
 /// How the publishing step ended.
@@ -98,6 +107,8 @@ mod tests {
                 path: n.into(),
             },
             backup: BackupInfo::default(),
+            rows: None,
+            partial: false,
         }
     }
 

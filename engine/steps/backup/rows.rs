@@ -3,6 +3,7 @@
 //!
 //! Each file records its last key: a resumed backup continues after the last recorded file, and
 //! rewrites a file that was written but not recorded (a put is atomic, the content is the same).
+//! Each file is published as it is recorded, so a restore reading `to` inserts it at once.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use crate::format::rows::{self, RowsCollection, RowsFile, RowsMeta, RowsPartitio
 use crate::milvus::{MilvusClient, Pk};
 use crate::plan::BackupStep;
 use crate::steps::ctx::{Result, StepCtx, StepError, StepPreview, fail, to_json};
+use crate::steps::feed::Unit;
 use crate::storage::Storage;
 
 /// Bytes per page (and so per Parquet file and per insert), well under gRPC's message limits.
@@ -51,7 +53,9 @@ pub async fn run(ctx: &StepCtx, step: &BackupStep) -> Result<String> {
                 if let Some(conflict) = unreadable(&c, &db, &name, &schema).await? {
                     return fail(conflict);
                 }
-                backup_collection(ctx, &c, dst_ref, step, &db, &name).await
+                let (info, rc) = backup_collection(ctx, &c, dst_ref, step, &db, &name).await?;
+                publish(ctx, step, &c, &info, &rc, false);
+                Ok((info, rc))
             },
         )
         .await?;
@@ -81,8 +85,30 @@ pub async fn run(ctx: &StepCtx, step: &BackupStep) -> Result<String> {
     ))
 }
 
+/// Publishes `rc`, the files of one collection (with `partial`, those written so far), for the
+/// steps reading `to`.
+fn publish(
+    ctx: &StepCtx,
+    step: &BackupStep,
+    c: &MilvusClient,
+    info: &CollectionBackupInfo,
+    rc: &RowsCollection,
+    partial: bool,
+) {
+    let files = rc.partitions.iter().map(|p| p.files.len() as u64).sum();
+    ctx.publish_unit(Unit {
+        at: step.to.clone(),
+        backup: backup_info(ctx, step, c, vec![info.clone()], rows::FORMAT, files),
+        rows: Some(RowsMeta {
+            collections: vec![rc.clone()],
+        }),
+        partial,
+    });
+}
+
 /// Reads one partition (or, with a partition key, the whole collection) page by page into
-/// Parquet files. Queries follow the key cursor one after another; each page is encoded and
+/// Parquet files, passing each to `written` as it is recorded (and those an earlier run
+/// recorded). Queries follow the key cursor one after another; each page is encoded and
 /// written while the next one is queried, so the source server is kept busy instead of waiting
 /// for planrun's encoder and the bucket.
 #[allow(clippy::too_many_arguments)]
@@ -100,6 +126,7 @@ async fn read_unit(
     cols: &[Col],
     missing: &[String],
     limit: usize,
+    written: &(dyn Fn(&RowsFile) + Sync),
 ) -> Result<Vec<RowsFile>> {
     let task = |seq: usize| format!("{key}/{}/{seq:06}", safe(partition));
     let output = output_fields(cols);
@@ -114,6 +141,7 @@ async fn read_unit(
         match ctx.done::<Option<Written>>(&task(seq))? {
             Some(Some(w)) => {
                 ctx.events.progress_rows(&ctx.step, w.file.rows);
+                written(&w.file);
                 after = Some(Pk::from(&w.file.last));
                 files.push(w.file);
                 seq += 1;
@@ -185,6 +213,7 @@ async fn read_unit(
                 );
                 let put = dst.put_bytes(&step.to.join(&rel), body.into()).await?;
                 crate::fault::point("rows-file-written");
+                crate::fault::pause("rows-file-written").await;
                 let file = RowsFile {
                     key: rel,
                     rows: rows as u64,
@@ -204,6 +233,7 @@ async fn read_unit(
             }
         })
         .buffered(2)
+        .inspect_ok(|f| written(f))
         .try_collect::<Vec<RowsFile>>();
     let (queried, written) = futures::join!(query, write);
     let written = written?;
@@ -257,6 +287,14 @@ async fn backup_collection(
     } else {
         partitions.iter().map(|p| p.name.clone()).collect()
     };
+    // The files so far, published as each is written. Not when a field's size limit is taken
+    // from the values read: the target is created from the schema before all of them are read.
+    let early = collection_info(db, name, &desc, &partitions, &indexes, None);
+    let so_far = std::sync::Mutex::new(RowsCollection {
+        db_name: db.to_string(),
+        collection_name: name.to_string(),
+        partitions: Vec::new(),
+    });
     let started = std::time::Instant::now();
     for unit in units {
         let names: Vec<String> = if unit.is_empty() {
@@ -264,8 +302,22 @@ async fn backup_collection(
         } else {
             vec![unit.clone()]
         };
+        let written = |f: &RowsFile| {
+            if !missing.is_empty() {
+                return;
+            }
+            let mut rc = so_far.lock().expect("rows lock");
+            match rc.partitions.iter_mut().find(|p| p.name == unit) {
+                Some(p) => p.files.push(f.clone()),
+                None => rc.partitions.push(RowsPartition {
+                    name: unit.clone(),
+                    files: vec![f.clone()],
+                }),
+            }
+            publish(ctx, step, c, &early, &rc, true);
+        };
         let files = read_unit(
-            ctx, c, dst, step, db, name, &key, &unit, &names, &pk, &cols, &missing, limit,
+            ctx, c, dst, step, db, name, &key, &unit, &names, &pk, &cols, &missing, limit, &written,
         )
         .await?;
         total += files.iter().map(|f| f.rows).sum::<u64>();

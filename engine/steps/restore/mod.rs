@@ -7,9 +7,10 @@ mod rows;
 mod target;
 
 use crate::format::meta::{self, BackupInfo};
-use crate::format::rows::FORMAT as ROWS_FORMAT;
+use crate::format::rows::{FORMAT as ROWS_FORMAT, RowsMeta};
 use crate::plan::{Keys, OnConflict, RestoreStep};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::steps::ctx::{Look, Result, StepCtx, StepError, StepPreview, Units, fail};
 use crate::steps::feed::Unit;
@@ -23,14 +24,25 @@ pub async fn run(ctx: &StepCtx, step: &RestoreStep) -> Result<String> {
     let Some(backup) = crate::format::read_meta(from.as_ref(), &step.from).await? else {
         return fail(no_backup(step, &ctx.step));
     };
-    let units = restore(ctx, step, from.as_ref(), &backup, &earlier).await?;
+    let rows = match backup.format.as_str() {
+        ROWS_FORMAT => Some(crate::format::read_rows_meta(from.as_ref(), &step.from).await?),
+        _ => None,
+    };
+    let whole = Unit {
+        at: step.from.clone(),
+        backup,
+        rows,
+        partial: false,
+    };
+    let units = restore(ctx, step, from.as_ref(), &whole, &earlier).await?;
     let summary = units.done.join("; ");
     units.finish(summary)
 }
 
 /// Restores each collection a running step publishes at `from` as it comes (a binlog backup
-/// read where the instance imports from; a staged one waits for the whole pass). Returns the
-/// collections that failed, with why: the whole pass reports them without trying them again.
+/// read where the instance imports from; a staged one waits for the whole pass), and inserts
+/// the files of a rows backup as they are written. Returns the collections that failed, with
+/// why: the whole pass reports them without trying them again.
 async fn pipelined(
     ctx: &StepCtx,
     step: &RestoreStep,
@@ -38,13 +50,45 @@ async fn pipelined(
 ) -> Result<BTreeMap<String, String>> {
     let failed = std::sync::Mutex::new(BTreeMap::new());
     let staged = !matches!(binlog::target_ok(&ctx.res, step), Ok(None));
+    // The units of one collection are restored one at a time; each lists every file so far, so
+    // one that was overtaken by a newer unit before it started has nothing left to do.
+    let latest =
+        std::sync::Mutex::new(BTreeMap::<String, (usize, Arc<tokio::sync::Mutex<()>>)>::new());
     ctx.pipelined(&step.from, |unit: Unit| {
-        let failed = &failed;
+        let (failed, latest) = (&failed, &latest);
+        let name = unit
+            .backup
+            .collection_backups
+            .first()
+            .map(|c| format!("{}.{}", c.db_name, c.collection_name))
+            .unwrap_or_default();
+        let (seq, lock) = {
+            let mut l = latest.lock().expect("units lock");
+            let e = l.entry(name.clone()).or_default();
+            e.0 += 1;
+            (e.0, e.1.clone())
+        };
         async move {
-            if staged || !unit.backup.format.is_empty() || selected(step, &unit.backup).is_empty() {
+            let usable = match unit.backup.format.as_str() {
+                "" => !staged,
+                ROWS_FORMAT => unit.rows.is_some(),
+                _ => false,
+            };
+            if !usable || selected(step, &unit.backup).is_empty() {
                 return Ok(());
             }
-            let failures = match restore(ctx, step, from, &unit.backup, &BTreeMap::new()).await {
+            let _one = lock.lock().await;
+            let overtaken = latest.lock().expect("units lock")[&name].0 > seq;
+            let failed_before = selected(step, &unit.backup).iter().any(|t| {
+                failed
+                    .lock()
+                    .expect("failures lock")
+                    .contains_key(&t.unit())
+            });
+            if (unit.partial && overtaken) || failed_before {
+                return Ok(());
+            }
+            let failures = match restore(ctx, step, from, &unit, &BTreeMap::new()).await {
                 Ok(units) => units.failed,
                 Err(e @ (StepError::Interrupted | StepError::Checkpoint(_))) => return Err(e),
                 Err(e) => selected(step, &unit.backup)
@@ -60,15 +104,17 @@ async fn pipelined(
     Ok(failed.into_inner().expect("failures lock"))
 }
 
-/// Restores the collections of `backup` the step selects, each on its own: a refused or failed
-/// one fails alone (as do those in `earlier`, which failed in the pipelined pass).
+/// Restores the collections of `unit` the step selects, each on its own: a refused or failed
+/// one fails alone (as do those in `earlier`, which failed in the pipelined pass). Of a partial
+/// unit, only the files it lists are inserted.
 async fn restore(
     ctx: &StepCtx,
     step: &RestoreStep,
     from: &dyn Storage,
-    backup: &BackupInfo,
+    unit: &Unit,
     earlier: &BTreeMap<String, String>,
 ) -> Result<Units<String>> {
+    let backup = &unit.backup;
     let mode = mode(backup, step)?;
     if mode == Mode::Binlog {
         binlog::target_ok(&ctx.res, step)?;
@@ -88,7 +134,7 @@ async fn restore(
     let source = ctx.res.plan.backup_source(&step.from);
     // Everything the preview refuses is refused here, before the collection is created; a
     // refused collection fails alone, the others go on.
-    let damage = damaged(from, step, backup, mode).await?;
+    let damage = damaged(from, step, backup, unit.rows.as_ref()).await?;
     let mut refused = earlier.clone();
     for t in &targets {
         let create = format!("{}/create", t.key());
@@ -112,7 +158,12 @@ async fn restore(
     }
     match mode {
         Mode::Binlog => binlog::run(ctx, step, &client, &targets, &refused).await,
-        Mode::Rows => rows::run(ctx, step, &client, &targets, &refused).await,
+        Mode::Rows => {
+            let Some(files) = &unit.rows else {
+                return fail(format!("the rows meta of `{}` is missing", step.from));
+            };
+            rows::run(ctx, step, &client, &targets, &refused, files, unit.partial).await
+        }
     }
 }
 
@@ -183,11 +234,16 @@ pub async fn preview(look: &mut Look<'_>, step: &RestoreStep, p: &mut StepPrevie
     // A backup that exists is checked against its meta, as apply checks it.
     let mut damage = BTreeMap::new();
     if !p.estimated {
-        match look.res.storage(&step.from.bucket).await {
-            Ok(s) => match damaged(s.as_ref(), step, &backup, mode).await {
-                Ok(d) => damage = d,
-                Err(e) => p.conflict(e),
-            },
+        let checked = async {
+            let s = look.res.storage(&step.from.bucket).await?;
+            let rows = match mode {
+                Mode::Rows => Some(crate::format::read_rows_meta(s.as_ref(), &step.from).await?),
+                Mode::Binlog => None,
+            };
+            damaged(s.as_ref(), step, &backup, rows.as_ref()).await
+        };
+        match checked.await {
+            Ok(d) => damage = d,
             Err(e) => p.conflict(e),
         }
     }
@@ -312,14 +368,9 @@ async fn damaged(
     store: &dyn crate::storage::Storage,
     step: &RestoreStep,
     backup: &BackupInfo,
-    mode: Mode,
+    rows: Option<&RowsMeta>,
 ) -> Result<BTreeMap<(String, String), String>> {
-    let rows = match mode {
-        Mode::Rows => Some(crate::format::read_rows_meta(store, &step.from).await?),
-        Mode::Binlog => None,
-    };
-    let damage =
-        crate::format::check::verify_backup(store, &step.from, backup, rows.as_ref()).await?;
+    let damage = crate::format::check::verify_backup(store, &step.from, backup, rows).await?;
     Ok(crate::format::check::by_collection(&damage)
         .into_iter()
         .map(|(k, ds)| {

@@ -1,4 +1,5 @@
-//! A rows restore: create the collection, insert every Parquet file, index, load, check.
+//! A rows restore: create the collection, insert every Parquet file, index, load, check. Files a
+//! running rows backup publishes are inserted as they come; the rest waits for the whole backup.
 //!
 //! A restore records each file it inserted; a file whose insert may have happened before a crash
 //! is reconciled by counting its key range in the target (key ranges of files never overlap), so
@@ -12,7 +13,7 @@ use super::target::{Target, create_aliases, create_target, discard};
 use crate::checkpoint::TaskState;
 use crate::codec::arrow::{Col, batch_to_fields, columns, from_parquet};
 use crate::format::meta::CollectionBackupInfo;
-use crate::format::rows::{RowsCollection, RowsFile};
+use crate::format::rows::{RowsCollection, RowsFile, RowsMeta};
 use crate::milvus::{MilvusClient, Pk};
 use crate::plan::{Keys, Location, RestoreStep};
 use std::collections::BTreeMap;
@@ -33,30 +34,56 @@ pub(super) async fn run(
     client: &MilvusClient,
     targets: &[Target<'_>],
     refused: &BTreeMap<String, String>,
+    rows_meta: &RowsMeta,
+    partial: bool,
 ) -> Result<Units<String>> {
-    let from = ctx.res.storage(&step.from.bucket).await?;
-    let rows_meta = crate::format::read_rows_meta(from.as_ref(), &step.from).await?;
-    let (from, rows_meta) = (&from, &rows_meta);
-    ctx.each(
-        targets.iter().collect(),
-        |t| t.unit(),
-        |t: &Target<'_>| async move {
-            ctx.check_cancel()?;
-            if let Some(why) = refused.get(&t.unit()) {
-                return fail(why.clone());
-            }
-            let Some(rc) = rows_meta.collections.iter().find(|c| {
-                c.db_name == t.info.db_name && c.collection_name == t.info.collection_name
-            }) else {
-                return fail(format!(
-                    "the rows meta of `{}` lists no files for `{}`",
-                    step.from, t.info.collection_name
-                ));
-            };
-            restore_collection(ctx, step, client, from, t, rc).await
-        },
-    )
-    .await
+    let from = &ctx.res.storage(&step.from.bucket).await?;
+    let work = |t| restore_one(ctx, step, client, from, refused, rows_meta, t, partial);
+    if !partial {
+        return ctx.each(targets.iter().collect(), |t| t.unit(), work).await;
+    }
+    // Not finished by these files: no unit event; a failure is kept for the whole pass.
+    let mut out = Units {
+        done: Vec::new(),
+        failed: Vec::new(),
+    };
+    for t in targets {
+        match work(t).await {
+            Ok(_) => {}
+            Err(e @ (StepError::Interrupted | StepError::Checkpoint(_))) => return Err(e),
+            Err(e) => out.failed.push((t.unit(), e.to_string())),
+        }
+    }
+    Ok(out)
+}
+
+/// One target: refused, or restored from its files in `rows_meta`.
+#[allow(clippy::too_many_arguments)]
+async fn restore_one(
+    ctx: &StepCtx,
+    step: &RestoreStep,
+    client: &MilvusClient,
+    from: &Arc<dyn Storage>,
+    refused: &BTreeMap<String, String>,
+    rows_meta: &RowsMeta,
+    t: &Target<'_>,
+    partial: bool,
+) -> Result<String> {
+    ctx.check_cancel()?;
+    if let Some(why) = refused.get(&t.unit()) {
+        return fail(why.clone());
+    }
+    let Some(rc) = rows_meta
+        .collections
+        .iter()
+        .find(|c| c.db_name == t.info.db_name && c.collection_name == t.info.collection_name)
+    else {
+        return fail(format!(
+            "the rows meta of `{}` lists no files for `{}`",
+            step.from, t.info.collection_name
+        ));
+    };
+    restore_collection(ctx, step, client, from, t, rc, partial).await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -67,6 +94,7 @@ async fn restore_collection(
     from: &Arc<dyn Storage>,
     t: &Target<'_>,
     rc: &RowsCollection,
+    partial: bool,
 ) -> Result<String> {
     let (db, info, target) = (t.db.as_str(), t.info, t.name.as_str());
     let key = t.key();
@@ -110,10 +138,14 @@ async fn restore_collection(
     if let Some(line) = create_target(ctx, step, &c, t, &schema, false).await? {
         return Ok(line);
     }
+    // Every partition of the source, also those whose files have not arrived yet (a running
+    // backup publishes files as it writes them). With a partition key the server makes them.
+    let by_key = info.schema.fields.iter().any(|f| f.is_partition_key);
     ctx.once(&format!("{key}/partitions"), || async {
-        for p in &rc.partitions {
-            if !p.name.is_empty() && !c.has_partition(target, &p.name).await? {
-                c.create_partition(target, &p.name).await?;
+        let names = info.partition_backups.iter().map(|p| &p.partition_name);
+        for name in names.chain(rc.partitions.iter().map(|p| &p.name)) {
+            if !by_key && !name.is_empty() && !c.has_partition(target, name).await? {
+                c.create_partition(target, name).await?;
             }
         }
         Ok(true)
@@ -132,7 +164,18 @@ async fn restore_collection(
         .flat_map(|p| &p.files)
         .map(|f| f.rows)
         .sum();
-    ctx.events.planned_rows(&ctx.step, total);
+    // Planned as files come to be inserted: once per file, also when the files of a running
+    // backup arrive over several calls.
+    let mut planned = 0;
+    for f in files() {
+        if !matches!(
+            ctx.state(&format!("{key}/insert/{}", f.key))?,
+            Some(TaskState::Done(_))
+        ) {
+            planned += f.rows;
+        }
+    }
+    ctx.events.planned_rows(&ctx.step, planned);
     let started = std::time::Instant::now();
     // Files a crashed run may have inserted are reconciled first, one by one: count the file's
     // key range in the target; all there → done, some → delete them and insert the file again.
@@ -212,6 +255,9 @@ async fn restore_collection(
         .buffer_unordered(ctx.concurrency())
         .try_collect::<Vec<()>>()
         .await?;
+    if partial {
+        return Ok(String::new());
+    }
     ctx.events.phase(&ctx.step, target, "insert", started);
     let started = std::time::Instant::now();
     let loads = t.loads(step);
