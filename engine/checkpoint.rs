@@ -620,6 +620,18 @@ impl Tasks {
         Ok(())
     }
 
+    /// Every record under a key prefix, keys and values as the plan wrote them.
+    pub fn scan(&self, prefix: &str) -> Result<Vec<(String, TaskState)>> {
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix(self.veil.hide(prefix).as_bytes()) {
+            let (k, v) = kv?;
+            let state = decode(&k, &self.revealed(&v))?;
+            let key = String::from_utf8_lossy(&k);
+            out.push((self.veil.reveal(&key), state));
+        }
+        Ok(out)
+    }
+
     /// (finished, all) task counts under a key prefix.
     pub fn count(&self, prefix: &str) -> Result<(usize, usize)> {
         let mut done = 0;

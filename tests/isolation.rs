@@ -157,6 +157,33 @@ suffix = "_bak"
         !support::exists_on(&MILVUS_B, "", &failed_target),
         "nothing of the failed collection was created"
     );
+    // `status` lists collections × steps: restores on their source's line, the failure with why.
+    let status = text(&planrun(&["status", "--plan", p]));
+    let line = |c: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(&format!("default.{c} ")))
+            .unwrap_or_else(|| panic!("no line for {c}: {status}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert!(status.contains("collection"), "{status}");
+    assert_eq!(
+        line(&colls[0]),
+        format!("default.{0} done done → default.{0}_bak", colls[0]),
+        "{status}"
+    );
+    assert_eq!(
+        line(&colls[1]),
+        format!("default.{} FAILED -", colls[1]),
+        "{status}"
+    );
+    assert!(
+        status.contains(&format!("backup default.{}: ", colls[1]))
+            && status.contains("has no binlog"),
+        "{status}"
+    );
 
     // The object is back: the next apply redoes only the failed collection.
     ok(support::data_with_input(
@@ -176,6 +203,11 @@ suffix = "_bak"
     for c in &colls {
         same_rows(c, &format!("{c}_bak"));
     }
+    let status = text(&planrun(&["status", "--plan", p]));
+    assert!(
+        !status.contains("FAILED"),
+        "the redone collection is done now: {status}"
+    );
     for c in &colls {
         drop_b(&format!("{c}_bak"));
         data(&["drop", c]);

@@ -353,7 +353,7 @@ pub fn status(dir: &Path, run: Option<&str>) -> Result<ExitCode, Failure> {
         .and_then(|s| s.as_array())
         .map(|steps| steps.iter().filter_map(|s| s.get("id")?.as_str()).collect())
         .unwrap_or_default();
-    for id in ids {
+    for &id in &ids {
         let summary: Option<String> = tasks.done(&format!("{id}/@done")).map_err(fail)?;
         let (done, all) = tasks.count(&format!("{id}/")).map_err(fail)?;
         let line = match summary {
@@ -363,7 +363,80 @@ pub fn status(dir: &Path, run: Option<&str>) -> Result<ExitCode, Failure> {
         };
         writeln!(out, "  {id}: {line}")?;
     }
+    write!(out, "{}", collections(&tasks, &ids).map_err(fail)?)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The collections × steps table of `status`: how each step ended for each collection it
+/// took (restores and verifies named after the source), then why each failure failed.
+fn collections(
+    tasks: &checkpoint::Tasks,
+    ids: &[&str],
+) -> Result<String, checkpoint::CheckpointError> {
+    use checkpoint::TaskState;
+    use planrun::steps::{SOURCE, UNIT};
+    use std::collections::BTreeMap;
+    // collection → step → cell
+    let mut rows: BTreeMap<String, BTreeMap<&str, String>> = BTreeMap::new();
+    let mut failures = Vec::new();
+    for id in ids {
+        let sources: BTreeMap<String, String> = tasks
+            .scan(&format!("{id}/{SOURCE}/"))?
+            .into_iter()
+            .filter_map(|(k, v)| match v {
+                TaskState::Done(serde_json::Value::String(from)) => {
+                    Some((k[id.len() + SOURCE.len() + 2..].to_string(), from))
+                }
+                _ => None,
+            })
+            .collect();
+        for (k, v) in tasks.scan(&format!("{id}/{UNIT}/"))? {
+            let unit = &k[id.len() + UNIT.len() + 2..];
+            let error = match v {
+                TaskState::Done(serde_json::Value::String(e)) => Some(e),
+                _ => None,
+            };
+            let row = sources.get(unit).map_or(unit, String::as_str);
+            let mut cell = if error.is_some() { "FAILED" } else { "done" }.to_string();
+            if row != unit {
+                cell += &format!(" → {unit}");
+            }
+            if let Some(e) = error {
+                failures.push(format!("  {id} {unit}: {e}"));
+            }
+            rows.entry(row.to_string()).or_default().insert(id, cell);
+        }
+    }
+    if rows.is_empty() {
+        return Ok(String::new());
+    }
+    let width = |cells: &mut dyn Iterator<Item = usize>| cells.max().unwrap_or(0);
+    let first = width(&mut rows.keys().map(|k| k.chars().count())).max("collection".len());
+    let cols: Vec<usize> = ids
+        .iter()
+        .map(|id| {
+            let cells = rows
+                .values()
+                .filter_map(|r| r.get(id))
+                .map(|c| c.chars().count());
+            width(&mut cells.chain([id.chars().count(), 1]))
+        })
+        .collect();
+    let mut text = format!("\n{:<first$}", "collection");
+    for (id, w) in ids.iter().zip(&cols) {
+        text += &format!("  {id:<w$}");
+    }
+    for (row, cells) in &rows {
+        text += &format!("\n{row:<first$}");
+        for (id, w) in ids.iter().zip(&cols) {
+            text += &format!("  {:<w$}", cells.get(id).map_or("-", String::as_str));
+        }
+    }
+    text.push('\n');
+    if !failures.is_empty() {
+        text += &format!("\nfailed:\n{}\n", failures.join("\n"));
+    }
+    Ok(text)
 }
 
 /// `planrun resume RUN`: apply the plan that run belongs to, which must be unchanged.

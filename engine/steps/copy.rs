@@ -1,6 +1,6 @@
 //! The `copy` step: every object under one location into another, skipping what is already there.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -80,7 +80,10 @@ pub async fn run(ctx: &StepCtx, step: &CopyStep) -> Result<String> {
     let dst = ctx.res.storage(&step.to.bucket).await?;
     // Said once per step: the same keys are refused for every object.
     let refused_said = &AtomicBool::new(false);
-    let early = pipelined(ctx, step, &src, &dst, refused_said).await?;
+    let Early {
+        outcomes: early,
+        units: early_units,
+    } = pipelined(ctx, step, &src, &dst, refused_said).await?;
     let prefix = dir_prefix(&step.from.path);
     let objects: Vec<ObjectMeta> = src.list(&prefix).try_collect().await?;
     if objects.is_empty() {
@@ -123,6 +126,15 @@ pub async fn run(ctx: &StepCtx, step: &CopyStep) -> Result<String> {
         .buffer_unordered(ctx.concurrency() * 4)
         .try_collect()
         .await?;
+    // The backup's collections are all at `to` now.
+    if let Some(backup) = crate::format::read_meta(src.as_ref(), &step.from).await? {
+        for c in &backup.collection_backups {
+            let name = format!("{}.{}", c.db_name, c.collection_name);
+            if !early_units.contains(&name) {
+                ctx.unit_ended(&name, None)?;
+            }
+        }
+    }
     ctx.tasks.sync().await?;
 
     // What the pipelined pass copied shows as present above; count it as the copy it was.
@@ -164,11 +176,13 @@ async fn pipelined(
     src: &Arc<dyn Storage>,
     dst: &Arc<dyn Storage>,
     refused_said: &AtomicBool,
-) -> Result<Vec<Outcome>> {
+) -> Result<Early> {
     let prefix = dir_prefix(&step.from.path);
     let prefix = prefix.as_str();
     let copied = std::sync::Mutex::new(Vec::new());
     let copied_ref = &copied;
+    let units = std::sync::Mutex::new(BTreeSet::new());
+    let units_ref = &units;
     ctx.pipelined(&step.from, |unit: Unit| async move {
         if !unit.backup.format.is_empty() {
             return Ok(());
@@ -177,8 +191,7 @@ async fn pipelined(
             .backup
             .collection_backups
             .iter()
-            .flat_map(|c| &c.partition_backups)
-            .flat_map(|p| &p.segment_backups)
+            .flat_map(|c| c.segments())
             .flat_map(|s| s.files())
             .map(|(rel, _, _)| step.from.join(&rel)[prefix.len()..].to_string())
             .collect();
@@ -203,17 +216,25 @@ async fn pipelined(
             .try_collect::<Vec<()>>()
             .await?;
         for c in &unit.backup.collection_backups {
-            ctx.events.unit(
-                &ctx.step,
-                &format!("{}.{}", c.db_name, c.collection_name),
-                None,
-            );
+            let name = format!("{}.{}", c.db_name, c.collection_name);
+            ctx.unit_ended(&name, None)?;
+            units_ref.lock().expect("units lock").insert(name);
         }
         ctx.publish(&step.to, unit.backup);
         Ok(())
     })
     .await?;
-    Ok(copied.into_inner().expect("outcomes lock"))
+    Ok(Early {
+        outcomes: copied.into_inner().expect("outcomes lock"),
+        units: units.into_inner().expect("units lock"),
+    })
+}
+
+/// What the pipelined pass did: how each object it copied was copied, and the collections it
+/// finished.
+struct Early {
+    outcomes: Vec<Outcome>,
+    units: BTreeSet<String>,
 }
 
 /// One object from `from` to `to` (`rel` below both), server-side where the server allows it.

@@ -231,6 +231,10 @@ pub struct StepCtx {
     pub upstream: Vec<(String, Arc<Feed>)>,
 }
 
+/// Where a step records how each of its collections ended, and the source of each target.
+pub const UNIT: &str = "@unit";
+pub const SOURCE: &str = "@source";
+
 impl StepCtx {
     /// Publishes a finished collection, a backup of it alone at `at`, to the steps after this one.
     pub fn publish(&self, at: &Location, backup: BackupInfo) {
@@ -346,12 +350,15 @@ impl StepCtx {
                 .map(|(i, u)| {
                     let unit = name(&u);
                     async move {
-                        let r = work(u).await;
+                        let mut r = work(u).await;
                         // Reported as each unit ends, so progress shows collections finishing.
-                        match &r {
-                            Ok(_) => self.events.unit(&self.step, &unit, None),
-                            Err(StepError::Interrupted | StepError::Checkpoint(_)) => {}
-                            Err(e) => self.events.unit(&self.step, &unit, Some(&e.to_string())),
+                        let ended = match &r {
+                            Ok(_) => self.unit_ended(&unit, None),
+                            Err(StepError::Interrupted | StepError::Checkpoint(_)) => Ok(()),
+                            Err(e) => self.unit_ended(&unit, Some(&e.to_string())),
+                        };
+                        if let Err(e) = ended {
+                            r = Err(e);
                         }
                         (i, unit, r)
                     }
@@ -376,6 +383,25 @@ impl StepCtx {
 
     fn key(&self, task: &str) -> String {
         format!("{}/{task}", self.step)
+    }
+
+    /// Reports how one collection of the step ended, and records it (`@unit/<unit>`, with the
+    /// error if it failed) for `planrun status`. The next flushed record makes it durable.
+    pub fn unit_ended(&self, unit: &str, error: Option<&str>) -> Result<()> {
+        self.events.unit(&self.step, unit, error);
+        let outcome = TaskState::Done(to_json(&error));
+        Ok(self
+            .tasks
+            .set_lazy(&self.key(&format!("{UNIT}/{unit}")), &outcome)?)
+    }
+
+    /// Records which source collection a unit named after its target comes from, so that
+    /// `planrun status` shows both on one line.
+    pub fn unit_source(&self, unit: &str, source: &str) -> Result<()> {
+        let from = TaskState::Done(to_json(&source));
+        Ok(self
+            .tasks
+            .set_lazy(&self.key(&format!("{SOURCE}/{unit}")), &from)?)
     }
 
     /// Stops before starting new work once the run is interrupted.

@@ -15,8 +15,8 @@ pub mod verify;
 use crate::plan::StepKind;
 
 pub use ctx::{
-    Counts, LOAD_TIMEOUT, Look, Produced, Resources, Result, StepCtx, StepError, StepPreview,
-    ensure_loaded, fail, to_json,
+    Counts, LOAD_TIMEOUT, Look, Produced, Resources, Result, SOURCE, StepCtx, StepError,
+    StepPreview, UNIT, ensure_loaded, fail, to_json,
 };
 
 /// Whether a step of this kind may start while a step it needs still runs, on the collections

@@ -70,6 +70,8 @@ pub async fn run(ctx: &StepCtx, step: &VerifyStep) -> Result<String> {
             |(_, t)| t.to_string(),
             |(source, target)| async move {
                 ctx.check_cancel()?;
+                let from = format!("{}.{}", source.database, source.collection);
+                ctx.unit_source(&target.to_string(), &from)?;
                 compare_pair(ctx, &source, &target, new_keys).await
             },
         )

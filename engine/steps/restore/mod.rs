@@ -131,6 +131,10 @@ async fn restore(
     if targets.is_empty() {
         return fail(none_selected(step));
     }
+    for t in &targets {
+        let from = format!("{}.{}", target::source_db(t.info), t.info.collection_name);
+        ctx.unit_source(&t.unit(), &from)?;
+    }
     let source = ctx.res.plan.backup_source(&step.from);
     // Everything the preview refuses is refused here, before the collection is created; a
     // refused collection fails alone, the others go on.
