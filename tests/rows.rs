@@ -397,7 +397,7 @@ fn rows_mode_resumes_after_crashes_in_backup_and_restore_without_duplicates() {
 }
 
 /// Pipelined rows mode: the restore inserts each Parquet file as the backup writes it. The
-/// backup waits 0.4 s after each file (`PLANRUN_PAUSE`), so the restore's first insert
+/// backup waits 1.5 s after each file (`PLANRUN_PAUSE`), so the restore's first insert
 /// (progress) comes before the backup's end; the rows still match one by one.
 #[test]
 fn a_rows_restore_inserts_each_file_while_the_backup_still_reads() {
@@ -433,7 +433,7 @@ fn a_rows_restore_inserts_each_file_while_the_backup_still_reads() {
             plan.to_str().unwrap(),
         ])
         .env("NO_COLOR", "1")
-        .env("PLANRUN_PAUSE", "rows-file-written:400")
+        .env("PLANRUN_PAUSE", "rows-file-written:1500")
         .env_remove("PLANRUN_CRASH")
         .output()
         .expect("run planrun");
