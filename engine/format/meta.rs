@@ -79,31 +79,39 @@ pub struct CollectionBackupInfo {
 }
 
 impl CollectionBackupInfo {
-    /// Why planrun cannot restore this collection's binlogs, if it cannot: layouts of servers
-    /// it has not been run against. Importing an L0 segment as an ordinary one, or a storage-v2
-    /// segment as binlogs, would restore wrong rows, so they are refused, not guessed at.
+    /// Every segment: the partitions' (L0 ones among them), then the collection-level L0 ones.
+    pub fn segments(&self) -> impl Iterator<Item = &SegmentBackupInfo> {
+        self.partition_backups
+            .iter()
+            .flat_map(|p| &p.segment_backups)
+            .chain(&self.l0_segments)
+    }
+
+    pub fn segments_mut(&mut self) -> impl Iterator<Item = &mut SegmentBackupInfo> {
+        self.partition_backups
+            .iter_mut()
+            .flat_map(|p| &mut p.segment_backups)
+            .chain(&mut self.l0_segments)
+    }
+
+    /// Why planrun cannot restore this collection's binlogs whatever the target, if it cannot:
+    /// segments in a storage format it cannot read. Storage v2 (Milvus 2.6) packs fields into
+    /// files whose layout planrun does not know, so it can neither count their rows nor check a
+    /// restore of them; a newer format is unknown altogether. Refused, not guessed at.
     pub fn unknown_layout(&self) -> Option<String> {
-        let segments = || {
-            self.partition_backups
-                .iter()
-                .flat_map(|p| &p.segment_backups)
-                .chain(&self.l0_segments)
-        };
-        let what = if segments().any(|s| s.is_l0) {
-            "L0 (delete-only) segments, written by Milvus 2.4 or later"
-        } else if let Some(s) = segments().find(|s| s.storage_version >= 2) {
-            return Some(format!(
-                "`{}` holds segments in storage format v{} (Milvus 2.6 or later), which planrun \
-                 cannot restore yet; back it up again with mode = \"rows\"",
-                self.collection_name, s.storage_version
-            ));
-        } else {
-            return None;
+        let s = self.segments().max_by_key(|s| s.storage_version)?;
+        let what = match s.storage_version {
+            ..=1 => return None,
+            2 => {
+                "storage format v2 (Milvus 2.6 or later), whose files planrun cannot read to \
+                  count and check the restored rows"
+            }
+            _ => "a storage format newer than any planrun knows (it knows v1 and v2)",
         };
         Some(format!(
-            "`{}` holds {what}, which planrun cannot restore yet; back it up again with \
-             mode = \"rows\"",
-            self.collection_name
+            "segment {} of `{}` is in {what} (storage_version {}); back the collection up again \
+             with mode = \"rows\"",
+            s.segment_id, self.collection_name, s.storage_version
         ))
     }
 }
@@ -234,7 +242,11 @@ pub struct SegmentBackupInfo {
     pub binlogs: Vec<FieldBinlog>,
     pub deltalogs: Vec<FieldBinlog>,
     pub size: i64,
+    /// The segment id, which names a directory of its own ("virtual partition"), except for
+    /// collection-level L0 segments (partition -1), which have none (0).
     pub group_id: i64,
+    /// Holds only deletes (delta logs), which apply to every segment of its partition, or of
+    /// the collection when the partition is -1 (Milvus 2.4 on).
     pub is_l0: bool,
     /// milvus-backup records the segment's storage format from Milvus 2.6 on (2: storage v2,
     /// columnar packed files); absent or 0/1 is the binlog-per-field layout of earlier servers.
@@ -267,34 +279,55 @@ pub struct Binlog {
 }
 
 impl SegmentBackupInfo {
-    /// The group directory holding this segment's insert logs, relative to the backup location.
+    /// The partition id whose deletes apply to the whole collection (collection-level L0).
+    pub const ALL_PARTITIONS: i64 = -1;
+
+    /// The directory holding the segment's directory: its group's, or for a collection-level
+    /// L0 segment the partition's (milvus-backup gives those no group).
+    fn parent(&self, kind: &str) -> String {
+        if self.partition_id == Self::ALL_PARTITIONS {
+            format!(
+                "binlogs/{kind}/{}/{}",
+                self.collection_id, self.partition_id
+            )
+        } else {
+            format!(
+                "binlogs/{kind}/{}/{}/{}",
+                self.collection_id, self.partition_id, self.group_id
+            )
+        }
+    }
+
+    /// The segment's insert log directory, relative to the backup location.
     pub fn insert_dir(&self) -> String {
-        format!(
-            "binlogs/insert_log/{}/{}/{}/{}",
-            self.collection_id, self.partition_id, self.group_id, self.segment_id
-        )
+        format!("{}/{}", self.insert_group_dir(), self.segment_id)
     }
 
     pub fn delta_dir(&self) -> String {
-        format!(
-            "binlogs/delta_log/{}/{}/{}/{}",
-            self.collection_id, self.partition_id, self.group_id, self.segment_id
-        )
+        format!("{}/{}", self.delta_group_dir(), self.segment_id)
     }
 
     /// The group directories Milvus's binlog import takes (a directory of segment directories).
     pub fn insert_group_dir(&self) -> String {
-        format!(
-            "binlogs/insert_log/{}/{}/{}",
-            self.collection_id, self.partition_id, self.group_id
-        )
+        self.parent("insert_log")
     }
 
     pub fn delta_group_dir(&self) -> String {
-        format!(
-            "binlogs/delta_log/{}/{}/{}",
-            self.collection_id, self.partition_id, self.group_id
-        )
+        self.parent("delta_log")
+    }
+
+    /// Where insert log `b` of field `field` lies, relative to the backup location.
+    pub fn insert_key(&self, field: i64, b: &Binlog) -> String {
+        format!("{}/{field}/{}", self.insert_dir(), b.log_id)
+    }
+
+    pub fn delta_key(&self, b: &Binlog) -> String {
+        format!("{}/{}", self.delta_dir(), b.log_id)
+    }
+
+    /// Whether the segment has delta logs.
+    pub fn has_deletes(&self) -> bool {
+        self.deltalogs.iter().any(|d| !d.binlogs.is_empty())
     }
 
     /// Every file of the segment: (key relative to the backup location, size, md5).
@@ -302,20 +335,12 @@ impl SegmentBackupInfo {
         let mut out = Vec::new();
         for fb in &self.binlogs {
             for b in &fb.binlogs {
-                out.push((
-                    format!("{}/{}/{}", self.insert_dir(), fb.field_id, b.log_id),
-                    b.log_size,
-                    b.md5.clone(),
-                ));
+                out.push((self.insert_key(fb.field_id, b), b.log_size, b.md5.clone()));
             }
         }
         for fb in &self.deltalogs {
             for b in &fb.binlogs {
-                out.push((
-                    format!("{}/{}", self.delta_dir(), b.log_id),
-                    b.log_size,
-                    b.md5.clone(),
-                ));
+                out.push((self.delta_key(b), b.log_size, b.md5.clone()));
             }
         }
         out
@@ -342,6 +367,8 @@ impl BackupInfo {
                 parts.push(p.clone());
             }
             c.partition_backups.clear();
+            // As milvus-backup writes them: only the full meta has collection-level L0 segments.
+            c.l0_segments.clear();
             colls.push(c.clone());
         }
         backup.collection_backups.clear();
@@ -597,32 +624,90 @@ mod tests {
         }
     }
 
-    /// Shaped like milvus-backup's `full_meta.json` of newer servers (field names from its
-    /// documented `CollectionBackupInfo`/`SegmentBackupInfo`), not captured from one.
+    /// Shaped like milvus-backup's `full_meta.json` of a Milvus 2.4+ server (keys from its
+    /// documented `CollectionBackupInfo`/`SegmentBackupInfo` and layout), not captured from one:
+    /// a partition L0 segment among the partition's, and a collection-level one (partition -1,
+    /// group 0) in `l0_segments`.
+    const L0_META: &str = r#"{"collection_id": 1, "collection_name": "c",
+        "partition_backups": [{"partition_id": 2, "partition_name": "_default",
+          "segment_backups": [
+            {"segment_id": 7, "collection_id": 1, "partition_id": 2, "num_of_rows": 10,
+             "group_id": 7, "storage_version": 1,
+             "binlogs": [{"fieldID": 100, "binlogs": [{"log_path": "f/insert_log/1/2/7/100/55",
+               "log_size": 12, "log_id": 55}]}]},
+            {"segment_id": 8, "collection_id": 1, "partition_id": 2, "num_of_rows": 2,
+             "group_id": 8, "is_l0": true,
+             "deltalogs": [{"fieldID": 0, "binlogs": [{"log_path": "f/delta_log/1/2/8/60",
+               "log_size": 4, "log_id": 60}]}]}]}],
+        "l0_segments": [{"segment_id": 9, "collection_id": 1, "partition_id": -1,
+          "num_of_rows": 1, "is_l0": true,
+          "deltalogs": [{"fieldID": 0, "binlogs": [{"log_path": "f/delta_log/1/-1/9/61",
+            "log_size": 4, "log_id": 61}]}]}]}"#;
+
     #[test]
-    fn layouts_of_newer_servers_are_refused_not_guessed_at() {
-        let meta = |segment: &str, l0: &str| {
+    fn l0_segments_round_trip_in_milvus_backup_layout() {
+        let c: CollectionBackupInfo = serde_json::from_str(L0_META).unwrap();
+        let keys: Vec<String> = c.segments().flat_map(|s| s.files()).map(|f| f.0).collect();
+        assert_eq!(
+            keys,
+            [
+                "binlogs/insert_log/1/2/7/7/100/55",
+                "binlogs/delta_log/1/2/8/8/60",
+                // No group directory for collection-level L0.
+                "binlogs/delta_log/1/-1/9/61",
+            ]
+        );
+        assert_eq!(c.l0_segments[0].delta_group_dir(), "binlogs/delta_log/1/-1");
+        assert_eq!(c.unknown_layout(), None);
+        let back: CollectionBackupInfo =
+            serde_json::from_value(serde_json::to_value(&c).unwrap()).unwrap();
+        assert_eq!(back, c);
+        let json = serde_json::to_value(&c).unwrap();
+        assert_eq!(json["l0_segments"][0]["partition_id"], -1);
+        assert_eq!(
+            json["partition_backups"][0]["segment_backups"][1]["is_l0"],
+            true
+        );
+        assert_eq!(
+            json["partition_backups"][0]["segment_backups"][0]["storage_version"],
+            1
+        );
+        // The per-level files leave collection-level L0 to the full meta, as milvus-backup does.
+        let full = BackupInfo {
+            collection_backups: vec![c],
+            ..Default::default()
+        };
+        let (_, colls, _, segs) = full.split();
+        assert!(colls[0].l0_segments.is_empty());
+        assert_eq!(segs.len(), 2);
+    }
+
+    #[test]
+    fn storage_formats_planrun_cannot_read_are_refused_with_rows_mode() {
+        let meta = |version: i64| {
             serde_json::from_str::<CollectionBackupInfo>(&format!(
                 r#"{{"collection_name": "c", "partition_backups": [{{"partition_name": "_default",
-                   "segment_backups": [{segment}]}}], "l0_segments": [{l0}]}}"#
+                   "segment_backups": [{{"segment_id": 1}}, {{"segment_id": 3,
+                   "storage_version": {version}}}]}}]}}"#
             ))
             .unwrap()
         };
-        let plain = r#"{"segment_id": 1, "num_of_rows": 5, "binlogs": []}"#;
-        assert_eq!(meta(plain, "").unknown_layout(), None);
-        let l0 = r#"{"segment_id": 2, "is_l0": true, "deltalogs": []}"#;
-        for m in [meta(plain, l0), meta(l0, "")] {
-            let why = m.unknown_layout().expect("L0 refused");
+        assert_eq!(meta(0).unknown_layout(), None);
+        assert_eq!(meta(1).unknown_layout(), None);
+        for (v, says) in [
+            (2, "storage format v2"),
+            (3, "newer than any planrun knows"),
+        ] {
+            let why = meta(v).unknown_layout().expect("refused");
             assert!(
-                why.contains("L0 (delete-only)") && why.contains("mode = \"rows\""),
+                why.contains(says)
+                    && why.contains("segment 3 of `c`")
+                    && why.contains("mode = \"rows\""),
                 "{why}"
             );
         }
-        let v2 = r#"{"segment_id": 3, "storage_version": 2}"#;
-        let why = meta(v2, "").unknown_layout().expect("storage v2 refused");
-        assert!(why.contains("storage format v2"), "{why}");
-        // What planrun writes is unchanged: no new keys for the layout it knows.
-        let out = serde_json::to_string(&meta(plain, "")).unwrap();
+        // What planrun writes for the layout 2.3 has is unchanged: no new keys.
+        let out = serde_json::to_string(&meta(0)).unwrap();
         assert!(
             !out.contains("l0_segments") && !out.contains("storage_version"),
             "{out}"

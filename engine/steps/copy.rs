@@ -191,8 +191,7 @@ async fn pipelined(
             .backup
             .collection_backups
             .iter()
-            .flat_map(|c| &c.partition_backups)
-            .flat_map(|p| &p.segment_backups)
+            .flat_map(|c| c.segments())
             .flat_map(|s| s.files())
             .map(|(rel, _, _)| step.from.join(&rel)[prefix.len()..].to_string())
             .collect();

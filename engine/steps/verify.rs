@@ -505,6 +505,32 @@ pub async fn compare(
     }
     Ok(report)
 }
+
+/// The rows of `partitions` (all when empty) read by primary key, and the sum of the digests of
+/// their keys alone: what a binlog restore onto a release planrun has not run is checked
+/// against (`format::binlog::live` computes the same from the backup's binlogs).
+pub async fn key_digest(
+    ctx: &StepCtx,
+    client: &MilvusClient,
+    collection: &str,
+    partitions: &[String],
+    pk: &str,
+) -> Result<(u64, u128)> {
+    let output = [pk.to_string()];
+    let mut walk = Walk::new(
+        client,
+        collection,
+        partitions,
+        pk,
+        &output,
+        crate::milvus::MAX_QUERY_LIMIT,
+        true,
+    );
+    // The step counts objects (binlogs), not rows.
+    walk.quiet = true;
+    walk.sum(ctx).await
+}
+
 /// A primary-key walk over one partition, yielding (key, row hash).
 struct Walk<'a> {
     client: &'a MilvusClient,
@@ -517,6 +543,8 @@ struct Walk<'a> {
     buf: VecDeque<(Pk, u128)>,
     done: bool,
     with_key: bool,
+    /// Reports no row progress.
+    quiet: bool,
 }
 
 impl<'a> Walk<'a> {
@@ -540,6 +568,7 @@ impl<'a> Walk<'a> {
             buf: VecDeque::new(),
             done: false,
             with_key,
+            quiet: false,
         }
     }
 
@@ -574,7 +603,9 @@ impl<'a> Walk<'a> {
             if page.num_rows == 0 {
                 self.done = true;
             } else {
-                ctx.events.progress_rows(&ctx.step, page.num_rows as u64);
+                if !self.quiet {
+                    ctx.events.progress_rows(&ctx.step, page.num_rows as u64);
+                }
                 self.after = page.last_pk.clone();
                 self.buf = hash_rows(&page.fields, self.pk, page.num_rows, self.with_key)
                     .map_err(|e| {

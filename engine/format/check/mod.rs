@@ -130,17 +130,15 @@ pub async fn verify_backup(
     match rows {
         None => {
             for c in &backup.collection_backups {
-                for p in &c.partition_backups {
-                    for s in &p.segment_backups {
-                        for (key, size, md5) in s.files() {
-                            expected.push(Expected {
-                                db: &c.db_name,
-                                collection: &c.collection_name,
-                                key,
-                                size: Some(meta_size(size)),
-                                md5,
-                            });
-                        }
+                for s in c.segments() {
+                    for (key, size, md5) in s.files() {
+                        expected.push(Expected {
+                            db: &c.db_name,
+                            collection: &c.collection_name,
+                            key,
+                            size: Some(meta_size(size)),
+                            md5,
+                        });
                     }
                 }
             }

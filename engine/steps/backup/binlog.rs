@@ -9,10 +9,12 @@ use serde::{Deserialize, Serialize};
 use super::common::{
     backup_info, collection_info, load_state_name, preview_info, preview_rows, start,
 };
-use crate::format::binlog::{Column, Deletes};
 use crate::format::meta::SegmentBackupInfo;
 use crate::format::meta::{BackupInfo, Binlog, CollectionBackupInfo, FieldBinlog};
 use crate::milvus::MilvusClient;
+use crate::milvus::SegmentInfo;
+use crate::milvus::pb::common::SegmentLevel;
+use crate::milvus::version;
 use crate::plan::{BackupStep, Location};
 use crate::steps::ctx::{Look, Resources, Result, StepCtx, StepError, StepPreview, fail};
 use crate::storage::{self, Storage};
@@ -48,9 +50,14 @@ pub struct Snapshot {
 const SNAPSHOT_ATTEMPTS: u32 = 12;
 const SNAPSHOT_PAUSE: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Where the instance keeps its binlogs. The refusal both the preview and apply make: a binlog
-/// backup needs the instance's bucket, and a server that keeps binlogs there (Milvus Lite has none).
-fn source(res: &Resources, step: &BackupStep, client: &MilvusClient) -> Result<Location> {
+/// Where the instance keeps its binlogs, and what binlog mode does with its release. The
+/// refusal both the preview and apply make: a binlog backup needs the instance's bucket, and a
+/// server that keeps binlogs there in a layout planrun knows (Milvus Lite has none).
+fn source(
+    res: &Resources,
+    step: &BackupStep,
+    client: &MilvusClient,
+) -> Result<(Location, version::Binlog)> {
     let Some(data) = res.plan.instances[&step.instance].data.clone() else {
         return fail(format!(
             "instance `{}` has no `data` (bucket and root path of its binlogs); binlog backups \
@@ -66,18 +73,15 @@ fn source(res: &Resources, step: &BackupStep, client: &MilvusClient) -> Result<L
             client.server_version()
         ));
     }
-    if let Some(why) =
-        crate::milvus::version::binlog_untested(&step.instance, client.server_version())
-    {
-        return fail(why);
-    }
-    Ok(data)
+    let release =
+        version::binlog(&step.instance, client.server_version()).map_err(StepError::Failed)?;
+    Ok((data, release))
 }
 
 pub async fn run(ctx: &StepCtx, step: &BackupStep) -> Result<String> {
     let inst = &ctx.res.plan.instances[&step.instance];
     let client = ctx.res.milvus(&step.instance).await?;
-    let data = source(&ctx.res, step, &client)?;
+    let (data, release) = source(&ctx.res, step, &client)?;
     let src = ctx.res.storage(&data.bucket).await?;
     let dst = ctx.res.storage(&step.to.bucket).await?;
 
@@ -109,7 +113,7 @@ pub async fn run(ctx: &StepCtx, step: &BackupStep) -> Result<String> {
             |(db, name)| async move {
                 ctx.check_cancel()?;
                 let info = backup_collection(
-                    ctx, client_ref, data_ref, src_ref, dst_ref, &step.to, &db, &name,
+                    ctx, client_ref, data_ref, src_ref, dst_ref, &step.to, &db, &name, release,
                 )
                 .await?;
                 // Complete at `to` now: the steps after this one may start on it.
@@ -149,8 +153,7 @@ pub async fn run(ctx: &StepCtx, step: &BackupStep) -> Result<String> {
 fn file_count(infos: &[CollectionBackupInfo]) -> u64 {
     infos
         .iter()
-        .flat_map(|c| &c.partition_backups)
-        .flat_map(|p| &p.segment_backups)
+        .flat_map(|c| c.segments())
         .map(|s| s.files().len() as u64)
         .sum()
 }
@@ -165,6 +168,7 @@ async fn backup_collection(
     to: &Location,
     db: &str,
     name: &str,
+    release: version::Binlog,
 ) -> Result<CollectionBackupInfo> {
     let key = format!("coll/{db}.{name}");
     if let Some(info) = ctx.done::<CollectionBackupInfo>(&key)? {
@@ -174,7 +178,7 @@ async fn backup_collection(
     let started = Instant::now();
     let snap: Snapshot = ctx
         .once(&format!("{key}/snapshot"), || {
-            snapshot(&client, data, src, db, name)
+            snapshot(&client, data, src, db, name, release)
         })
         .await?;
     if let Some(note) = &snap.note {
@@ -220,21 +224,19 @@ async fn backup_collection(
 
     let md5s: std::collections::HashMap<String, Option<String>> = results.into_iter().collect();
     let mut info = snap.info;
-    for p in &mut info.partition_backups {
-        for s in &mut p.segment_backups {
-            let (ins, del) = (s.insert_dir(), s.delta_dir());
-            for fb in &mut s.binlogs {
-                for b in &mut fb.binlogs {
-                    b.md5 = md5s
-                        .get(&format!("{ins}/{}/{}", fb.field_id, b.log_id))
-                        .cloned()
-                        .flatten();
-                }
+    for s in info.segments_mut() {
+        let (ins, del) = (s.insert_dir(), s.delta_dir());
+        for fb in &mut s.binlogs {
+            for b in &mut fb.binlogs {
+                b.md5 = md5s
+                    .get(&format!("{ins}/{}/{}", fb.field_id, b.log_id))
+                    .cloned()
+                    .flatten();
             }
-            for fb in &mut s.deltalogs {
-                for b in &mut fb.binlogs {
-                    b.md5 = md5s.get(&format!("{del}/{}", b.log_id)).cloned().flatten();
-                }
+        }
+        for fb in &mut s.deltalogs {
+            for b in &mut fb.binlogs {
+                b.md5 = md5s.get(&format!("{del}/{}", b.log_id)).cloned().flatten();
             }
         }
     }
@@ -256,13 +258,15 @@ fn missing_binlog_hint(e: crate::storage::StorageError, coll: &str) -> StepError
 /// the live segments and the objects that make them up, and how many rows they hold once their
 /// deletes apply, read from the binlogs themselves. Taken again while that number disagrees
 /// with count(*) (a loaded collection): the backup's row count is what its files hold, and the
-/// restore checks the target against it.
+/// restore checks the target against it. On a release binlog mode has not been run against, a
+/// count that still disagrees fails the collection: planrun may be misreading its layout.
 async fn snapshot(
     client: &MilvusClient,
     data: &Location,
     src: &Arc<dyn Storage>,
     db: &str,
     name: &str,
+    release: version::Binlog,
 ) -> Result<Snapshot> {
     let mut attempt = 1;
     loop {
@@ -285,6 +289,16 @@ async fn snapshot(
                 attempt += 1;
                 tokio::time::sleep(SNAPSHOT_PAUSE).await;
             }
+            Some(c) if c != held && !release.run_here => {
+                return fail(format!(
+                    "the binlogs of `{name}` hold {held} live rows but the collection counts {c}, \
+                     after {attempt} snapshots {}s apart, on Milvus {}, which binlog mode has \
+                     not been run against: planrun may be misreading its binlogs, so no backup \
+                     is recorded; back it up with mode = \"rows\"",
+                    SNAPSHOT_PAUSE.as_secs(),
+                    release.name()
+                ));
+            }
             Some(c) if c != held => {
                 snap.note = Some(format!(
                     "the binlogs of `{name}` hold {held} live rows but the collection counts {c},                      after {attempt} snapshots {}s apart: it was written to during the backup,                      or Milvus has not persisted some deletes; the backup records {held}",
@@ -297,41 +311,29 @@ async fn snapshot(
     }
 }
 
-/// The rows a segment holds once its own delta logs apply, as Milvus's binlog import counts them.
-async fn live_rows(src: Arc<dyn Storage>, seg: SegmentBackupInfo, pk_field: i64) -> Result<u64> {
-    let mut deletes = Deletes::default();
-    for b in seg.deltalogs.iter().flat_map(|f| &f.binlogs) {
-        deletes
-            .add_log(&read_binlog(&src, &b.log_path).await?)
-            .map_err(|e| StepError::Failed(format!("delta log `{}`: {e}", b.log_path)))?;
-    }
-    let (mut keys, mut stamps) = (Column::Int(Vec::new()), Column::Int(Vec::new()));
-    for (field, out) in [(pk_field, &mut keys), (TIMESTAMP_FIELD, &mut stamps)] {
-        for fb in seg.binlogs.iter().filter(|f| f.field_id == field) {
-            for b in &fb.binlogs {
-                let data = read_binlog(&src, &b.log_path).await?;
-                crate::format::binlog::column(&data)
-                    .and_then(|c| out.append(c))
-                    .map_err(|e| StepError::Failed(format!("binlog `{}`: {e}", b.log_path)))?;
-            }
+/// Whether a listed segment holds only deletes (L0), or why it is refused: a level or a
+/// storage format planrun does not know, or storage v2, whose files it cannot read to count
+/// the backup's rows.
+fn l0(name: &str, seg: &SegmentInfo) -> Result<bool> {
+    let level = SegmentLevel::try_from(seg.level);
+    let why = match (level, seg.storage_version) {
+        (Err(_), _) => format!(
+            "level {}, which this version of planrun does not know (it knows Legacy, L0, L1, L2)",
+            seg.level
+        ),
+        (_, 2) => "in storage format v2 (Milvus 2.6), whose files planrun cannot read to count \
+                   the backup's rows"
+            .to_string(),
+        (_, v) if v > 2 => {
+            format!("in storage format v{v}, newer than any planrun knows (it knows v1 and v2)")
         }
-    }
-    deletes.live(keys, stamps).map_err(|e| {
-        StepError::Failed(format!(
-            "segment {} of collection {}: {e}",
-            seg.segment_id, seg.collection_id
-        ))
-    })
+        (Ok(level), _) => return Ok(level == SegmentLevel::L0),
+    };
+    fail(format!(
+        "segment {} of collection `{name}` is {why}; back the collection up with mode = \"rows\"",
+        seg.id
+    ))
 }
-
-async fn read_binlog(src: &Arc<dyn Storage>, key: &str) -> Result<bytes::Bytes> {
-    crate::format::read_all(src.as_ref(), key)
-        .await?
-        .ok_or_else(|| StepError::Failed(format!("binlog `{key}` disappeared while it was read")))
-}
-
-/// The system field holding every row's insert timestamp.
-const TIMESTAMP_FIELD: i64 = 1;
 
 async fn snapshot_once(
     client: &MilvusClient,
@@ -347,13 +349,22 @@ async fn snapshot_once(
 
     let mut objects = Vec::new();
     let mut parts = collection_info(db, name, &desc, &partitions, &[], None).partition_backups;
+    let mut l0_segments = Vec::new();
     for seg in &segments {
+        let is_l0 = l0(name, seg)?;
         let mut s = SegmentBackupInfo {
             segment_id: seg.id,
             collection_id: desc.collection_id,
             partition_id: seg.partition_id,
             num_of_rows: seg.num_rows,
-            group_id: seg.id,
+            // milvus-backup gives collection-level L0 segments no group directory.
+            group_id: if seg.partition_id == SegmentBackupInfo::ALL_PARTITIONS {
+                0
+            } else {
+                seg.id
+            },
+            is_l0,
+            storage_version: seg.storage_version,
             ..Default::default()
         };
         let ins_prefix = data.join(&format!(
@@ -366,7 +377,8 @@ async fn snapshot_once(
         ));
         let ins: Vec<_> = src.list(&ins_prefix).try_collect().await?;
         let del: Vec<_> = src.list(&del_prefix).try_collect().await?;
-        if ins.is_empty() {
+        // An L0 segment holds only delta logs.
+        if ins.is_empty() && !is_l0 {
             return fail(format!(
                 "segment {} of collection `{name}` has no insert logs under `{}:{ins_prefix}`; \
                  check `data` of instance `{}` (bucket and root path must be the instance's \
@@ -431,6 +443,10 @@ async fn snapshot_once(
             s.deltalogs.push(deltas);
         }
         s.binlogs.sort_by_key(|f| f.field_id);
+        if s.partition_id == SegmentBackupInfo::ALL_PARTITIONS {
+            l0_segments.push(s);
+            continue;
+        }
         match parts
             .iter_mut()
             .find(|p| p.partition_id == seg.partition_id)
@@ -447,30 +463,30 @@ async fn snapshot_once(
             }
         }
     }
-    let size = parts.iter().map(|p| p.size).sum();
+    let size =
+        parts.iter().map(|p| p.size).sum::<i64>() + l0_segments.iter().map(|s| s.size).sum::<i64>();
     let mut info = collection_info(db, name, &desc, &partitions, &indexes, None);
     info.load_state = load_state_name(
         client.get_load_state(name).await? == crate::milvus::pb::common::LoadState::Loaded,
     );
     info.partition_backups = parts;
+    info.l0_segments = l0_segments;
     info.size = size;
     // A segment whose field binlogs are incomplete (compaction or GC raced the backup, or an
     // object went missing) is refused before the snapshot is recorded: that collection fails,
     // and the next apply takes a fresh snapshot of it.
     crate::format::check::check_collection(&info).map_err(StepError::Failed)?;
-    let pk_field = desc.primary_field().map(|f| f.field_id).unwrap_or_default();
-    // Owned items: borrowed ones make the spawned step future not `Send`.
-    let segs: Vec<SegmentBackupInfo> = info
-        .partition_backups
-        .iter()
-        .flat_map(|p| p.segment_backups.clone())
-        .collect();
-    let held: Vec<u64> = futures::stream::iter(segs)
-        .map(|s| live_rows(src.clone(), s, pk_field))
-        .buffer_unordered(8)
-        .try_collect()
-        .await?;
-    info.planrun_row_count = Some(held.iter().sum());
+    let Some(pk) = desc.primary_field() else {
+        return fail(format!("collection `{name}` has no primary key field"));
+    };
+    let live = crate::format::binlog::live(
+        src.clone(),
+        crate::format::binlog::Files::Source,
+        &info,
+        (&pk.name, pk.field_id),
+    )
+    .await?;
+    info.planrun_row_count = Some(live.values().map(|l| l.rows).sum());
     Ok(Snapshot {
         info,
         objects,
@@ -486,7 +502,7 @@ pub(super) async fn preview(
     selected: &[(String, String)],
     p: &mut StepPreview,
 ) -> Option<BackupInfo> {
-    let data = match source(look.res, step, client) {
+    let (data, _) = match source(look.res, step, client) {
         Ok(d) => d,
         Err(e) => {
             p.conflict(e);

@@ -136,8 +136,16 @@ pub(super) fn refusals(
             t.info.collection_name, step.instance
         ));
     }
+    // A binlog restore onto a release not run here is checked on the loaded collection.
+    let release = crate::milvus::version::binlog(&step.instance, client.server_version()).ok();
+    if mode == Mode::Binlog
+        && let Some(release) = &release
+    {
+        out.extend(super::binlog::refusals(release, &step.instance, t));
+    }
+    let checked = mode == Mode::Binlog && release.is_some_and(|r| !r.run_here);
     // A collection loads only with an index on every vector field (Milvus Lite excepted).
-    let loads = t.loads(step);
+    let loads = t.loads(step) || checked;
     let indexed = mode == Mode::Rows || step.indexes;
     if loads && !client.is_lite() {
         let missing: Vec<String> = t
@@ -147,7 +155,23 @@ pub(super) fn refusals(
             .filter(|f| !indexed || !t.info.index_infos.iter().any(|i| i.field_name == f.name))
             .map(|f| format!("`{}`", f.name))
             .collect();
-        if !missing.is_empty() {
+        if !missing.is_empty() && checked {
+            out.push(format!(
+                "`{}` would have no index on {}, so `{}` could not be loaded for the exact check \
+                 every binlog restore onto Milvus {} gets (binlog mode has not been run against \
+                 it); build the index on the source before the backup{}, or back it up with \
+                 mode = \"rows\"",
+                t.info.collection_name,
+                missing.join(", "),
+                t.name,
+                release.map(|r| r.name()).unwrap_or_default(),
+                if step.indexes {
+                    ""
+                } else {
+                    " and set indexes = true"
+                }
+            ));
+        } else if !missing.is_empty() {
             out.push(format!(
                 "`{}` would have no index on {}, so `{}` could not be loaded after the restore; \
                  build the index on the source before the backup, or set load = false{} in step \
