@@ -46,8 +46,9 @@ pub(super) fn target_ok(res: &Resources, step: &RestoreStep) -> Result<Option<St
 
 /// The refusal both the preview and apply make of the target server: Milvus Lite has no import,
 /// and releases outside 2.3 to 3.0 lay binlogs out in ways planrun does not know.
-pub(super) fn server_ok(client: &MilvusClient, step: &RestoreStep) -> Result<()> {
-    release(client, step).map(|_| ())
+/// What binlog mode does on the step's instance, or why it refuses it.
+pub(super) fn server_ok(client: &MilvusClient, step: &RestoreStep) -> Result<Binlog> {
+    release(client, step)
 }
 
 fn release(client: &MilvusClient, step: &RestoreStep) -> Result<Binlog> {

@@ -223,9 +223,17 @@ pub async fn preview(look: &mut Look<'_>, step: &RestoreStep, p: &mut StepPrevie
     };
     if let Some(c) = &client
         && mode == Mode::Binlog
-        && let Err(e) = binlog::server_ok(c, step)
     {
-        p.conflict(e);
+        match binlog::server_ok(c, step) {
+            Err(e) => p.conflict(e),
+            Ok(b) if !b.run_here => p.changes.push(format!(
+                "~ checked exactly after the import (count and key digest of every partition \
+                 against the backup's binlogs; a mismatch drops the collection): binlog mode \
+                 has not been run against Milvus {} here",
+                b.name()
+            )),
+            Ok(_) => {}
+        }
     }
     for why in name_refusals(step, &p.id, &backup) {
         p.conflict(why);
