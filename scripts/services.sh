@@ -277,10 +277,13 @@ up() {
   for w in "${want[@]}"; do
     case $w in s3|s3-b|milvus-a|milvus-b|lite|lite25) ;; *) log "unknown service '$w' (known: ${all[*]})"; return 2;; esac
   done
-  # The health checks use pymilvus from .venv, so it is installed whatever is started.
+  # The health checks use pymilvus from .venv, so it is installed whatever is started; the
+  # Garage build runs beside the pip installs.
+  local garage_build=""
+  if printf '%s\n' "${want[@]}" | grep -q 's3\|milvus'; then install_garage & garage_build=$!; fi
   install
   if printf '%s\n' "${want[@]}" | grep -qx lite25; then install_lite25; fi
-  if printf '%s\n' "${want[@]}" | grep -q 's3\|milvus'; then install_garage; fi
+  if [ -n "$garage_build" ]; then wait "$garage_build"; fi
   mkdir -p "$dir"
   # Milvus needs its object store first.
   if printf '%s\n' "${want[@]}" | grep -q milvus || printf '%s\n' "${want[@]}" | grep -qx s3; then
@@ -335,6 +338,7 @@ case $cmd in
   up) up "$@" ;;
   down) down "$@" ;;
   status) status "$@" ;;
-  install) install; install_lite25; install_garage ;;
+  # The Garage build (the long one) runs beside the pip installs.
+  install) install_garage & garage_build=$!; install; install_lite25; wait "$garage_build" ;;
   *) echo "usage: $0 up|down|status|install [s3|s3-b|milvus-a|milvus-b|lite|lite25 ...]" >&2; exit 2 ;;
 esac
