@@ -435,17 +435,23 @@ def rows_benchmark(args, binary, work, alternate):
             wall = time.monotonic() - t0
             if n != args.rows_rows:
                 raise SystemExit(f"script read {n} rows, expected {args.rows_rows}")
+            # planrun's restore ends with an exact count(*); the script's time does not include
+            # one, so the count is timed apart (on Lite it waits for the inserted rows' index).
+            t1 = time.monotonic()
             check_rows(inst, target, args.rows_rows, "script")
+            counted = time.monotonic() - t1
             drop(inst, target)
-            log(f"rows {label} round {i}: script {wall:.1f} s")
-            return {"wall": wall}
+            log(f"rows {label} round {i}: script {wall:.1f} s (+ {counted:.1f} s for a count)")
+            return {"wall": wall, "count_s": counted}
 
         ra, rb = alternate(args.milvus_rounds, run_planrun, run_script)
         tp = statistics.median(r["wall"] for r in ra)
         ts = statistics.median(r["wall"] for r in rb)
+        tc = statistics.median(r["wall"] + r["count_s"] for r in rb)
         results[label] = {"rows": args.rows_rows, "planrun": ra, "script": rb,
                           "planrun_rows_per_s": args.rows_rows / tp,
-                          "script_rows_per_s": args.rows_rows / ts, "ratio": ts / tp}
+                          "script_rows_per_s": args.rows_rows / ts, "ratio": ts / tp,
+                          "ratio_with_count": tc / tp, "batch": args.iterator_batch}
     return results
 
 
@@ -663,8 +669,11 @@ def report_rows(results):
     for label, r in results.get("rows", {}).items():
         rows.append((f"4 rows mode {label}, {r['rows']:,} rows",
                      f"{r['planrun_rows_per_s']:,.0f} rows/s",
-                     f"query_iterator+insert {r['script_rows_per_s']:,.0f} rows/s",
-                     f"{r['ratio']:.2f}x", ">= 3x"))
+                     f"query_iterator(batch_size={r['batch']})+insert "
+                     f"{r['script_rows_per_s']:,.0f} rows/s",
+                     f"{r['ratio']:.2f}x", ">= 2x" if r["batch"] > 1000 else ">= 3x"))
+        rows.append((f"4 the same, the script's time with a count(*) as planrun ends", "-", "-",
+                     f"{r['ratio_with_count']:.2f}x", "-"))
     if "many" in results:
         r = results["many"]
         m = r["median_s"]
