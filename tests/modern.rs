@@ -1,11 +1,12 @@
 //! Rows mode with the newer schema features: sparse vectors, nullable fields, default values,
-//! dynamic fields, arrays of every element type, JSON and BM25 functions, moved between Milvus
-//! Lite 3 and Milvus 2.3.5 where the target has them, and refused in the dry run where it lacks them.
+//! dynamic fields, arrays of every element type, JSON, BM25 functions, GEOMETRY and TIMESTAMPTZ,
+//! moved between Milvus Lite 3 and Milvus 2.3.5 where the target has them, and refused in the dry
+//! run where it lacks them.
 
 use std::path::{Path, PathBuf};
 
 use crate::rows::{Server, apply, dry_run, milvus_a, pymilvus, rows_plan};
-use crate::support::{self, LITE, MILVUS_B, Service};
+use crate::support::{self, LITE, LITE25, MILVUS_B, Service};
 
 /// A server without auth under the plan id `id` (two ids may name one server).
 fn open(id: &'static str, s: &Service) -> Server {
@@ -202,6 +203,56 @@ c.insert({coll:?}, docs)
     );
 }
 
+/// GEOMETRY and TIMESTAMPTZ fields, plain, nullable (with nulls) and with defaults, in a
+/// collection whose `timezone` is Asia/Shanghai: times are written with offsets and without
+/// (read in that zone); WKT in the spellings Milvus Lite keeps as written. 300 rows.
+fn seed_geo_time(s: &Server, coll: &str) {
+    pymilvus(
+        s,
+        &format!(
+            r#"
+schema = c.create_schema(auto_id=False, enable_dynamic_field=True)
+schema.add_field("id", DataType.INT64, is_primary=True)
+schema.add_field("v", DataType.FLOAT_VECTOR, dim=4)
+# This long a VARCHAR makes planrun's pages a few hundred rows: 300 rows span several.
+schema.add_field("note", DataType.VARCHAR, max_length=65535)
+schema.add_field("g", DataType.GEOMETRY)
+schema.add_field("t", DataType.TIMESTAMPTZ)
+schema.add_field("gn", DataType.GEOMETRY, nullable=True)
+schema.add_field("tn", DataType.TIMESTAMPTZ, nullable=True)
+schema.add_field("gd", DataType.GEOMETRY, default_value="POINT (0 0)")
+schema.add_field("td", DataType.TIMESTAMPTZ, nullable=True, default_value="2020-02-02T02:02:02+01:00")
+idx = c.prepare_index_params()
+idx.add_index("v", index_type="FLAT", metric_type="L2")
+c.create_collection({coll:?}, schema=schema, index_params=idx, consistency_level="Strong",
+                    properties={{"timezone": "Asia/Shanghai"}})
+r = random.Random(13)
+def geo(i):
+    x, y = round(r.uniform(-180, 180), 6), round(r.uniform(-90, 90), 6)
+    return ["POINT (%s %s)" % (x, y), "point(%s %s)" % (x, y), "POLYGON ((0 0, %s 0, %s %s, 0 0))" % (x, x, y)][i % 3]
+def when(i):
+    frac = "" if i % 2 else ".%06d" % r.randrange(10**6)
+    return "%04d-%02d-%02dT%02d:%02d:%02d%s%s" % (r.randint(2, 9998), r.randint(1, 12), r.randint(1, 28),
+        r.randrange(24), r.randrange(60), r.randrange(60), frac, ["Z", "+05:30", "-08:00", ""][i % 4])
+rows = []
+for i in range(300):
+    row = dict(id=i, v=[r.random() for _ in range(4)], note="n%d" % i, g=geo(i), t=when(i),
+               gn=None if i % 3 == 0 else geo(i + 1), tn=None if i % 4 == 0 else when(i + 1))
+    if i % 2:
+        row["gd"] = geo(i + 2)
+    if i % 5 == 0:
+        row["td"] = when(i + 2)
+    elif i % 5 == 1:
+        row["td"] = None  # a null where there is a default is the default
+    if i % 10 == 0:
+        row["extra"] = "dyn%d" % i
+    rows.append(row)
+c.insert({coll:?}, rows)
+"#
+        ),
+    );
+}
+
 /// The ranked ids of a few BM25 text searches.
 fn bm25_ranks(s: &Server, db: &str, coll: &str) -> String {
     pymilvus(
@@ -385,6 +436,51 @@ fn lite_and_milvus_2_3_exchange_every_type_both_have() {
     }
 }
 
+#[test]
+fn lite_to_lite_keeps_geometries_and_timestamptz_with_nulls_and_defaults() {
+    let (from, to) = (open("lite", &LITE), open("lite_b", &LITE));
+    let coll = support::unique("modgeo");
+    seed_geo_time(&from, &coll);
+    let db = support::unique("moddb");
+    let (dir, plan) = plan(&from, &to, &[&coll], &format!("database = {db:?}"));
+    let (good, out) = apply(&plan, None);
+    assert!(good, "{out}");
+    assert!(out.contains("equals"), "{out}");
+    let target = format!("{coll}_bak");
+    let rows = assert_same(&from, &coll, &to, &db, &target, true);
+    let rows = rows.as_array().unwrap();
+    let count = |f: &dyn Fn(&serde_json::Value) -> bool| rows.iter().filter(|r| f(r)).count();
+    assert_eq!(count(&|r| r["gn"].is_null()), 100);
+    assert_eq!(count(&|r| r["tn"].is_null()), 75);
+    assert_eq!(count(&|r| r["gd"] == "POINT (0 0)"), 150);
+    assert_eq!(count(&|r| r["td"] == "2020-02-02T01:02:02Z"), 240);
+    // The files hold instants, as Parquet timestamps; pages were many files.
+    let files = parquet_files(&dir.path().join("backups/backup/modern"));
+    assert!(files.len() > 1, "{files:?}");
+    let batches =
+        planrun::codec::arrow::from_parquet(std::fs::read(&files[0]).unwrap().into()).unwrap();
+    let t = format!("{:?}", batches[0].schema().field_with_name("t").unwrap());
+    assert!(t.contains("Timestamp(Microsecond"), "{t}");
+    // The target keeps the defaults for rows inserted later.
+    let got = pymilvus(
+        &to,
+        &format!(
+            r#"{ROWS_PY}
+c = connect({uri:?}, "", {db:?})
+c.insert("{target}", [dict(id=100000, v=[0.0] * 4, note="", g="POINT (1 1)", t="2024-01-01T00:00:00Z", gn=None, tn=None)])
+print(c.query("{target}", filter="id == 100000", output_fields=["gd", "td"])[0])
+"#,
+            uri = to.uri
+        ),
+    );
+    assert!(
+        got.contains("'gd': 'POINT (0 0)'") && got.contains("'td': '2020-02-02T01:02:02Z'"),
+        "{got}"
+    );
+    drop_all(&from, "default", &[&coll]);
+    drop_all(&to, &db, &[&target]);
+}
+
 /// Runs the dry run and apply of `plan`, both refused; `target` must not have been created.
 fn assert_refused(plan: &Path, to: &Server, target: &str, expected: &[&str]) {
     let (code, out) = dry_run(plan);
@@ -457,6 +553,40 @@ c.load_collection({coll:?})
             &to,
             &format!("{coll}_bak"),
             &["field `f16` is a Float16Vector field", lacks],
+        );
+    }
+    drop_all(&from, "default", &[&coll]);
+}
+
+#[test]
+fn the_dry_run_refuses_geometries_and_timestamptz_where_the_target_lacks_them() {
+    let from = open("lite", &LITE);
+    let coll = support::unique("modrg");
+    seed_geo_time(&from, &coll);
+    // Milvus 2.3.5 (the pip server says "v2.3.5-lite") by version; Lite 2.5 reports none.
+    for (to, lacks, since) in [
+        (
+            milvus_a(),
+            "which Milvus v2.3.5",
+            "does not have (from 2.6)",
+        ),
+        (
+            open("lite25", &LITE25),
+            "which Milvus Lite (milvus_lite 2.x (no GetVersion)) does not have",
+            "",
+        ),
+    ] {
+        let (_dir, plan) = plan(&from, &to, &[&coll], "");
+        assert_refused(
+            &plan,
+            &to,
+            &format!("{coll}_bak"),
+            &[
+                &format!("field `g` is a Geometry field, {lacks}"),
+                &format!("field `t` is a Timestamptz field, {lacks}"),
+                "field `tn` is a Timestamptz field",
+                since,
+            ],
         );
     }
     drop_all(&from, "default", &[&coll]);

@@ -205,30 +205,35 @@ impl Migration {
     /// Row by row with pymilvus, partitions and indexes too.
     pub(crate) fn assert_equal(&self) {
         for c in [self.coll.clone(), format!("{}_str", self.coll)] {
-            let out = data(&[
-                "compare",
-                "--uri",
-                &self.from.uri,
-                "--token",
-                self.from.token,
-                "--collection",
-                &c,
-                "--target-uri",
-                &self.to.uri,
-                "--target-token",
-                self.to.token,
-                "--target-collection",
-                &format!("{c}_bak"),
-            ]);
-            let report = String::from_utf8_lossy(&out.stdout).into_owned();
-            assert!(
-                out.status.success(),
-                "`{c}_bak` differs from `{c}`: {report}{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let v: serde_json::Value = serde_json::from_str(report.trim()).unwrap();
-            assert!(v["source_rows"].as_u64().unwrap() >= 300, "{v}");
+            self.assert_restored(&c);
         }
+    }
+
+    /// `{c}_bak` on `to` equals `c` on `from`, row by row.
+    fn assert_restored(&self, c: &str) {
+        let out = data(&[
+            "compare",
+            "--uri",
+            &self.from.uri,
+            "--token",
+            self.from.token,
+            "--collection",
+            c,
+            "--target-uri",
+            &self.to.uri,
+            "--target-token",
+            self.to.token,
+            "--target-collection",
+            &format!("{c}_bak"),
+        ]);
+        let report = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "`{c}_bak` differs from `{c}`: {report}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_str(report.trim()).unwrap();
+        assert!(v["source_rows"].as_u64().unwrap() >= 300, "{v}");
     }
 
     fn parquet_files(&self) -> usize {
@@ -271,6 +276,21 @@ impl Migration {
             ]);
         }
     }
+}
+
+/// Seeds `coll` on `s` (scripts/milvus_data.py `seed`) with these options.
+fn seed(s: &Server, coll: &str, options: &[&str]) {
+    let mut args = vec![
+        "seed",
+        "--uri",
+        &s.uri,
+        "--token",
+        s.token,
+        "--collection",
+        coll,
+    ];
+    args.extend_from_slice(options);
+    ok(data(&args));
 }
 
 pub(crate) fn has_collection(s: &Server, coll: &str) -> bool {
@@ -404,23 +424,18 @@ fn a_rows_restore_inserts_each_file_while_the_backup_still_reads() {
     let from = milvus_a();
     let coll = support::unique("rowpipe");
     // 20,000 rows in one partition: several files (a page is bounded in bytes).
-    ok(data(&[
-        "seed",
-        "--uri",
-        &from.uri,
-        "--token",
-        from.token,
-        "--collection",
+    seed(
+        &from,
         &coll,
-        "--rows",
-        "20000",
-        "--partitions",
-        "1",
-        "--segments",
-        "1",
-        "--delete-every",
-        "0",
-    ]));
+        &[
+            "--rows",
+            "20000",
+            "--partitions",
+            "1",
+            "--delete-every",
+            "0",
+        ],
+    );
     let m = Migration::seeded(from, milvus_b(), coll.clone());
     let dir = m.dir.path();
     let plan = rows_plan(dir, &m.from, &m.to, std::slice::from_ref(&coll), &coll, "");
@@ -448,26 +463,7 @@ fn a_rows_restore_inserts_each_file_while_the_backup_still_reads() {
         .unwrap_or_else(|| panic!("no backup end in {err}"));
     assert!(inserted < backed_up, "{err}");
     assert!(err.contains("20000 rows inserted from Parquet"), "{err}");
-    let cmp = data(&[
-        "compare",
-        "--uri",
-        &m.from.uri,
-        "--token",
-        m.from.token,
-        "--collection",
-        &coll,
-        "--target-uri",
-        &m.to.uri,
-        "--target-token",
-        m.to.token,
-        "--target-collection",
-        &format!("{coll}_bak"),
-    ]);
-    assert!(
-        cmp.status.success(),
-        "{}",
-        String::from_utf8_lossy(&cmp.stdout)
-    );
+    m.assert_restored(&coll);
     m.cleanup();
 }
 
@@ -477,21 +473,11 @@ fn a_rows_restore_inserts_each_file_while_the_backup_still_reads() {
 fn rows_mode_migrates_a_partition_key_collection() {
     let from = milvus_a();
     let coll = support::unique("rowpk");
-    ok(data(&[
-        "seed",
-        "--uri",
-        &from.uri,
-        "--token",
-        from.token,
-        "--collection",
+    seed(
+        &from,
         &coll,
-        "--rows",
-        "600",
-        "--partition-key",
-        "4",
-        "--partitions",
-        "1",
-    ]));
+        &["--rows", "600", "--partition-key", "4", "--partitions", "1"],
+    );
     let m = Migration::seeded(from, milvus_b(), coll);
     let (good, out) = apply(&m.plan, None);
     assert!(good, "{out}");

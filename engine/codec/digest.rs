@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use sha2::{Digest, Sha256};
 
 use crate::milvus::Pk;
-use crate::milvus::pb::schema::{FieldData, ScalarField, field_data, scalar_field, vector_field};
+use crate::milvus::pb::schema::{
+    DataType, FieldData, ScalarField, field_data, scalar_field, vector_field,
+};
 
 /// The key and canonical hash of every row of a page. Columns are taken by field name, so the
 /// order the server returns them in does not matter. Without `with_key` the key column is left
@@ -77,6 +79,18 @@ fn json(h: &mut Sha256, raw: &[u8]) {
 fn cell(h: &mut Sha256, f: &FieldData, i: usize, dynamic: bool) -> std::result::Result<(), String> {
     let short = || format!("column `{}` is shorter than the page", f.field_name);
     match &f.field {
+        // A timestamptz is the instant its text names: two servers may write one instant in
+        // different zones or precisions.
+        Some(field_data::Field::Scalars(ScalarField {
+            data: Some(scalar_field::Data::StringData(a)),
+        })) if f.r#type == DataType::Timestamptz as i32 => {
+            let text = a.data.get(i).ok_or_else(short)?;
+            match super::timestamptz::parse(text) {
+                Some(micros) => h.update(micros.to_le_bytes()),
+                None => bytes(h, text.as_bytes()),
+            }
+            Ok(())
+        }
         Some(field_data::Field::Scalars(s)) => scalar(h, s, i, dynamic).ok_or_else(short),
         Some(field_data::Field::Vectors(v)) => {
             let dim = v.dim.max(0) as usize;
@@ -117,6 +131,7 @@ fn scalar(h: &mut Sha256, s: &ScalarField, i: usize, dynamic: bool) -> Option<()
         Some(Data::FloatData(a)) => h.update(a.data.get(i)?.to_bits().to_le_bytes()),
         Some(Data::DoubleData(a)) => h.update(a.data.get(i)?.to_bits().to_le_bytes()),
         Some(Data::StringData(a)) => bytes(h, a.data.get(i)?.as_bytes()),
+        Some(Data::GeometryWktData(a)) => bytes(h, a.data.get(i)?.as_bytes()),
         Some(Data::BytesData(a)) => bytes(h, a.data.get(i)?),
         Some(Data::JsonData(a)) => {
             let raw = a.data.get(i)?;
@@ -271,6 +286,23 @@ mod tests {
         let c = hash_rows(&page(row(&[9, 2, 1, 6])), "id", 1, true).unwrap();
         assert_eq!(a, b);
         assert_ne!(a, c);
+    }
+
+    #[test]
+    fn timestamptz_hash_by_instant_and_geometries_by_text() {
+        use crate::milvus::data::{geometry_column, timestamptz_column};
+        let page = |t: &str, g: &str| {
+            let cols = [
+                int64_column("id", vec![1]),
+                timestamptz_column("t", vec![t.into()]),
+                geometry_column("g", vec![g.into()]),
+            ];
+            hash_rows(&cols, "id", 1, true).unwrap()
+        };
+        let a = page("2024-01-02T03:04:05Z", "POINT (1 2)");
+        assert_eq!(a, page("2024-01-02T11:04:05.000000+08:00", "POINT (1 2)"));
+        assert_ne!(a, page("2024-01-02T03:04:06Z", "POINT (1 2)"));
+        assert_ne!(a, page("2024-01-02T03:04:05Z", "POINT (1 3)"));
     }
 
     #[test]

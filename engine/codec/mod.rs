@@ -4,6 +4,7 @@
 pub mod arrow;
 pub mod digest;
 pub mod limits;
+pub mod timestamptz;
 
 use crate::format::meta::{self, CollectionSchema};
 use crate::milvus::pb::schema::{DataType, FieldData};
@@ -25,7 +26,9 @@ pub fn page_limit(schema: &CollectionSchema, budget: usize) -> usize {
             DataType::BinaryVector => dim.div_ceil(8),
             DataType::SparseFloatVector => 4096,
             DataType::VarChar | DataType::String => param(f, "max_length").unwrap_or(256),
-            DataType::Json => 2048,
+            // JSON and WKT geometries are as long as their values; a timestamptz travels as text.
+            DataType::Json | DataType::Geometry => 2048,
+            DataType::Timestamptz => 32,
             DataType::Array => param(f, "max_capacity").unwrap_or(64) * 64,
             _ => 8,
         };

@@ -743,6 +743,28 @@ mod tests {
         assert_eq!(theirs.partition_id, 0);
     }
 
+    /// Milvus Lite 3 describes a TIMESTAMPTZ default as microseconds in a `ValueField` variant
+    /// of its own; a build without it would decode no default at all and silently drop it.
+    #[test]
+    fn a_timestamptz_default_survives_the_json_and_the_create_schema() {
+        use pb::schema::{self as s, value_field};
+        let dflt = s::ValueField {
+            data: Some(value_field::Data::TimestamptzData(1_704_164_645_000_000)),
+        };
+        let from_server = s::CollectionSchema {
+            fields: vec![s::FieldSchema {
+                name: "t".into(),
+                data_type: s::DataType::Timestamptz as i32,
+                default_value: Some(dflt.clone()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let json = serde_json::to_value(CollectionSchema::from(&from_server)).unwrap();
+        let back: CollectionSchema = serde_json::from_value(json).unwrap();
+        assert_eq!(back.to_pb("c").fields[0].default_value, Some(dflt));
+    }
+
     #[test]
     fn functions_defaults_and_nulls_survive_the_json_and_the_create_schema() {
         use pb::schema::{self as s, value_field};

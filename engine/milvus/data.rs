@@ -3,8 +3,8 @@
 use std::fmt;
 
 use super::pb::schema::{
-    BoolArray, DataType, DoubleArray, FieldData, FloatArray, IntArray, JsonArray, LongArray,
-    ScalarField, SparseFloatArray, StringArray, VectorField, field_data, scalar_field,
+    BoolArray, DataType, DoubleArray, FieldData, FloatArray, GeometryWktArray, IntArray, JsonArray,
+    LongArray, ScalarField, SparseFloatArray, StringArray, VectorField, field_data, scalar_field,
     vector_field,
 };
 
@@ -95,6 +95,25 @@ pub fn varchar_column(name: &str, data: Vec<String>) -> FieldData {
     scalar(
         name,
         DataType::VarChar,
+        scalar_field::Data::StringData(StringArray { data }),
+    )
+}
+
+/// A GEOMETRY column of WKT text, the form queries answer and inserts take.
+pub fn geometry_column(name: &str, data: Vec<String>) -> FieldData {
+    scalar(
+        name,
+        DataType::Geometry,
+        scalar_field::Data::GeometryWktData(GeometryWktArray { data }),
+    )
+}
+
+/// A TIMESTAMPTZ column of RFC 3339 text (`codec::timestamptz`), the form queries answer and
+/// inserts take.
+pub fn timestamptz_column(name: &str, data: Vec<String>) -> FieldData {
+    scalar(
+        name,
+        DataType::Timestamptz,
         scalar_field::Data::StringData(StringArray { data }),
     )
 }
@@ -220,6 +239,7 @@ pub fn scalar_len(s: &ScalarField) -> usize {
         Some(scalar_field::Data::BytesData(a)) => a.data.len(),
         Some(scalar_field::Data::ArrayData(a)) => a.data.len(),
         Some(scalar_field::Data::JsonData(a)) => a.data.len(),
+        Some(scalar_field::Data::GeometryWktData(a)) => a.data.len(),
         None => 0,
     }
 }
@@ -267,6 +287,10 @@ mod tests {
         assert_eq!(column_len(&int64_column("id", vec![1, 2, 3])), 3);
         assert_eq!(column_len(&float_vector_column("v", 4, vec![0.0; 8])), 2);
         assert_eq!(column_len(&dynamic_column(vec![b"{}".to_vec()])), 1);
+        assert_eq!(
+            column_len(&geometry_column("g", vec!["POINT (1 2)".into()])),
+            1
+        );
         let col = varchar_column("k", vec!["a".into(), "b".into()]);
         assert_eq!(last_pk(&col), Some(Pk::Str("b".into())));
         assert_eq!(pks(&col).unwrap().len(), 2);

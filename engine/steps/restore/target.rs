@@ -337,8 +337,9 @@ fn lacks(client: &MilvusClient, schema: &CollectionSchema) -> Option<String> {
     let version = client.server_version();
     let minor = crate::milvus::version::minor(version);
     // Milvus Lite 3 (pure Python) has no binary, half-precision or int8 vectors; Lite 2.x (the
-    // C++ core of Milvus 2.5, which reports no version) has them.
+    // C++ core of Milvus 2.5, which reports no version) has them, but not the types of 2.6.
     let lite3 = client.is_lite() && version.starts_with("milvus_lite-3");
+    let lite2 = client.is_lite() && !lite3;
     let before = |since: (u32, u32)| minor.is_some_and(|have| have < since);
     let milvus = |since: (u32, u32)| {
         format!(
@@ -353,24 +354,27 @@ fn lacks(client: &MilvusClient, schema: &CollectionSchema) -> Option<String> {
             DataType::Float16Vector | DataType::BFloat16Vector | DataType::SparseFloatVector => {
                 Some((2, 4))
             }
-            DataType::Int8Vector => Some((2, 6)),
+            // Milvus 2.3.5 creates GEOMETRY and TIMESTAMPTZ fields, then refuses geometry
+            // inserts; one here took timestamptz rows and went down when they were dropped.
+            DataType::Int8Vector | DataType::Geometry | DataType::Timestamptz => Some((2, 6)),
             _ => None,
         };
-        let vector = || format!("field `{}` is a {} field", f.name, ty.as_str_name());
+        let typed = || format!("field `{}` is a {} field", f.name, ty.as_str_name());
         if let Some(since) = since.filter(|s| before(*s)) {
-            out.push(format!("{}, {}", vector(), milvus(since)));
+            out.push(format!("{}, {}", typed(), milvus(since)));
         }
         let lite_lacks = match ty {
             DataType::BinaryVector
             | DataType::Float16Vector
             | DataType::BFloat16Vector
             | DataType::Int8Vector => lite3,
+            DataType::Geometry | DataType::Timestamptz => lite2,
             _ => false,
         };
         if lite_lacks {
             out.push(format!(
                 "{}, which Milvus Lite ({version}) does not have",
-                vector()
+                typed()
             ));
         }
         if f.nullable && before((2, 5)) {
