@@ -409,6 +409,18 @@ pub fn kv_to_pb(kvs: &[KeyValue]) -> Vec<pb::common::KeyValuePair> {
         .collect()
 }
 
+/// Why neither mode can carry a collection, if its schema has parts planrun does not model: a
+/// copy made without them would lose their data, so the collection is refused instead.
+pub fn uncarried(db: &str, name: &str, schema: &pb::schema::CollectionSchema) -> Option<String> {
+    let n = schema.struct_array_fields.len();
+    (n > 0).then(|| {
+        format!(
+            "`{db}.{name}` has {n} struct array field(s) (Milvus 2.6 and later), which planrun \
+             does not carry in either mode yet; a copy without them would lose their data"
+        )
+    })
+}
+
 impl From<&pb::schema::CollectionSchema> for CollectionSchema {
     fn from(s: &pb::schema::CollectionSchema) -> Self {
         CollectionSchema {
@@ -530,6 +542,7 @@ impl CollectionSchema {
                     ..Default::default()
                 })
                 .collect(),
+            struct_array_fields: Vec::new(),
         }
     }
 
@@ -593,6 +606,15 @@ impl CollectionSchema {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn struct_array_fields_are_refused_not_dropped() {
+        let mut pb = pb::schema::CollectionSchema::default();
+        assert_eq!(uncarried("default", "c", &pb), None);
+        pb.struct_array_fields.push(vec![10, 1, b's']);
+        let why = uncarried("default", "c", &pb).expect("refused");
+        assert!(why.contains("`default.c`") && why.contains("1 struct array field"), "{why}");
+    }
+
     use super::*;
 
     fn segment() -> SegmentBackupInfo {

@@ -343,6 +343,9 @@ async fn snapshot_once(
     name: &str,
 ) -> Result<Snapshot> {
     let desc = client.describe_collection(name).await?;
+    if let Some(why) = crate::format::meta::uncarried(db, name, &desc.schema) {
+        return fail(why);
+    }
     let partitions = client.show_partitions(name).await?;
     let indexes = client.describe_index(name).await?;
     let segments = client.get_persistent_segment_info(name).await?;
@@ -552,6 +555,12 @@ pub(super) async fn preview(
                     }
                 }
             }
+        }
+        if let Some(why) = desc
+            .as_ref()
+            .and_then(|d| crate::format::meta::uncarried(db, name, &d.schema))
+        {
+            p.conflict(why);
         }
         p.counts.collections += 1;
         p.counts.partitions += parts.len() as u64;

@@ -49,7 +49,11 @@ pub async fn run(ctx: &StepCtx, step: &BackupStep) -> Result<String> {
                 ctx.check_cancel()?;
                 let c = client_ref.with_database(&db);
                 // Refused before reading anything, as the preview refuses it.
-                let schema = CollectionSchema::from(&c.describe_collection(&name).await?.schema);
+                let desc = c.describe_collection(&name).await?;
+                if let Some(why) = crate::format::meta::uncarried(&db, &name, &desc.schema) {
+                    return fail(why);
+                }
+                let schema = CollectionSchema::from(&desc.schema);
                 if let Some(conflict) = unreadable(&c, &db, &name, &schema).await? {
                     return fail(conflict);
                 }
@@ -399,6 +403,12 @@ pub(super) async fn preview(
         let desc = c.describe_collection(name).await.ok();
         let schema: Option<CollectionSchema> = desc.as_ref().map(|d| (&d.schema).into());
         let mut notes = Vec::new();
+        if let Some(why) = desc
+            .as_ref()
+            .and_then(|d| crate::format::meta::uncarried(db, name, &d.schema))
+        {
+            p.conflict(why);
+        }
         if let Some(s) = &schema {
             match unreadable(&c, db, name, s).await {
                 Ok(Some(conflict)) => p.conflict(conflict),
