@@ -293,7 +293,9 @@ async fn backup_collection(
     };
     // The files so far, published as each is written. Not when a field's size limit is taken
     // from the values read: the target is created from the schema before all of them are read.
-    let early = collection_info(db, name, &desc, &partitions, &indexes, None);
+    let mut early = collection_info(db, name, &desc, &partitions, &indexes, None);
+    // A restore loads its target as the source was: said from the first file on.
+    early.load_state = load_state_name(was_loaded);
     let so_far = std::sync::Mutex::new(RowsCollection {
         db_name: db.to_string(),
         collection_name: name.to_string(),
