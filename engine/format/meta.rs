@@ -612,7 +612,10 @@ mod tests {
         assert_eq!(uncarried("default", "c", &pb), None);
         pb.struct_array_fields.push(vec![10, 1, b's']);
         let why = uncarried("default", "c", &pb).expect("refused");
-        assert!(why.contains("`default.c`") && why.contains("1 struct array field"), "{why}");
+        assert!(
+            why.contains("`default.c`") && why.contains("1 struct array field"),
+            "{why}"
+        );
     }
 
     use super::*;
