@@ -432,7 +432,11 @@ fn collections(
             text += &format!("  {:<w$}", cells.get(id).map_or("-", String::as_str));
         }
     }
-    text.push('\n');
+    // The last column is padded like the others; trailing blanks are dropped.
+    let mut text: String = text
+        .lines()
+        .map(|l| format!("{}\n", l.trim_end()))
+        .collect();
     if !failures.is_empty() {
         text += &format!("\nfailed:\n{}\n", failures.join("\n"));
     }
