@@ -32,6 +32,22 @@ fn plan(
     (dir, path)
 }
 
+/// Moves `colls` from `from` to `to` into a new database (rows mode, verified); apply must
+/// succeed and say each copy equals its source. Returns the plan's directory, the database and
+/// apply's output.
+fn move_into_new_database(
+    from: &Server,
+    to: &Server,
+    colls: &[&str],
+) -> (tempfile::TempDir, String, String) {
+    let db = support::unique("moddb");
+    let (dir, plan) = plan(from, to, colls, &format!("database = {db:?}"));
+    let (good, out) = apply(&plan, None);
+    assert!(good, "{out}");
+    assert_eq!(out.matches("equals").count(), colls.len(), "{out}");
+    (dir, db, out)
+}
+
 /// Python that defines `rows(client, coll)` (every row by key, all fields) and `norm(value)`.
 const ROWS_PY: &str = r#"
 import json
@@ -310,16 +326,7 @@ fn lite_to_lite_into_another_database_keeps_sparse_nulls_defaults_and_every_type
     let (nulls, portable) = (support::unique("modnull"), support::unique("modport"));
     seed_nulls_and_sparse(&from, &nulls);
     seed_portable(&from, &portable);
-    let db = support::unique("moddb");
-    let (_dir, plan) = plan(
-        &from,
-        &to,
-        &[&nulls, &portable],
-        &format!("database = {db:?}"),
-    );
-    let (good, out) = apply(&plan, None);
-    assert!(good, "{out}");
-    assert_eq!(out.matches("equals").count(), 2, "{out}");
+    let (_dir, db, _) = move_into_new_database(&from, &to, &[&nulls, &portable]);
     let rows = assert_same(&from, &nulls, &to, &db, &format!("{nulls}_bak"), true);
     assert_same(&from, &portable, &to, &db, &format!("{portable}_bak"), true);
     // Nulls are nulls on the target (not zeros), and defaults are the values of rows that left
@@ -360,11 +367,7 @@ fn a_bm25_collection_searches_the_same_after_the_move() {
     let (from, to) = (open("lite", &LITE), open("lite_b", &LITE));
     let coll = support::unique("modbm25");
     seed_bm25(&from, &coll);
-    let db = support::unique("moddb");
-    let (dir, plan) = plan(&from, &to, &[&coll], &format!("database = {db:?}"));
-    let (good, out) = apply(&plan, None);
-    assert!(good, "{out}");
-    assert!(out.contains("equals"), "{out}");
+    let (dir, db, out) = move_into_new_database(&from, &to, &[&coll]);
     assert!(
         out.contains("`bm` is computed by BM25 function `text_bm25` on each side"),
         "{out}"
@@ -441,11 +444,7 @@ fn lite_to_lite_keeps_geometries_and_timestamptz_with_nulls_and_defaults() {
     let (from, to) = (open("lite", &LITE), open("lite_b", &LITE));
     let coll = support::unique("modgeo");
     seed_geo_time(&from, &coll);
-    let db = support::unique("moddb");
-    let (dir, plan) = plan(&from, &to, &[&coll], &format!("database = {db:?}"));
-    let (good, out) = apply(&plan, None);
-    assert!(good, "{out}");
-    assert!(out.contains("equals"), "{out}");
+    let (dir, db, _) = move_into_new_database(&from, &to, &[&coll]);
     let target = format!("{coll}_bak");
     let rows = assert_same(&from, &coll, &to, &db, &target, true);
     let rows = rows.as_array().unwrap();
