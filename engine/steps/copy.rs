@@ -15,10 +15,14 @@ use crate::text::human_bytes;
 
 /// The refusal both the preview and apply make of a damaged backup: when `from` holds a backup,
 /// every file is checked against its meta (present, size, MD5) before anything is copied, so a
-/// damaged backup never travels on as if it were whole.
-async fn damaged_backup(src: &dyn Storage, step: &CopyStep) -> Result<Option<String>> {
+/// damaged backup never travels on as if it were whole. `Ok(Err(why))` for a damaged one;
+/// otherwise the backup's meta, if `from` holds a backup.
+async fn checked_backup(
+    src: &dyn Storage,
+    step: &CopyStep,
+) -> Result<std::result::Result<Option<meta::BackupInfo>, String>> {
     let Some(backup) = crate::format::read_meta(src, &step.from).await? else {
-        return Ok(None);
+        return Ok(Ok(None));
     };
     let rows = if backup.format == crate::format::rows::FORMAT {
         Some(crate::format::read_rows_meta(src, &step.from).await?)
@@ -28,10 +32,10 @@ async fn damaged_backup(src: &dyn Storage, step: &CopyStep) -> Result<Option<Str
     let damage =
         crate::format::check::verify_backup(src, &step.from, &backup, rows.as_ref()).await?;
     if damage.is_empty() {
-        return Ok(None);
+        return Ok(Ok(Some(backup)));
     }
     let shown: Vec<String> = damage.iter().take(5).map(|d| d.to_string()).collect();
-    Ok(Some(format!(
+    Ok(Err(format!(
         "the backup at `{}` does not match its meta, so it is not copied: {}{}",
         step.from,
         shown.join("; "),
@@ -89,9 +93,10 @@ pub async fn run(ctx: &StepCtx, step: &CopyStep) -> Result<String> {
     if objects.is_empty() {
         return fail(empty_source(step));
     }
-    if let Some(why) = damaged_backup(src.as_ref(), step).await? {
-        return fail(why);
-    }
+    let backup = match checked_backup(src.as_ref(), step).await? {
+        Ok(backup) => backup,
+        Err(why) => return fail(why),
+    };
     if let Some(why) = unstorable(dst.as_ref(), step, &objects) {
         return fail(why);
     }
@@ -127,7 +132,7 @@ pub async fn run(ctx: &StepCtx, step: &CopyStep) -> Result<String> {
         .try_collect()
         .await?;
     // The backup's collections are all at `to` now.
-    if let Some(backup) = crate::format::read_meta(src.as_ref(), &step.from).await? {
+    if let Some(backup) = &backup {
         for c in &backup.collection_backups {
             let name = format!("{}.{}", c.db_name, c.collection_name);
             if !early_units.contains(&name) {
@@ -403,9 +408,9 @@ pub async fn preview(look: &mut Look<'_>, step: &CopyStep, p: &mut StepPreview) 
             if objects.is_empty() {
                 p.conflict(empty_source(step));
             } else if let Ok(src) = look.res.storage(&step.from.bucket).await {
-                match damaged_backup(src.as_ref(), step).await {
-                    Ok(Some(why)) => p.conflict(why),
-                    Ok(None) => {}
+                match checked_backup(src.as_ref(), step).await {
+                    Ok(Err(why)) => p.conflict(why),
+                    Ok(Ok(_)) => {}
                     Err(e) => p.conflict(e),
                 }
             }

@@ -51,9 +51,11 @@ async fn pipelined(
     let failed = std::sync::Mutex::new(BTreeMap::new());
     let staged = !matches!(binlog::target_ok(&ctx.res, step), Ok(None));
     // The units of one collection are restored one at a time; each lists every file so far, so
-    // one that was overtaken by a newer unit before it started has nothing left to do.
-    let latest =
-        std::sync::Mutex::new(BTreeMap::<String, (usize, Arc<tokio::sync::Mutex<()>>)>::new());
+    // one that was overtaken by a newer unit before it started has nothing left to do. The lock
+    // holds the files earlier partial units restored: a partial unit is checked and inserted
+    // without them, not read again file by file.
+    type Restored = Arc<tokio::sync::Mutex<std::collections::BTreeSet<String>>>;
+    let latest = std::sync::Mutex::new(BTreeMap::<String, (usize, Restored)>::new());
     ctx.pipelined(&step.from, |unit: Unit| {
         let (failed, latest) = (&failed, &latest);
         let name = unit
@@ -77,7 +79,7 @@ async fn pipelined(
             if !usable || selected(step, &unit.backup).is_empty() {
                 return Ok(());
             }
-            let _one = lock.lock().await;
+            let mut restored = lock.lock().await;
             let overtaken = latest.lock().expect("units lock")[&name].0 > seq;
             let failed_before = selected(step, &unit.backup).iter().any(|t| {
                 failed
@@ -88,7 +90,19 @@ async fn pipelined(
             if (unit.partial && overtaken) || failed_before {
                 return Ok(());
             }
+            let mut unit = unit;
+            if unit.partial {
+                for p in partitions(&mut unit) {
+                    p.files.retain(|f| !restored.contains(&f.key));
+                }
+            }
             let failures = match restore(ctx, step, from, &unit, &BTreeMap::new()).await {
+                Ok(units) if units.failed.is_empty() && unit.partial => {
+                    for p in partitions(&mut unit) {
+                        restored.extend(p.files.iter().map(|f| f.key.clone()));
+                    }
+                    Vec::new()
+                }
                 Ok(units) => units.failed,
                 Err(e @ (StepError::Interrupted | StepError::Checkpoint(_))) => return Err(e),
                 Err(e) => selected(step, &unit.backup)
@@ -102,6 +116,12 @@ async fn pipelined(
     })
     .await?;
     Ok(failed.into_inner().expect("failures lock"))
+}
+
+/// The partitions of a rows unit's files.
+fn partitions(unit: &mut Unit) -> impl Iterator<Item = &mut crate::format::rows::RowsPartition> {
+    let rows = unit.rows.iter_mut().flat_map(|r| &mut r.collections);
+    rows.flat_map(|c| &mut c.partitions)
 }
 
 /// Restores the collections of `unit` the step selects, each on its own: a refused or failed
