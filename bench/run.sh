@@ -3,7 +3,8 @@
 # Usage: bench/run.sh [--smoke] [bench.py options: --only 1,2,5,6 --rounds N --objects N --json F]
 # Needs the two Garage S3 servers of scripts/services.sh, s3 on 127.0.0.1:9000 and s3-b on
 # 127.0.0.1:9100 (the second endpoint of benchmarks 2 and 5); starts them with
-# `scripts/services.sh up s3 s3-b` when either is down. Installs rclone with apt-get when missing.
+# `scripts/services.sh up s3 s3-b` when either is down. Installs rclone and GNU time when missing
+# (`scripts/services.sh install-peers`).
 # Set PLANRUN to an existing binary to skip the release build (the smoke test does).
 # Results: a Markdown table on stdout (see docs/benchmarks.md for how to read it).
 set -euo pipefail
@@ -12,11 +13,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
 log() { printf '[bench] %s\n' "$*" >&2; }
 
-if ! command -v rclone >/dev/null; then
-  log "installing rclone (apt-get)"
-  apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rclone >&2
-fi
+"$root/scripts/services.sh" install-peers
 
 # The services live in the main checkout's git-ignored .venv; a worktree uses the one there.
 venv="$root/.venv"
@@ -31,7 +28,8 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/9000) 2>/dev/null || ! (exec 3<>/dev/tcp/127.0.
 fi
 export BENCH_PYTHON="$venv/bin/python"
 # For the version in the results: the Garage the services run.
-export BENCH_GARAGE="${BENCH_GARAGE:-$(dirname "$(cd "$venv" && pwd -P)")/.tools/bin/garage}"
+# (.venv and .tools are the checkout's links into the per-machine cache.)
+export BENCH_GARAGE="${BENCH_GARAGE:-$(dirname "$venv")/.tools/bin/garage}"
 
 if [ -n "${PLANRUN:-}" ]; then
   # The smoke test passes the binary cargo built for it: no second (release) build.

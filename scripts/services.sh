@@ -7,10 +7,14 @@
 #   Milvus Lite      127.0.0.1:19560  milvus-lite 3.2.2 (pure Python)
 #   Milvus Lite 2.5  127.0.0.1:19570  milvus-lite 2.5.1 (the C++ core of Milvus 2.5; no GetVersion,
 #                                     no databases)
-# Usage: scripts/services.sh up|down|status|install [s3|s3-b|milvus-a|milvus-b|lite|lite25 ...]
-# Python servers are installed into the git-ignored .venv (Lite 2.5 into .venv-lite25: the two
-# milvus-lite versions cannot share one environment), Garage into the git-ignored .tools (built
-# once by cargo, 10-15 min on 2 cores), and everything runs from .services/ (data and logs).
+# Usage: scripts/services.sh up|down|status|install|install-peers [s3|s3-b|milvus-a|milvus-b|lite|lite25 ...]
+# What the servers run from is installed once per machine into a per-user cache (PLANRUN_CACHE,
+# default ~/.cache/planrun) and shared by every clone: the Python servers into a venv named after
+# the hash of its pinned requirements (scripts/requirements.txt; Lite 2.5 into one of its own from
+# scripts/requirements-lite25.txt: the two milvus-lite versions cannot share one environment), and
+# Garage into garage-<version> (built once by cargo, 10-15 min on 2 cores). A changed pin or
+# version installs beside the old one. The clone links them as its git-ignored .venv,
+# .venv-lite25 and .tools; everything runs from .services/ (data and logs).
 #
 # S3 keys (local test credentials, not secrets of any real system):
 #   demo    GK706c616e72756e2d64656d6f  read/write/owner on bucket-a and bucket-b (both servers);
@@ -23,11 +27,16 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-venv="$root/.venv"
 dir="${PLANRUN_SERVICES_DIR:-$root/.services}"
+cache="${PLANRUN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/planrun}"
+pins="$root/scripts/requirements.txt"
+pins25="$root/scripts/requirements-lite25.txt"
+hash_of() { sha256sum "$1" | cut -c1-12; }
+venv="$cache/venv-$(hash_of "$pins")"
 py="$venv/bin/python"
-venv25="$root/.venv-lite25"
-tools="$root/.tools"
+venv25="$cache/venv-lite25-$(hash_of "$pins25")"
+garage_release=2.5.0
+tools="$cache/garage-$garage_release"
 garage="$tools/bin/garage"
 all=(s3 s3-b milvus-a milvus-b lite lite25)
 
@@ -42,42 +51,85 @@ planted_secret=706c616e7465642d7365637265742d6e657665722d746f2d62652d73686f776e
 
 log() { printf '[services] %s\n' "$*" >&2; }
 
-install() {
-  if [ -x "$py" ] && "$py" -c 'import milvus, milvus_lite, pymilvus, boto3' 2>/dev/null \
-     && [ -x "$venv/bin/milvus-server" ]; then
-    return
-  fi
-  log "installing milvus==2.3.5, milvus-lite, pymilvus, boto3 into $venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check \
-    "milvus==2.3.5" "milvus-lite==3.2.2" "pymilvus" "boto3"
+# Nothing here leaves loopback. Milvus's C++ storage client (the AWS C++ SDK) otherwise asks the
+# EC2 instance metadata service, a link-local address, for its region when it starts.
+export AWS_EC2_METADATA_DISABLED=true
+
+# One install at a time per cache entry (clones may share the machine), and an entry counts only
+# once it is complete: an install that was killed half way is removed and done again.
+cached() { # dir, command that fills it...
+  local target=$1; shift
+  mkdir -p "$cache"
+  (
+    flock 9
+    [ -f "$target/.complete" ] && exit 0
+    rm -rf "$target"
+    "$@" || { rm -rf "$target"; exit 1; }
+    touch "$target/.complete"
+  ) 9>"$target.lock"
 }
 
-# Garage 2.5.0 with only what a single local node needs (sqlite metadata, bundled C libraries):
-# leaving out LMDB, metrics and K2V shortens the build.
-install_garage() {
-  [ -x "$garage" ] && return 0
+# The clone's names for the cache entries (tests, the demo and the benchmarks use them).
+link() {
+  # A clone set up before the cache had real directories there.
+  if [ -d "$root/$2" ] && [ ! -L "$root/$2" ]; then rm -rf "${root:?}/$2"; fi
+  ln -sfn "$1" "$root/$2"
+}
+
+fill_venv() { # dir requirements
+  python3 -m venv "$1" && "$1/bin/pip" install --quiet --disable-pip-version-check -r "$2"
+}
+
+install() {
+  log_once "$venv" "installing milvus==2.3.5, milvus-lite 3.2.2, pymilvus and boto3 (pinned) into $venv"
+  cached "$venv" fill_venv "$venv" "$pins"
+  link "$venv" .venv
+}
+
+install_lite25() {
+  log_once "$venv25" "installing milvus-lite==2.5.1 into $venv25"
+  cached "$venv25" fill_venv "$venv25" "$pins25"
+  link "$venv25" .venv-lite25
+}
+
+# Garage with only what a single local node needs (sqlite metadata, bundled C libraries):
+# leaving out LMDB, metrics and K2V shortens the build. cargo installs into a scratch root, which
+# becomes the entry only when the build succeeded.
+fill_garage() {
   if ! command -v cargo >/dev/null; then
     log "cargo not found: Garage is built with it; install the Rust toolchain (https://rustup.rs)"
     return 1
   fi
-  log "building Garage 2.5.0 into $tools (once; 10-15 minutes on 2 cores)"
-  cargo install --quiet garage --locked --version 2.5.0 --no-default-features \
-    --features bundled-libs,sqlite --root "$tools"
+  rm -rf "$tools.tmp"
+  cargo install --quiet garage --locked --version "$garage_release" --no-default-features \
+    --features bundled-libs,sqlite --root "$tools.tmp" && mv "$tools.tmp" "$tools"
+}
+
+install_garage() {
+  log_once "$tools" "building Garage $garage_release into $tools (once per machine; 10-15 minutes on 2 cores)"
+  cached "$tools" fill_garage
+  link "$tools" .tools
+}
+
+log_once() { [ -f "$1/.complete" ] || log "$2"; }
+
+# The benchmarks' peer (rclone) and the GNU time they measure memory with, from Debian's packages.
+install_peers() {
+  command -v rclone >/dev/null && [ -x /usr/bin/time ] && return 0
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    log "rclone and GNU time are needed by the benchmarks: install the packages rclone and time"
+    return 1
+  fi
+  log "installing rclone and GNU time (apt-get)"
+  local out; out=$(mktemp)
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rclone time; } \
+    >"$out" 2>&1 || { tail -n 20 "$out" >&2; rm -f "$out"; return 1; }
+  rm -f "$out"
 }
 
 # The directory of Lite 2.5's server binary and the libraries it needs beside it.
 lite25_lib() {
   "$venv25/bin/python" -c 'import milvus_lite, os; print(os.path.join(os.path.dirname(milvus_lite.__file__), "lib"))'
-}
-
-install_lite25() {
-  if [ -x "$venv25/bin/python" ] && [ -x "$(lite25_lib 2>/dev/null)/milvus" ]; then
-    return
-  fi
-  log "installing milvus-lite==2.5.1 into $venv25"
-  python3 -m venv "$venv25"
-  "$venv25/bin/pip" install --quiet --disable-pip-version-check "milvus-lite==2.5.1"
 }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -219,6 +271,11 @@ milvus_common=(--extra-config common.storageType=minio
   --extra-config minio.address=127.0.0.1 --extra-config minio.port=9000
   --extra-config minio.accessKeyID="$demo_key" --extra-config minio.secretAccessKey="$demo_secret"
   --extra-config minio.rootPath=files)
+# Each component registers the address it is called at; left empty, that is the machine's first
+# network address, and the server's calls to itself would leave loopback.
+for role in rootCoord proxy queryCoord queryNode indexNode dataCoord dataNode; do
+  milvus_common+=(--extra-config "$role.ip=127.0.0.1")
+done
 
 start_milvus_a() {
   running milvus-a && return 0
@@ -339,6 +396,7 @@ case $cmd in
   down) down "$@" ;;
   status) status "$@" ;;
   # The Garage build (the long one) runs beside the pip installs.
-  install) install_garage & garage_build=$!; install; install_lite25; wait "$garage_build" ;;
-  *) echo "usage: $0 up|down|status|install [s3|s3-b|milvus-a|milvus-b|lite|lite25 ...]" >&2; exit 2 ;;
+  install) install_garage & garage_build=$!; install; install_lite25; install_peers; wait "$garage_build" ;;
+  install-peers) install_peers ;;
+  *) echo "usage: $0 up|down|status|install|install-peers [s3|s3-b|milvus-a|milvus-b|lite|lite25 ...]" >&2; exit 2 ;;
 esac

@@ -115,15 +115,25 @@ fn silent_server() -> u16 {
 
 /// A port where connecting never completes: a listener whose accept queue is full and that never
 /// accepts, so the kernel drops further connection attempts unanswered. The runtime owns it.
+///
+/// The queue is filled until the kernel stops answering: on loopback an answered connect
+/// completes within microseconds, so one that has no answer after a second found it full (how
+/// many fit depends on the kernel, not on a guess here).
 fn black_hole(rt: &tokio::runtime::Runtime) -> (u16, Vec<TcpStream>) {
     let _guard = rt.enter();
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let listener = socket.listen(0).unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
-    let filled: Vec<TcpStream> = (0..3)
-        .filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok())
-        .collect();
+    let mut filled = Vec::new();
+    loop {
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+            Ok(conn) => filled.push(conn),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => break,
+            Err(e) => panic!("filling the black hole's queue: {e}"),
+        }
+        assert!(filled.len() < 64, "the listener's queue never filled");
+    }
     std::mem::forget(listener);
     (addr.port(), filled)
 }

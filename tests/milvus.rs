@@ -825,19 +825,28 @@ async fn gc_pause_is_unsupported_on_2_3_5() {
     assert!(e.to_string().contains("cannot reach it"), "{e}");
 }
 
-/// A TCP relay to Milvus B that starts listening only after `delay`, and stops when told.
-async fn late_relay(delay: Duration) -> (String, tokio::sync::oneshot::Sender<()>) {
-    let probe = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = probe.local_addr().unwrap();
-    drop(probe);
-    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+/// A TCP relay to Milvus B that refuses connections until `delay` has passed and then relays,
+/// until told to stop. Its port is bound (not listening, so connecting is refused) from the
+/// start: nobody else can take it in between. `stop` answers once the relay is gone.
+async fn late_relay(
+    delay: Duration,
+) -> (
+    String,
+    tokio::sync::oneshot::Sender<tokio::sync::oneshot::Sender<()>>,
+) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    let (stop_tx, mut stop_rx) =
+        tokio::sync::oneshot::channel::<tokio::sync::oneshot::Sender<()>>();
     tokio::spawn(async move {
+        // The client's first attempts are refused: the delay is the stimulus, not a wait.
         tokio::time::sleep(delay).await;
-        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let listener = socket.listen(128).unwrap();
         let mut conns = Vec::new();
-        loop {
+        let done = loop {
             tokio::select! {
-                _ = &mut stop_rx => break,
+                done = &mut stop_rx => break done.ok(),
                 Ok((mut inbound, _)) = listener.accept() => {
                     conns.push(tokio::spawn(async move {
                         let mut outbound =
@@ -846,10 +855,15 @@ async fn late_relay(delay: Duration) -> (String, tokio::sync::oneshot::Sender<()
                     }));
                 }
             }
-        }
+        };
         // Dropping the listener and aborting the relays looks like the server going away.
+        drop(listener);
         for c in conns {
             c.abort();
+            let _ = c.await;
+        }
+        if let Some(done) = done {
+            let _ = done.send(());
         }
     });
     (format!("http://{addr}"), stop_tx)
@@ -866,8 +880,9 @@ async fn connect_retries_until_the_server_listens_and_reports_it_gone() {
         .expect("refused connections are retried with backoff");
     c.show_collections().await.unwrap();
 
-    stop.send(()).unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (gone_tx, gone) = tokio::sync::oneshot::channel();
+    stop.send(gone_tx).unwrap();
+    gone.await.expect("the relay stops");
     let e = c.show_collections().await.unwrap_err();
     assert!(e.is_transient(), "{e:?}");
     assert!(

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use planrun::plan::{self, Mode, Naming, OnConflict, StepKind};
+use planrun::storage::StorageConfig;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -57,12 +58,10 @@ fn migrate_plan_compiles_to_three_ordered_steps() {
             .unwrap()
             .join(".planrun")
     );
-    match &c.plan.buckets["bucket_a"].kind {
-        plan::BucketKind::S3 {
-            path_style, bucket, ..
-        } => {
-            assert!(*path_style, "path style is on when an endpoint is set");
-            assert_eq!(bucket, "bucket-a");
+    match &c.plan.buckets["bucket_a"].config {
+        StorageConfig::S3(s3) => {
+            assert!(s3.path_style, "path style is on when an endpoint is set");
+            assert_eq!(s3.bucket, "bucket-a");
         }
         other => panic!("bucket_a is S3, got {other:?}"),
     }
@@ -189,8 +188,8 @@ suffix = "_old"
         c.dag.to_mermaid().contains("-.->"),
         "needs edges are dashed"
     );
-    match &c.plan.buckets["b"].kind {
-        plan::BucketKind::Local { path } => assert_eq!(path, Path::new("/plans/store")),
+    match &c.plan.buckets["b"].config {
+        StorageConfig::Local(l) => assert_eq!(l.path, Path::new("/plans/store")),
         other => panic!("local bucket expected, got {other:?}"),
     }
 }

@@ -18,10 +18,11 @@ use tokio::sync::watch;
 
 use crate::support::{self, MILVUS_A, MILVUS_B, S3, data};
 
-/// Longer than the per-call deadline polls used to have (30 s, after which the poll was
-/// cancelled) and than hyper's default keepalive limit (a ping after 30 s of silence, 20 s for
-/// its answer, after which the connection was closed). Under a minute so that the server's own
-/// keepalive, which planrun does not control, stays out of the picture.
+/// How long the link stays stalled: the stimulus itself, not a wait for anything. Longer than the
+/// per-call deadline polls used to have (30 s, after which the poll was cancelled) and than
+/// hyper's default keepalive limit (a ping after 30 s of silence, 20 s for its answer, after
+/// which the connection was closed). Under a minute so that the server's own keepalive, which
+/// planrun does not control, stays out of the picture.
 const STALL: Duration = Duration::from_secs(55);
 
 /// A TCP proxy in front of one upstream port whose forwarding can be paused: while paused it
@@ -32,6 +33,8 @@ struct StallProxy {
     paused: watch::Sender<bool>,
     /// Connections accepted so far: a reconnect during the stall shows here.
     accepted: Arc<AtomicUsize>,
+    /// Bytes the client has sent so far (all connections).
+    sent: Arc<AtomicUsize>,
 }
 
 impl StallProxy {
@@ -40,7 +43,9 @@ impl StallProxy {
         let port = listener.local_addr().unwrap().port();
         let (paused, rx) = watch::channel(false);
         let accepted = Arc::new(AtomicUsize::new(0));
+        let sent = Arc::new(AtomicUsize::new(0));
         let count = accepted.clone();
+        let up = sent.clone();
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 count.fetch_add(1, Ordering::SeqCst);
@@ -50,14 +55,15 @@ impl StallProxy {
                 let _ = (client.set_nodelay(true), server.set_nodelay(true));
                 let (client_r, client_w) = client.into_split();
                 let (server_r, server_w) = server.into_split();
-                tokio::spawn(pipe(client_r, server_w, rx.clone()));
-                tokio::spawn(pipe(server_r, client_w, rx.clone()));
+                tokio::spawn(pipe(client_r, server_w, rx.clone(), Some(up.clone())));
+                tokio::spawn(pipe(server_r, client_w, rx.clone(), None));
             }
         });
         StallProxy {
             port,
             paused,
             accepted,
+            sent,
         }
     }
 
@@ -68,15 +74,27 @@ impl StallProxy {
     fn accepted(&self) -> usize {
         self.accepted.load(Ordering::SeqCst)
     }
+
+    fn sent(&self) -> usize {
+        self.sent.load(Ordering::SeqCst)
+    }
 }
 
 /// Copies one direction. The pause is checked after each read, so bytes that arrive during a
 /// stall are held (in hand or in the kernel's buffers) until it ends; an end of stream is
-/// passed on only then too.
-async fn pipe(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut paused: watch::Receiver<bool>) {
+/// passed on only then too. `counted` adds up the bytes read.
+async fn pipe(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    mut paused: watch::Receiver<bool>,
+    counted: Option<Arc<AtomicUsize>>,
+) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = from.read(&mut buf).await.unwrap_or(0);
+        if let Some(c) = &counted {
+            c.fetch_add(n, Ordering::SeqCst);
+        }
         if paused.wait_for(|p| !*p).await.is_err() || n == 0 {
             break;
         }
@@ -151,10 +169,21 @@ async fn a_link_stalled_while_an_import_is_polled_is_waited_through_without_canc
         {
             break t;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    // Time for Import's answer to reach planrun, so the stall catches the polls that follow.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // B made the task, so the Import request was all sent by now.
+    let sent = proxy.sent();
+    // The stall must catch the polls, not Import's answer: wait until planrun speaks again
+    // (the answer's flow-control update or a poll), which it does only once that answer has
+    // reached it.
+    while proxy.sent() == sent {
+        assert!(
+            !run.is_finished() && started.elapsed() < Duration::from_secs(300),
+            "planrun sent nothing after Milvus B made import task {}",
+            task.id
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let before = b.get_import_state(task.id, &quiet).await.unwrap();
     let connections = proxy.accepted();
     proxy.pause(true);

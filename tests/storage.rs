@@ -76,6 +76,7 @@ fn s3_config_with(name: &str, bucket: &str, endpoint: &str, key: (&str, &str)) -
         secret_access_key: Some(Secret::new(key.1)),
         session_token: None,
         path_style: true,
+        instance_metadata: false,
     }
 }
 

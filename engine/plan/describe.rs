@@ -7,8 +7,9 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::location::Location;
-use super::model::{BucketKind, CollectionRef, Keys, Naming, Plan, Step, StepKind, VerifyStep};
+use super::model::{CollectionRef, Keys, Naming, Plan, Step, StepKind, VerifyStep};
 use crate::secret::Secret;
+use crate::storage::{LocalConfig, S3Config, StorageConfig};
 
 impl fmt::Debug for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -150,8 +151,10 @@ impl Plan {
             .buckets
             .values()
             .map(|b| {
-                let v = match &b.kind {
-                    BucketKind::S3 {
+                // Every field is named, so that a new one is shown (or masked) on purpose.
+                let v = match &b.config {
+                    StorageConfig::S3(S3Config {
+                        name: _,
                         endpoint,
                         bucket,
                         region,
@@ -159,7 +162,8 @@ impl Plan {
                         secret_access_key,
                         session_token,
                         path_style,
-                    } => json!({
+                        instance_metadata,
+                    }) => json!({
                         "type": "s3",
                         "endpoint": os(endpoint),
                         "bucket": s(bucket),
@@ -168,8 +172,9 @@ impl Plan {
                         "secret_access_key": set(secret_access_key),
                         "session_token": set(session_token),
                         "path_style": path_style,
+                        "instance_metadata": instance_metadata,
                     }),
-                    BucketKind::Local { path: p } => json!({
+                    StorageConfig::Local(LocalConfig { name: _, path: p }) => json!({
                         "type": "local",
                         "path": s(&p.display().to_string()),
                     }),

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use super::location::Location;
 use super::mask::Masks;
 use crate::secret::Secret;
+use crate::storage::StorageConfig;
 
 /// The database a collection is in when the plan names none (Milvus's own default).
 pub const DEFAULT_DATABASE: &str = "default";
@@ -74,27 +75,12 @@ pub struct Tls {
     pub server_name: Option<String>,
 }
 
-/// A place backups are kept.
+/// A place backups are kept: the storage layer's own description of it (an S3 bucket, whose
+/// keys may be absent to use the AWS credential chain, or a local directory, absolute).
 #[derive(Debug, Clone)]
 pub struct Bucket {
     pub id: String,
-    pub kind: BucketKind,
-}
-
-#[derive(Debug, Clone)]
-pub enum BucketKind {
-    /// An S3-compatible bucket. No keys = the standard AWS credential chain.
-    S3 {
-        endpoint: Option<String>,
-        bucket: String,
-        region: Option<String>,
-        access_key_id: Option<Secret>,
-        secret_access_key: Option<Secret>,
-        session_token: Option<Secret>,
-        path_style: bool,
-    },
-    /// A local directory (absolute; resolved against the plan file).
-    Local { path: PathBuf },
+    pub config: StorageConfig,
 }
 
 /// One node of the plan.

@@ -179,6 +179,10 @@ pub struct RawS3 {
     pub session_token: Option<Sp<String>>,
     /// Path-style addressing. Default true when `endpoint` is set, else false.
     pub path_style: Option<Sp<bool>>,
+    /// Without keys, also ask the EC2 instance metadata service (IMDS) for an instance role's
+    /// credentials. Default: true for AWS itself (no `endpoint`), false with an `endpoint`,
+    /// whose server cannot take an EC2 role's keys.
+    pub instance_metadata: Option<Sp<bool>>,
 }
 
 /// `[buckets.<id>]` with `type = "local"`.

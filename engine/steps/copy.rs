@@ -9,8 +9,8 @@ use futures::{StreamExt, TryStreamExt};
 use super::ctx::{Look, Produced, Result, StepCtx, StepError, StepPreview, fail};
 use super::feed::Unit;
 use crate::format::meta;
-use crate::plan::{BucketKind, CopyStep, Location, Plan};
-use crate::storage::{self, ObjectMeta, Storage, StorageError};
+use crate::plan::{CopyStep, Location, Plan};
+use crate::storage::{self, ObjectMeta, Storage, StorageConfig, StorageError};
 use crate::text::human_bytes;
 
 /// The refusal both the preview and apply make of a damaged backup: when `from` holds a backup,
@@ -339,10 +339,10 @@ async fn md5_of(store: &dyn Storage, key: &str) -> Result<String> {
 /// is estimated from that step's preview.
 pub fn describe(plan: &Plan, step: &CopyStep) -> String {
     let how = match (
-        &plan.buckets[&step.from.bucket].kind,
-        &plan.buckets[&step.to.bucket].kind,
+        &plan.buckets[&step.from.bucket].config,
+        &plan.buckets[&step.to.bucket].config,
     ) {
-        (BucketKind::S3 { endpoint: e1, .. }, BucketKind::S3 { endpoint: e2, .. }) if e1 == e2 => {
+        (StorageConfig::S3(a), StorageConfig::S3(b)) if a.endpoint == b.endpoint => {
             " (server-side)"
         }
         _ => " (streamed through planrun)",

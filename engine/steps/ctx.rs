@@ -15,9 +15,9 @@ use crate::exec::events::Events;
 use crate::format::FormatError;
 use crate::format::meta::BackupInfo;
 use crate::milvus::{MilvusClient, MilvusConfig, MilvusError};
-use crate::plan::{BucketKind, Location, Plan};
+use crate::plan::{Location, Plan};
 use crate::steps::feed::{Ended, Feed, Unit};
-use crate::storage::{self, LocalConfig, S3Config, Storage, StorageConfig, StorageError};
+use crate::storage::{self, Storage, StorageConfig, StorageError};
 
 /// Why a step failed. Messages name the step's instance, bucket, collection or key and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -154,31 +154,7 @@ impl Resources {
     }
 
     pub fn storage_config(&self, id: &str) -> StorageConfig {
-        let bucket = &self.plan.buckets[id];
-        match &bucket.kind {
-            BucketKind::S3 {
-                endpoint,
-                bucket,
-                region,
-                access_key_id,
-                secret_access_key,
-                session_token,
-                path_style,
-            } => StorageConfig::S3(S3Config {
-                name: id.to_string(),
-                endpoint: endpoint.clone(),
-                bucket: bucket.clone(),
-                region: region.clone(),
-                access_key_id: access_key_id.clone(),
-                secret_access_key: secret_access_key.clone(),
-                session_token: session_token.clone(),
-                path_style: *path_style,
-            }),
-            BucketKind::Local { path } => StorageConfig::Local(LocalConfig {
-                name: id.to_string(),
-                path: path.clone(),
-            }),
-        }
+        self.plan.buckets[id].config.clone()
     }
 
     pub async fn storage(&self, id: &str) -> Result<Arc<dyn Storage>> {
@@ -196,20 +172,11 @@ impl Resources {
         if a == b {
             return true;
         }
-        match (&self.plan.buckets[a].kind, &self.plan.buckets[b].kind) {
-            (
-                BucketKind::S3 {
-                    endpoint: e1,
-                    bucket: b1,
-                    ..
-                },
-                BucketKind::S3 {
-                    endpoint: e2,
-                    bucket: b2,
-                    ..
-                },
-            ) => e1 == e2 && b1 == b2,
-            (BucketKind::Local { path: p1 }, BucketKind::Local { path: p2 }) => p1 == p2,
+        match (&self.plan.buckets[a].config, &self.plan.buckets[b].config) {
+            (StorageConfig::S3(x), StorageConfig::S3(y)) => {
+                x.endpoint == y.endpoint && x.bucket == y.bucket
+            }
+            (StorageConfig::Local(x), StorageConfig::Local(y)) => x.path == y.path,
             _ => false,
         }
     }

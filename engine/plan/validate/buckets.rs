@@ -4,8 +4,9 @@ use std::collections::BTreeMap;
 
 use crate::plan::diag::Diag;
 use crate::plan::load::{RawBucket, RawPlan};
-use crate::plan::model::{Bucket, BucketKind};
+use crate::plan::model::Bucket;
 use crate::plan::raw::{RawS3, Sp};
+use crate::storage::{LocalConfig, S3Config, StorageConfig};
 
 use super::context::Ctx;
 use super::names::check_http_url;
@@ -13,24 +14,25 @@ use super::names::check_http_url;
 pub(super) fn buckets(cx: &mut Ctx, raw: &RawPlan) -> BTreeMap<String, Bucket> {
     let mut out = BTreeMap::new();
     for e in &raw.buckets {
-        let kind = match &e.raw {
-            RawBucket::S3(s) => s3(cx, s),
-            RawBucket::Local(l) => BucketKind::Local {
+        let config = match &e.raw {
+            RawBucket::S3(s) => StorageConfig::S3(s3(cx, &e.id, s)),
+            RawBucket::Local(l) => StorageConfig::Local(LocalConfig {
+                name: e.id.clone(),
                 path: cx.path(&Some(l.path.clone())).unwrap_or_default(),
-            },
+            }),
         };
         out.insert(
             e.id.clone(),
             Bucket {
                 id: e.id.clone(),
-                kind,
+                config,
             },
         );
     }
     out
 }
 
-fn s3(cx: &mut Ctx, s: &RawS3) -> BucketKind {
+fn s3(cx: &mut Ctx, id: &str, s: &RawS3) -> S3Config {
     let endpoint = cx.opt_text(&s.endpoint);
     if let (Some(ep), Some(sp)) = (&endpoint, &s.endpoint) {
         check_http_url(
@@ -56,7 +58,12 @@ fn s3(cx: &mut Ctx, s: &RawS3) -> BucketKind {
     let access_key_id = cx.secret(&s.access_key_id);
     let secret_access_key = cx.secret(&s.secret_access_key);
     check_key_pair(cx.diags, &s.access_key_id, &s.secret_access_key);
-    BucketKind::S3 {
+    let instance_metadata = s
+        .instance_metadata
+        .as_ref()
+        .map_or(endpoint.is_none(), |p| *p.get());
+    S3Config {
+        name: id.to_string(),
         path_style: s
             .path_style
             .as_ref()
@@ -67,6 +74,7 @@ fn s3(cx: &mut Ctx, s: &RawS3) -> BucketKind {
         access_key_id,
         secret_access_key,
         session_token: cx.secret(&s.session_token),
+        instance_metadata,
     }
 }
 

@@ -10,6 +10,12 @@ use aws_sdk_s3::config::{
     StalledStreamProtectionConfig,
 };
 
+use aws_config::ecs::EcsCredentialsProvider;
+use aws_config::environment::EnvironmentVariableCredentialsProvider;
+use aws_config::meta::credentials::CredentialsProviderChain;
+use aws_config::profile::ProfileFileCredentialsProvider;
+use aws_config::web_identity_token::WebIdentityTokenCredentialsProvider;
+
 use super::{MAX_PART, MIB, MIN_PART, S3Storage};
 use crate::secret::Secret;
 use crate::storage::{Place, StorageError};
@@ -31,6 +37,9 @@ pub struct S3Config {
     pub session_token: Option<Secret>,
     /// Address buckets as `endpoint/bucket/key` (MinIO, moto) instead of `bucket.endpoint/key`.
     pub path_style: bool,
+    /// Without keys, whether the credential chain may ask the EC2 instance metadata service (a
+    /// link-local address off this machine).
+    pub instance_metadata: bool,
 }
 
 /// How long connecting to the S3 server may take: quick, or not happening.
@@ -134,6 +143,22 @@ impl S3Storage {
                 );
                 loader = loader.credentials_provider(creds);
             }
+            // The default chain without IMDS: an S3-compatible server cannot take an EC2 role's
+            // keys, and asking for them would send a request off the machine and wait for it.
+            (None, None) if !config.instance_metadata => {
+                loader = loader.credentials_provider(
+                    CredentialsProviderChain::first_try(
+                        "Environment",
+                        EnvironmentVariableCredentialsProvider::new(),
+                    )
+                    .or_else("Profile", ProfileFileCredentialsProvider::builder().build())
+                    .or_else(
+                        "WebIdentityToken",
+                        WebIdentityTokenCredentialsProvider::builder().build(),
+                    )
+                    .or_else("EcsContainer", EcsCredentialsProvider::builder().build()),
+                );
+            }
             (None, None) => {}
             _ => {
                 return Err(misconfigured(
@@ -218,6 +243,7 @@ mod tests {
             secret_access_key: Some(Secret::new("topsecretkey")),
             session_token: None,
             path_style: true,
+            instance_metadata: false,
         };
         let err = S3Storage::connect(&config).await.unwrap_err();
         assert!(

@@ -199,6 +199,7 @@ mod tests {
             secret_access_key: None,
             session_token: None,
             path_style: true,
+            instance_metadata: false,
         })
         .await
         .unwrap()
