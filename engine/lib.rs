@@ -2,7 +2,7 @@
 
 pub mod checkpoint;
 pub mod codec;
-pub mod dag;
+pub mod events;
 pub mod exec;
 pub mod fault;
 pub mod format;

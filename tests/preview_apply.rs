@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use planrun::exec::events::{Event, Events};
+use planrun::events::{Event, Events};
 use planrun::exec::preview::{Preview, preview};
 use planrun::exec::run::{ApplyOptions, apply};
 use tokio_util::sync::CancellationToken;

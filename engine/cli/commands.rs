@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use planrun::checkpoint::{self, RunRecord, RunStatus, Store};
-use planrun::exec::events::{Events, Outcome};
+use planrun::events::{Events, Outcome};
 use planrun::exec::preview::{self, Preview};
 use planrun::text::short;
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::mpsc;
 
-use planrun::exec::events::{Event, Outcome};
+use planrun::events::{Event, Outcome};
 use planrun::text::{human_bytes, short};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -254,7 +254,7 @@ impl StepTotals {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use planrun::exec::events::Events;
+    use planrun::events::Events;
 
     #[tokio::test]
     async fn totals_add_up_from_events() {

@@ -1,6 +1,5 @@
-//! Runs a compiled plan: the scheduler (`run`), the DAG walk of the dry run (`preview`), and the
-//! events both emit.
+//! Runs a compiled plan: the scheduler (`run`) and the DAG walk of the dry run (`preview`); both
+//! emit `crate::events`.
 
-pub mod events;
 pub mod preview;
 pub mod run;

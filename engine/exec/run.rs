@@ -11,8 +11,8 @@ use std::sync::Arc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::events::{Event, Events, Outcome};
 use crate::checkpoint::{self, CheckpointError, RunLock, RunRecord, RunStatus, Store, TaskState};
+use crate::events::{Event, Events, Outcome};
 use crate::plan::Compiled;
 use crate::steps::{
     self,

@@ -11,7 +11,7 @@ use tokio::sync::{Mutex, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{CheckpointError, TaskState, Tasks};
-use crate::exec::events::Events;
+use crate::events::Events;
 use crate::format::FormatError;
 use crate::format::meta::BackupInfo;
 use crate::milvus::{MilvusClient, MilvusConfig, MilvusError};

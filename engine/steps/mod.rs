@@ -9,6 +9,7 @@ pub mod backup;
 pub mod copy;
 pub mod ctx;
 pub mod feed;
+pub mod keys;
 pub mod restore;
 pub mod verify;
 

@@ -6,20 +6,19 @@
 //! equal rows cancel out. Both sides are walked together by primary key, so the same pass also
 //! finds a few example keys that are missing, extra or different, in bounded memory.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::fmt;
 
 use super::ctx::{Look, Result, StepCtx, StepError, StepPreview, fail, to_json};
+use super::keys::{Merged, Walk, merge};
 use super::restore::selected;
 use crate::checkpoint::TaskState;
-use crate::codec::{self, digest::hash_rows};
+use crate::codec;
 use crate::format::meta::{self, CollectionSchema};
+use crate::milvus::MilvusClient;
 use crate::milvus::pb::common::LoadState;
-use crate::milvus::{MilvusClient, Pk};
 use crate::plan::{CollectionRef, DEFAULT_DATABASE, Keys, Plan, StepKind, VerifyStep};
 
-/// How many example keys of each kind a mismatch reports.
-const EXAMPLES: usize = 5;
 /// Bytes one query page may carry, well under the 64 MiB message limit.
 const PAGE_BYTES: usize = 8 << 20;
 
@@ -504,211 +503,6 @@ pub async fn compare(
         ));
     }
     Ok(report)
-}
-
-/// The rows of `partitions` (all when empty) read by primary key, and the sum of the digests of
-/// their keys alone: what a binlog restore onto a release planrun has not run is checked
-/// against (`format::binlog::live` computes the same from the backup's binlogs).
-pub async fn key_digest(
-    ctx: &StepCtx,
-    client: &MilvusClient,
-    collection: &str,
-    partitions: &[String],
-    pk: &str,
-) -> Result<(u64, u128)> {
-    let output = [pk.to_string()];
-    let mut walk = Walk::new(
-        client,
-        collection,
-        partitions,
-        pk,
-        &output,
-        crate::milvus::MAX_QUERY_LIMIT,
-        true,
-    );
-    // The step counts objects (binlogs), not rows.
-    walk.quiet = true;
-    walk.sum(ctx).await
-}
-
-/// A primary-key walk over one partition, yielding (key, row hash).
-struct Walk<'a> {
-    client: &'a MilvusClient,
-    collection: &'a str,
-    partitions: &'a [String],
-    pk: &'a str,
-    output: &'a [String],
-    limit: usize,
-    after: Option<Pk>,
-    buf: VecDeque<(Pk, u128)>,
-    done: bool,
-    with_key: bool,
-    /// Reports no row progress.
-    quiet: bool,
-}
-
-impl<'a> Walk<'a> {
-    fn new(
-        client: &'a MilvusClient,
-        collection: &'a str,
-        partitions: &'a [String],
-        pk: &'a str,
-        output: &'a [String],
-        limit: usize,
-        with_key: bool,
-    ) -> Self {
-        Walk {
-            client,
-            collection,
-            partitions,
-            pk,
-            output,
-            limit,
-            after: None,
-            buf: VecDeque::new(),
-            done: false,
-            with_key,
-            quiet: false,
-        }
-    }
-
-    /// Walks to the end: the rows and the sum of their hashes.
-    async fn sum(&mut self, ctx: &StepCtx) -> Result<(u64, u128)> {
-        let (mut rows, mut digest) = (0, 0u128);
-        while let Some((_, h)) = self.next(ctx).await? {
-            rows += 1;
-            digest = digest.wrapping_add(h);
-        }
-        Ok((rows, digest))
-    }
-
-    async fn next(&mut self, ctx: &StepCtx) -> Result<Option<(Pk, u128)>> {
-        if self.buf.is_empty() && !self.done {
-            let page = ctx
-                .retry("query", || async {
-                    Ok(self
-                        .client
-                        .query_page(
-                            self.collection,
-                            self.partitions,
-                            self.pk,
-                            self.after.as_ref(),
-                            "",
-                            self.limit,
-                            self.output,
-                        )
-                        .await?)
-                })
-                .await?;
-            if page.num_rows == 0 {
-                self.done = true;
-            } else {
-                if !self.quiet {
-                    ctx.events.progress_rows(&ctx.step, page.num_rows as u64);
-                }
-                self.after = page.last_pk.clone();
-                self.buf = hash_rows(&page.fields, self.pk, page.num_rows, self.with_key)
-                    .map_err(|e| {
-                        StepError::Failed(format!(
-                            "reading `{}` on `{}`: {e}",
-                            self.collection,
-                            self.client.name()
-                        ))
-                    })?
-                    .into();
-            }
-        }
-        Ok(self.buf.pop_front())
-    }
-}
-
-/// What walking both sides of one partition found.
-#[derive(Debug, Default)]
-struct Merged {
-    source_rows: u64,
-    target_rows: u64,
-    source_digest: u128,
-    target_digest: u128,
-    missing: Vec<Pk>,
-    extra: Vec<Pk>,
-    changed: Vec<Pk>,
-}
-
-impl Merged {
-    fn examples(&self) -> String {
-        let list = |v: &[Pk]| {
-            v.iter()
-                .map(|k| format!("`{}`", k.to_expr()))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let mut out = Vec::new();
-        if !self.missing.is_empty() {
-            out.push(format!("missing in target: {}", list(&self.missing)));
-        }
-        if !self.extra.is_empty() {
-            out.push(format!("only in target: {}", list(&self.extra)));
-        }
-        if !self.changed.is_empty() {
-            out.push(format!("different content: {}", list(&self.changed)));
-        }
-        out.join("; ")
-    }
-}
-
-async fn merge(ctx: &StepCtx, a: &mut Walk<'_>, b: &mut Walk<'_>) -> Result<Merged> {
-    let mut m = Merged::default();
-    let mut x = a.next(ctx).await?;
-    let mut y = b.next(ctx).await?;
-    loop {
-        match (&x, &y) {
-            (None, None) => break,
-            (Some((k, h)), None) => {
-                m.source_rows += 1;
-                m.source_digest = m.source_digest.wrapping_add(*h);
-                push(&mut m.missing, k);
-                x = a.next(ctx).await?;
-            }
-            (None, Some((k, h))) => {
-                m.target_rows += 1;
-                m.target_digest = m.target_digest.wrapping_add(*h);
-                push(&mut m.extra, k);
-                y = b.next(ctx).await?;
-            }
-            (Some((ka, ha)), Some((kb, hb))) => match ka.cmp(kb) {
-                std::cmp::Ordering::Less => {
-                    m.source_rows += 1;
-                    m.source_digest = m.source_digest.wrapping_add(*ha);
-                    push(&mut m.missing, ka);
-                    x = a.next(ctx).await?;
-                }
-                std::cmp::Ordering::Greater => {
-                    m.target_rows += 1;
-                    m.target_digest = m.target_digest.wrapping_add(*hb);
-                    push(&mut m.extra, kb);
-                    y = b.next(ctx).await?;
-                }
-                std::cmp::Ordering::Equal => {
-                    m.source_rows += 1;
-                    m.target_rows += 1;
-                    m.source_digest = m.source_digest.wrapping_add(*ha);
-                    m.target_digest = m.target_digest.wrapping_add(*hb);
-                    if ha != hb {
-                        push(&mut m.changed, ka);
-                    }
-                    x = a.next(ctx).await?;
-                    y = b.next(ctx).await?;
-                }
-            },
-        }
-    }
-    Ok(m)
-}
-
-fn push(v: &mut Vec<Pk>, k: &Pk) {
-    if v.len() < EXAMPLES {
-        v.push(k.clone());
-    }
 }
 
 /// A verify step only reads; the preview says what it will compare.

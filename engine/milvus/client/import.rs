@@ -22,6 +22,21 @@ pub struct ImportTask {
     pub create_ts: i64,
 }
 
+impl ImportState {
+    /// The task ended without its rows (and is not retried by the server).
+    pub fn failed(self) -> bool {
+        matches!(
+            self,
+            ImportState::ImportFailed | ImportState::ImportFailedAndCleaned
+        )
+    }
+
+    /// The task may still write rows.
+    pub fn in_flight(self) -> bool {
+        !self.failed() && self != ImportState::ImportCompleted
+    }
+}
+
 impl ImportTask {
     fn from_pb(r: m::GetImportStateResponse) -> Self {
         let infos = pairs(r.infos);

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
-use super::target::{Target, create_aliases, create_target, discard, failed};
+use super::target::{Target, create_aliases, create_target, discard};
 use crate::checkpoint::TaskState;
 use crate::format::binlog::{Files, Live};
 use crate::format::meta::{CollectionBackupInfo, SegmentBackupInfo};
@@ -507,7 +507,7 @@ async fn check_exactly(
     for (name, part, want) in units {
         let counted = client.query_count(target, &part, "").await?;
         let (read, keys) =
-            crate::steps::verify::key_digest(ctx, client, target, &part, &pk.name).await?;
+            crate::steps::keys::key_digest(ctx, client, target, &part, &pk.name).await?;
         rows += read;
         if counted != want.rows || read != want.rows || keys != want.keys {
             wrong.push(format!(
@@ -577,7 +577,7 @@ async fn import_segment(
                     .await?
                     .into_iter()
                     .filter(|t| {
-                        !failed(t.state)
+                        !t.state.failed()
                             && t.info("files")
                                 .is_some_and(|f| f.contains(files[0].as_str()))
                     })
@@ -668,7 +668,7 @@ async fn wait_import(
         };
         match st.state {
             ImportState::ImportCompleted => return Ok(st.row_count),
-            s if failed(s) => {
+            s if s.failed() => {
                 return fail(format!(
                     "import of segment {} into `{target}` on `{}` failed: {}",
                     seg.segment_id,

@@ -3,6 +3,7 @@
 
 mod binlog;
 mod capability;
+mod refusals;
 mod rows;
 mod target;
 
@@ -15,7 +16,8 @@ use std::sync::Arc;
 use crate::steps::ctx::{Look, Result, StepCtx, StepError, StepPreview, Units, fail};
 use crate::steps::feed::Unit;
 use crate::storage::Storage;
-use target::{Mode, alias_refusals, aliases, exists, key_partitions, name_refusals, refusals};
+use refusals::{alias_refusals, name_refusals, refusals};
+use target::{Mode, aliases, exists, key_partitions};
 pub use target::{Target, selected};
 
 pub async fn run(ctx: &StepCtx, step: &RestoreStep) -> Result<String> {
