@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use assert_cmd::cargo::cargo_bin;
+use crate::support::{self, text};
 
 const SECRET: &str = "sup3r-s3cret-Pa55";
 
@@ -66,13 +66,13 @@ to = "dst:{to}"
         std::fs::write(&self.plan, text).unwrap();
     }
 
+    /// `planrun ARGS PLAN` with the plan's password in its env, killed at `crash` if given;
+    /// fails the test if the password shows in its output.
     fn planrun(&self, args: &[&str], crash: Option<&str>) -> Output {
-        let mut c = Command::new(cargo_bin("planrun"));
+        let mut c = support::planrun();
         c.args(args)
             .arg(&self.plan)
-            .env("NO_COLOR", "1")
-            .env("PLANRUN_TEST_PASSWORD", SECRET)
-            .env_remove("PLANRUN_CRASH");
+            .env("PLANRUN_TEST_PASSWORD", SECRET);
         if let Some(crash) = crash {
             c.env("PLANRUN_CRASH", crash);
         }
@@ -109,14 +109,6 @@ fn walk(p: &Path) -> Vec<PathBuf> {
         }
     }
     out
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 #[test]
@@ -216,8 +208,7 @@ fn resume_by_run_id_and_the_lock() {
     assert!(t.contains(&format!("pid {}", std::process::id())), "{t}");
     std::fs::remove_file(&lock).unwrap();
 
-    let mut c = Command::new(cargo_bin("planrun"));
-    let out = c
+    let out = support::planrun()
         .args(["resume", &id, "--yes", "--plan"])
         .arg(&l.plan)
         .env("PLANRUN_TEST_PASSWORD", SECRET)
@@ -247,7 +238,7 @@ fn ctrl_c_stops_records_progress_and_exits_130() {
          [steps.copy]\ntype = \"copy\"\nfrom = \"src:b\"\nto = \"dst:c\"\n",
     )
     .unwrap();
-    let mut child = Command::new(cargo_bin("planrun"))
+    let mut child = support::planrun()
         .args(["apply", "--yes", "--progress", "plain"])
         .arg(&plan)
         .stderr(std::process::Stdio::piped())
@@ -278,7 +269,7 @@ fn ctrl_c_stops_records_progress_and_exits_130() {
     let done_before = walk(&dir.path().join("dst/c")).len();
     assert!(done_before < 600, "the copy was not interrupted");
 
-    let out = Command::new(cargo_bin("planrun"))
+    let out = support::planrun()
         .args(["apply", "--yes", "--progress", "plain"])
         .arg(&plan)
         .output()

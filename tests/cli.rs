@@ -6,9 +6,8 @@ use assert_cmd::Command;
 use predicates::prelude::*;
 
 fn planrun() -> Command {
-    let mut c = Command::cargo_bin("planrun").expect("the planrun binary is built");
-    c.current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("NO_COLOR", "1");
+    let mut c = Command::from_std(crate::support::planrun());
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
     c
 }
 

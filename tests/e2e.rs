@@ -4,155 +4,11 @@
 //! plans by changing only their `[vars]` and adding `settings.state_dir`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-use assert_cmd::cargo::cargo_bin;
 use serde_json::Value;
 
-use crate::support::{self, MILVUS_A, MILVUS_B, S3, data, ok, root};
-
-fn planrun(args: &[&str]) -> Output {
-    Command::new(cargo_bin("planrun"))
-        .args(args)
-        .env("NO_COLOR", "1")
-        .env_remove("PLANRUN_CRASH")
-        .output()
-        .expect("run planrun")
-}
-
-pub struct Scenario {
-    _dir: tempfile::TempDir,
-    pub plan: PathBuf,
-    pub state: PathBuf,
-    pub coll: String,
-    pub backup: String,
-}
-
-impl Scenario {
-    /// An example plan with unique names; `collections` gets a second, varchar-keyed collection.
-    pub fn new(example: &str) -> Scenario {
-        Self::edited(example, |t| t)
-    }
-
-    /// Like `new`, with the example plan's text changed by `edit` first.
-    pub fn edited(example: &str, edit: impl Fn(String) -> String) -> Scenario {
-        for s in [&S3, &MILVUS_A, &MILVUS_B] {
-            s.require();
-        }
-        let coll = support::unique("e2e");
-        let backup = support::unique("bk");
-        let dir = tempfile::tempdir().unwrap();
-        let state = dir.path().join("state");
-        let text = edit(std::fs::read_to_string(root().join("plans").join(example)).unwrap());
-        let text = text
-            .replace("collection = \"coll\"", &format!("collection = \"{coll}\""))
-            .replace("backup = \"my_backup\"", &format!("backup = \"{backup}\""))
-            .replace(
-                "collections = [\"{{ vars.collection }}\"]",
-                "collections = [\"{{ vars.collection }}\", \"{{ vars.collection }}_str\"]",
-            );
-        assert!(
-            text.contains(&coll) && text.contains(&backup),
-            "example plan changed shape"
-        );
-        let text = format!("{text}\n[settings]\nstate_dir = \"{}\"\n", state.display());
-        let plan = dir.path().join(example);
-        std::fs::write(&plan, text).unwrap();
-        let s = Scenario {
-            _dir: dir,
-            plan,
-            state,
-            coll,
-            backup,
-        };
-        s.seed();
-        s
-    }
-
-    fn seed(&self) {
-        let int = ok(data(&[
-            "seed",
-            "--collection",
-            &self.coll,
-            "--rows",
-            "2400",
-        ]));
-        let str_coll = format!("{}_str", self.coll);
-        let s = ok(data(&[
-            "seed",
-            "--collection",
-            &str_coll,
-            "--pk",
-            "varchar",
-            "--rows",
-            "900",
-            "--partitions",
-            "2",
-            "--segments",
-            "3",
-            "--delete-every",
-            "5",
-            // A partition-key collection: its partitions are made by Milvus, not by planrun.
-            "--partition-key",
-            "4",
-        ]));
-        for out in [int, s] {
-            let v: Value = serde_json::from_str(out.trim()).unwrap();
-            assert!(v["deleted"].as_u64().unwrap() > 0, "seed deletes rows: {v}");
-        }
-    }
-
-    pub fn plan_path(&self) -> &str {
-        self.plan.to_str().unwrap()
-    }
-
-    /// Row-by-row comparison of both source collections with their restored copies on B.
-    pub fn assert_restored(&self) {
-        for c in [self.coll.clone(), format!("{}_str", self.coll)] {
-            let out = data(&[
-                "compare",
-                "--collection",
-                &c,
-                "--target-collection",
-                &format!("{c}_bak"),
-            ]);
-            let report = String::from_utf8_lossy(&out.stdout).into_owned();
-            assert!(
-                out.status.success(),
-                "`{c}_bak` on Milvus B differs from `{c}`: {report}{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let v: Value = serde_json::from_str(report.trim()).unwrap();
-            assert!(v["source_rows"].as_u64().unwrap() > 0, "{v}");
-            assert_eq!(v["source_rows"], v["target_rows"], "{v}");
-            assert_eq!(v["source_partitions"], v["target_partitions"], "{v}");
-            assert_eq!(v["source_indexes"], v["target_indexes"], "{v}");
-        }
-    }
-
-    pub fn cleanup(&self) {
-        for c in [self.coll.clone(), format!("{}_str", self.coll)] {
-            data(&["drop", &c]);
-            data(&[
-                "drop",
-                "--uri",
-                &MILVUS_B.uri(),
-                "--token",
-                "",
-                &format!("{c}_bak"),
-            ]);
-        }
-        for b in ["bucket-a", "bucket-b"] {
-            data(&[
-                "s3-clean",
-                "--bucket",
-                b,
-                "--prefix",
-                &format!("backup/{}/", self.backup),
-            ]);
-        }
-    }
-}
+use crate::support::scenario::Scenario;
+use crate::support::{self, MILVUS_A, MILVUS_B, data, ok};
 
 /// Where the JSON event `event` of step `step` is in `err`.
 fn event_at(err: &str, event: &str, step: &str) -> usize {
@@ -164,7 +20,7 @@ fn event_at(err: &str, event: &str, step: &str) -> usize {
 #[test]
 fn migrate_backup_copy_restore_end_to_end() {
     let s = Scenario::new("migrate.toml");
-    let out = planrun(&["apply", "--yes", "--progress", "json", s.plan_path()]);
+    let out = support::run(&["apply", "--yes", "--progress", "json", s.plan_path()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("Apply complete: 3 of 3 steps done"), "{err}");
@@ -176,12 +32,8 @@ fn migrate_backup_copy_restore_end_to_end() {
     s.assert_restored();
 
     // A second apply of the finished plan does nothing and says so.
-    let again = planrun(&["apply", "--yes", s.plan_path()]);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&again.stdout),
-        String::from_utf8_lossy(&again.stderr)
-    );
+    let again = support::run(&["apply", "--yes", s.plan_path()]);
+    let text = support::text(&again);
     assert!(again.status.success(), "{text}");
     assert!(text.contains("nothing to do"), "{text}");
 
@@ -194,7 +46,7 @@ fn migrate_backup_copy_restore_end_to_end() {
         &format!("backup = \"{second}\""),
     );
     std::fs::write(&s.plan, &plan).unwrap();
-    let out = planrun(&["apply", "--yes", s.plan_path()]);
+    let out = support::run(&["apply", "--yes", s.plan_path()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("already exists on `milvus_b`"), "{err}");
@@ -206,7 +58,7 @@ fn migrate_backup_copy_restore_end_to_end() {
         )
         .replace("[settings]\n", "[settings]\npipeline = false\n");
     std::fs::write(&s.plan, &plan).unwrap();
-    let out = planrun(&["apply", "--yes", "--progress", "json", s.plan_path()]);
+    let out = support::run(&["apply", "--yes", "--progress", "json", s.plan_path()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("dropping existing"), "{err}");
@@ -230,7 +82,7 @@ fn migrate_backup_copy_restore_end_to_end() {
 #[test]
 fn migrate_direct_into_bucket_b() {
     let s = Scenario::new("migrate-direct.toml");
-    ok(planrun(&["apply", "--yes", s.plan_path()]));
+    ok(support::run(&["apply", "--yes", s.plan_path()]));
     s.assert_restored();
     s.cleanup();
 }
@@ -291,7 +143,7 @@ fn walk(p: &Path) -> Vec<PathBuf> {
 fn dry_run_changes_nothing_and_reports_counts() {
     let s = Scenario::new("migrate.toml");
     let before = world(&s);
-    let out = planrun(&["plan", "--json", "--detailed-exitcode", s.plan_path()]);
+    let out = support::run(&["plan", "--json", "--detailed-exitcode", s.plan_path()]);
     assert_eq!(out.status.code(), Some(2), "changes pending: {out:?}");
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["format_version"], 1);
@@ -307,7 +159,7 @@ fn dry_run_changes_nothing_and_reports_counts() {
         "{backup}"
     );
     assert_eq!(v["summary"]["conflicts"], 0, "{v}");
-    let human = ok(planrun(&["plan", s.plan_path()]));
+    let human = ok(support::run(&["plan", s.plan_path()]));
     assert!(human.contains(&format!("{}_bak", s.coll)), "{human}");
     assert_eq!(before, world(&s), "planrun plan changed something");
     s.cleanup();
@@ -329,7 +181,7 @@ fn resume_after_kill_at_many_points_loses_nothing_and_duplicates_nothing() {
         ("import-started", 3),
         ("checkpoint", 40),
     ] {
-        let out = Command::new(cargo_bin("planrun"))
+        let out = support::planrun()
             .args(["apply", "--yes", s.plan_path()])
             .env("PLANRUN_CRASH", format!("{point}:{n}"))
             .output()
@@ -346,7 +198,7 @@ fn resume_after_kill_at_many_points_loses_nothing_and_duplicates_nothing() {
         kills += 1;
     }
     if !finished {
-        ok(planrun(&["apply", "--yes", s.plan_path()]));
+        ok(support::run(&["apply", "--yes", s.plan_path()]));
     }
     assert!(kills >= 3, "the kill schedule hit only {kills} times");
     s.assert_restored();
@@ -359,7 +211,7 @@ fn restore_stages_a_backup_kept_outside_the_target_bucket() {
     let s = Scenario::edited("migrate-direct.toml", |t| {
         t.replace("bucket_b:backup/", "bucket_a:backup/")
     });
-    let out = planrun(&["apply", "--yes", s.plan_path()]);
+    let out = support::run(&["apply", "--yes", s.plan_path()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("stage the backup into `bucket_b`"), "{err}");

@@ -9,9 +9,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use assert_cmd::cargo::cargo_bin;
-
-use crate::support::{MILVUS_A, MILVUS_B, S3, seed_small, unique};
+use crate::support::{self, MILVUS_A, MILVUS_B, S3, seed_small, unique};
 
 /// A copy of `tests/plans/errors/<name>` and the files beside it in a fresh directory (so the
 /// state dir and relative paths stay there), with every `@KEY@` replaced by its value.
@@ -50,13 +48,7 @@ impl Run {
 }
 
 fn planrun(args: &[&str], plan: &Path) -> Run {
-    let out = std::process::Command::new(cargo_bin("planrun"))
-        .args(args)
-        .arg(plan)
-        .env("NO_COLOR", "1")
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
+    let out = support::planrun().args(args).arg(plan).output().unwrap();
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

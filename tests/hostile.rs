@@ -8,22 +8,14 @@ use assert_cmd::Command;
 
 use crate::support::{self, S3, data, data_with_input, ok};
 
+/// `planrun validate PLAN`, given a minute: (exit code, stdout and stderr).
 fn validate(plan: &Path) -> (Option<i32>, String) {
-    let out = Command::cargo_bin("planrun")
-        .unwrap()
+    let out = Command::from_std(support::planrun())
         .args(["validate", plan.to_str().unwrap()])
-        .env("NO_COLOR", "1")
         .timeout(Duration::from_secs(60))
         .output()
         .unwrap();
-    (
-        out.status.code(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    (out.status.code(), support::text(&out))
 }
 
 fn plan(name: &str) -> std::path::PathBuf {
@@ -121,19 +113,8 @@ fn a_key_a_local_directory_cannot_hold_is_refused_before_anything_is_copied() {
     )
     .unwrap();
     let run = |args: &[&str]| {
-        let out = Command::cargo_bin("planrun")
-            .unwrap()
-            .args(args)
-            .arg(&p)
-            .env("NO_COLOR", "1")
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.code(), text)
+        let out = support::planrun().args(args).arg(&p).output().unwrap();
+        (out.status.code(), support::text(&out))
     };
     let (code, text) = run(&["plan"]);
     assert_eq!(code, Some(1), "{text}");

@@ -3,29 +3,10 @@
 //! before anything is created; load state is mirrored and never changed on the source.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-use assert_cmd::cargo::cargo_bin;
 use serde_json::Value;
 
-use crate::support::{self, MILVUS_A, MILVUS_B, S3, data, ok};
-
-fn planrun(args: &[&str]) -> Output {
-    Command::new(cargo_bin("planrun"))
-        .args(args)
-        .env("NO_COLOR", "1")
-        .env_remove("PLANRUN_CRASH")
-        .output()
-        .expect("run planrun")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use crate::support::{self, BackupRestore, MILVUS_A, MILVUS_B, S3, data, ok, text};
 
 /// A plan file of `steps` with a state dir of its own.
 fn plan(dir: &Path, name: &str, steps: &str) -> PathBuf {
@@ -109,25 +90,11 @@ fn one_failing_collection_does_not_stop_the_others_and_a_resume_redoes_only_it()
     let p = plan(
         dir.path(),
         "many",
-        &format!(
-            r#"
-[steps.backup]
-type = "backup"
-instance = "milvus_a"
-collections = ["{prefix}_*"]
-to = "bucket_b:backup/{bk}"
-
-[steps.restore]
-type = "restore"
-instance = "milvus_b"
-from = "bucket_b:backup/{bk}"
-suffix = "_bak"
-"#
-        ),
+        &BackupRestore::of(&[&format!("{prefix}_*")], &bk).to_string(),
     );
     let p = p.to_str().unwrap();
     // A binlog of the second collection goes missing after the dry run, before apply.
-    let plan_out = planrun(&["plan", p]);
+    let plan_out = support::run(&["plan", p]);
     assert!(plan_out.status.success(), "{}", text(&plan_out));
     let key = one_binlog(&colls[1]);
     let saved = std::process::Command::new(support::python())
@@ -141,7 +108,7 @@ suffix = "_bak"
         "s3-clean", "--bucket", "bucket-a", "--prefix", &key,
     ]));
 
-    let out = planrun(&["apply", "--yes", "--progress", "plain", p]);
+    let out = support::run(&["apply", "--yes", "--progress", "plain", p]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "the run fails: {t}");
     assert!(t.contains("Collections:"), "a per-collection table: {t}");
@@ -158,7 +125,7 @@ suffix = "_bak"
         "nothing of the failed collection was created"
     );
     // `status` lists collections × steps: restores on their source's line, the failure with why.
-    let status = text(&planrun(&["status", "--plan", p]));
+    let status = text(&support::run(&["status", "--plan", p]));
     let line = |c: &str| {
         status
             .lines()
@@ -190,7 +157,7 @@ suffix = "_bak"
         &["s3-put", "--bucket", "bucket-a", "--key", &key],
         &saved,
     ));
-    let out = planrun(&["apply", "--yes", "--progress", "plain", p]);
+    let out = support::run(&["apply", "--yes", "--progress", "plain", p]);
     let t = text(&out);
     assert!(out.status.success(), "{t}");
     assert!(t.contains("resuming"), "{t}");
@@ -203,7 +170,7 @@ suffix = "_bak"
     for c in &colls {
         same_rows(c, &format!("{c}_bak"));
     }
-    let status = text(&planrun(&["status", "--plan", p]));
+    let status = text(&support::run(&["status", "--plan", p]));
     assert!(
         !status.contains("FAILED"),
         "the redone collection is done now: {status}"
@@ -237,7 +204,7 @@ to = "bucket_b:backup/{bk}"
 "#
         ),
     );
-    let out = planrun(&["apply", "--yes", backup.to_str().unwrap()]);
+    let out = support::run(&["apply", "--yes", backup.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
     // Remove one binlog of `_bad` from the backup (what a lost object looks like).
     let meta = std::process::Command::new(support::python())
@@ -290,7 +257,7 @@ to = "bucket_a:backup/{bk}_copy"
         ),
     );
     let restore = restore.to_str().unwrap();
-    let shown = planrun(&["plan", restore]);
+    let shown = support::run(&["plan", restore]);
     let t = text(&shown);
     assert_eq!(
         shown.status.code(),
@@ -302,7 +269,7 @@ to = "bucket_a:backup/{bk}_copy"
         t.contains("does not match its meta, so it is not copied"),
         "{t}"
     );
-    let out = planrun(&["apply", "--yes", restore]);
+    let out = support::run(&["apply", "--yes", restore]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
     for c in &colls {
@@ -329,19 +296,7 @@ fn load_state_is_mirrored_and_the_source_is_left_as_it_was() {
         dir.path(),
         "mirror",
         &format!(
-            r#"
-[steps.backup]
-type = "backup"
-instance = "milvus_a"
-collections = ["{unindexed}", "{released}"]
-to = "bucket_b:backup/{bk}"
-
-[steps.restore]
-type = "restore"
-instance = "milvus_b"
-from = "bucket_b:backup/{bk}"
-suffix = "_bak"
-
+            r#"{}
 [steps.rows_backup]
 type = "backup"
 instance = "milvus_a"
@@ -355,15 +310,16 @@ type = "restore"
 instance = "milvus_b"
 from = "bucket_b:backup/{bk_rows}"
 suffix = "_rows"
-"#
+"#,
+            BackupRestore::of(&[&unindexed, &released], &bk)
         ),
     );
     let p = p.to_str().unwrap();
-    let shown = planrun(&["plan", p]);
+    let shown = support::run(&["plan", p]);
     let t = text(&shown);
     assert!(shown.status.success(), "{t}");
     assert!(t.contains("left released (as its source)"), "{t}");
-    let out = planrun(&["apply", "--yes", "--progress", "plain", p]);
+    let out = support::run(&["apply", "--yes", "--progress", "plain", p]);
     let t = text(&out);
     assert!(out.status.success(), "{t}");
     assert!(t.contains("200 rows checked against the backup"), "{t}");
@@ -423,7 +379,7 @@ on_conflict = "drop"
 "#
         ),
     );
-    let shown = planrun(&["plan", p.to_str().unwrap()]);
+    let shown = support::run(&["plan", p.to_str().unwrap()]);
     let t = text(&shown);
     assert_eq!(shown.status.code(), Some(1), "{t}");
     assert!(
@@ -434,7 +390,7 @@ on_conflict = "drop"
         t.contains("the collection its backup was taken from"),
         "{t}"
     );
-    let out = planrun(&["apply", "--yes", p.to_str().unwrap()]);
+    let out = support::run(&["apply", "--yes", p.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let src = state(&MILVUS_A.uri(), "root:Milvus", &coll);
     assert_eq!(
@@ -472,7 +428,7 @@ fn aliases_are_carried_renamed_like_their_collections() {
         &support::backup_and_restore(&coll, &bk),
     );
     let p = p.to_str().unwrap();
-    let shown = planrun(&["plan", p]);
+    let shown = support::run(&["plan", p]);
     let t = text(&shown);
     assert_eq!(shown.status.code(), Some(1), "{t}");
     assert!(
@@ -490,7 +446,7 @@ fn aliases_are_carried_renamed_like_their_collections() {
         &format!("{alias}_bak"),
     ]));
     drop_b(&other);
-    let out = planrun(&["apply", "--yes", p]);
+    let out = support::run(&["apply", "--yes", p]);
     let t = text(&out);
     assert!(out.status.success(), "{t}");
     let s = state(&MILVUS_B.uri(), "", &format!("{coll}_bak"));

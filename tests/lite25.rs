@@ -3,7 +3,7 @@
 //! from it (from and to Milvus 2.3.5 and Milvus Lite 3; float16/bfloat16 vectors too), and
 //! refuses a database it cannot have before anything is made.
 
-use crate::rows::{
+use crate::support::migrate::{
     Migration, Server, apply, dry_run, has_collection, lite, milvus_a, milvus_b, pymilvus,
 };
 use crate::support::{self, LITE25, data, ok};

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::rows::{Server, apply, dry_run, milvus_a, pymilvus, rows_plan};
+use crate::support::migrate::{Server, apply, dry_run, milvus_a, pymilvus, rows_plan};
 use crate::support::{self, LITE, LITE25, MILVUS_B, Service};
 
 /// A server without auth under the plan id `id` (two ids may name one server).

@@ -10,7 +10,7 @@ use planrun::exec::preview::{Preview, preview};
 use planrun::exec::run::{ApplyOptions, apply};
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{self, LITE, MILVUS_A, MILVUS_B, S3, data, ok};
+use crate::support::{self, BackupRestore, LITE, MILVUS_A, MILVUS_B, S3, data, ok};
 
 /// What one scenario showed: the preview's conflicts and apply's failures, per step.
 struct Outcome {
@@ -167,22 +167,11 @@ fn an_unloadable_collection_is_refused_before_anything_is_created() {
     support::seed_small(&MILVUS_A, "root:Milvus", &coll, &["--no-index"]);
     // Binlog mode with `load = true`: the backup works, the restore could not load the copy.
     // (Left out, `load` follows the source: see `isolation::an_unindexed_collection_*`.)
-    let o = preview_then_apply(&format!(
-        r#"
-[steps.backup]
-type = "backup"
-instance = "milvus_a"
-collections = ["{coll}"]
-to = "bucket_b:backup/{bk}"
-
-[steps.restore]
-type = "restore"
-instance = "milvus_b"
-from = "bucket_b:backup/{bk}"
-suffix = "_bak"
-load = true
-"#
-    ));
+    let o = preview_then_apply(
+        &BackupRestore::of(&[&coll], &bk)
+            .restore_with("load = true")
+            .to_string(),
+    );
     let c = o.agree("restore");
     assert!(c[0].contains("no index on `vec`"), "{c:?}");
     assert!(!support::exists_on(&MILVUS_B, "", &format!("{coll}_bak")));
@@ -208,22 +197,12 @@ fn a_type_the_target_lacks_is_refused_before_anything_is_created() {
     let coll = support::unique("pa_bin");
     let bk = support::unique("bk");
     support::seed_small(&MILVUS_A, "root:Milvus", &coll, &["--binary"]);
-    let o = preview_then_apply(&format!(
-        r#"
-[steps.backup]
-type = "backup"
-instance = "milvus_a"
-mode = "rows"
-collections = ["{coll}"]
-to = "bucket_b:backup/{bk}"
-
-[steps.restore]
-type = "restore"
-instance = "lite"
-from = "bucket_b:backup/{bk}"
-suffix = "_bak"
-"#
-    ));
+    let o = preview_then_apply(
+        &BackupRestore::of(&[&coll], &bk)
+            .rows()
+            .target("lite")
+            .to_string(),
+    );
     let c = o.agree("restore");
     assert!(c[0].contains("BinaryVector"), "{c:?}");
     assert!(!support::exists_on(&LITE, "", &format!("{coll}_bak")));
@@ -236,21 +215,11 @@ fn a_name_over_the_limit_is_refused_before_anything_is_created() {
     let bk = support::unique("bk");
     support::seed_small(&MILVUS_A, "root:Milvus", &coll, &[]);
     let suffix = format!("_{}", "x".repeat(240));
-    let o = preview_then_apply(&format!(
-        r#"
-[steps.backup]
-type = "backup"
-instance = "milvus_a"
-collections = ["{coll}"]
-to = "bucket_b:backup/{bk}"
-
-[steps.restore]
-type = "restore"
-instance = "milvus_b"
-from = "bucket_b:backup/{bk}"
-suffix = "{suffix}"
-"#
-    ));
+    let o = preview_then_apply(
+        &BackupRestore::of(&[&coll], &bk)
+            .suffix(Some(&suffix))
+            .to_string(),
+    );
     let c = o.agree("restore");
     assert!(c[0].contains("over Milvus's limit of 255"), "{c:?}");
     clean(&[&coll], &bk);
@@ -277,20 +246,12 @@ fn a_chain_through_a_server_without_binlogs_is_refused_at_its_first_step() {
         "--delete-every",
         "0",
     ]));
-    let o = preview_then_apply(&format!(
-        r#"
-[steps.backup]
-type = "backup"
-instance = "lite"
-collections = ["{coll}"]
-to = "bucket_b:backup/{bk}"
-
-[steps.restore]
-type = "restore"
-instance = "milvus_b"
-from = "bucket_b:backup/{bk}"
-"#
-    ));
+    let o = preview_then_apply(
+        &BackupRestore::of(&[&coll], &bk)
+            .source("lite")
+            .suffix(None)
+            .to_string(),
+    );
     let c = o.agree("backup");
     assert!(c[0].contains("keeps no binlogs"), "{c:?}");
     assert!(o.failed.len() == 1, "only the backup ran: {:?}", o.failed);

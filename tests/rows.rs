@@ -1,282 +1,11 @@
 //! `mode = "rows"` migrations between Milvus 2.3.5 and Milvus Lite, compared row by row, and
-//! resumed after crashes in the middle of the backup and of the restore. `Migration` and its
-//! helpers serve `lite25.rs` too.
+//! resumed after crashes in the middle of the backup and of the restore (the helpers are in
+//! `support::migrate`).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-use assert_cmd::cargo::cargo_bin;
-
-use crate::support::{self, LITE, MILVUS_A, MILVUS_B, data, ok, root};
-
-pub(crate) fn apply(plan: &Path, crash: Option<&str>) -> (bool, String) {
-    let mut cmd = Command::new(cargo_bin("planrun"));
-    cmd.args(["apply", "--yes", plan.to_str().unwrap()])
-        .env("NO_COLOR", "1")
-        .env_remove("PLANRUN_CRASH");
-    if let Some(c) = crash {
-        cmd.env("PLANRUN_CRASH", c);
-    }
-    let out = cmd.output().expect("run planrun");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
-/// `planrun plan PLAN`: (exit code, stdout and stderr).
-pub(crate) fn dry_run(plan: &Path) -> (i32, String) {
-    let out = Command::new(cargo_bin("planrun"))
-        .args(["plan", plan.to_str().unwrap()])
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run planrun");
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
-/// Writes `dir/plan.toml`: a rows backup of `colls` on `from` into `local:backup/<backup>` (a
-/// local bucket in `dir/backups`), restored on `to` with `_bak` (plus `restore_extra` lines),
-/// then verified; state in `dir/state`.
-pub(crate) fn rows_plan(
-    dir: &Path,
-    from: &Server,
-    to: &Server,
-    colls: &[String],
-    backup: &str,
-    restore_extra: &str,
-) -> PathBuf {
-    let list = colls
-        .iter()
-        .map(|c| format!("{c:?}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let text = format!(
-        r#"version = 1
-name = "rows"
-
-[instances.{fid}]
-type = "milvus"
-uri = "{furi}"
-{fauth}
-[instances.{tid}]
-type = "milvus"
-uri = "{turi}"
-{tauth}
-[buckets.local]
-type = "local"
-path = "{backups}"
-
-[steps.backup]
-type = "backup"
-instance = "{fid}"
-collections = [{list}]
-to = "local:backup/{backup}"
-mode = "rows"
-
-[steps.restore]
-type = "restore"
-instance = "{tid}"
-from = "local:backup/{backup}"
-suffix = "_bak"
-{restore_extra}
-
-[steps.verify]
-type = "verify"
-restore = "restore"
-
-[settings]
-state_dir = "{state}"
-"#,
-        fid = from.id,
-        furi = from.uri,
-        fauth = from.auth,
-        tid = to.id,
-        turi = to.uri,
-        tauth = to.auth,
-        backups = dir.join("backups").display(),
-        state = dir.join("state").display(),
-    );
-    std::fs::create_dir_all(dir.join("backups")).unwrap();
-    let plan = dir.join("plan.toml");
-    std::fs::write(&plan, text).unwrap();
-    plan
-}
-
-/// A server of the test: id in the plan, uri, token for scripts/milvus_data.py, plan keys.
-pub(crate) struct Server {
-    pub(crate) id: &'static str,
-    pub(crate) uri: String,
-    pub(crate) token: &'static str,
-    pub(crate) auth: &'static str,
-}
-
-pub(crate) fn milvus_a() -> Server {
-    Server {
-        id: "a",
-        uri: MILVUS_A.require().uri(),
-        token: "root:Milvus",
-        auth: "user = \"root\"\npassword = \"Milvus\"\n",
-    }
-}
-
-pub(crate) fn milvus_b() -> Server {
-    Server {
-        id: "b",
-        uri: MILVUS_B.require().uri(),
-        token: "",
-        auth: "",
-    }
-}
-
-pub(crate) fn lite() -> Server {
-    Server {
-        id: "lite",
-        uri: LITE.require().uri(),
-        token: "",
-        auth: "",
-    }
-}
-
-pub(crate) struct Migration {
-    pub(crate) dir: tempfile::TempDir,
-    pub(crate) plan: PathBuf,
-    pub(crate) coll: String,
-    pub(crate) from: Server,
-    pub(crate) to: Server,
-}
-
-impl Migration {
-    /// Seeds `coll` (int64 keys) and `coll_str` (varchar keys) on `from`; the plan backs both up
-    /// in rows mode into a local directory, restores them on `to` with `_bak` and verifies.
-    fn new(from: Server, to: Server) -> Migration {
-        let coll = support::unique("rows");
-        Migration::seeded(from, to, coll)
-    }
-
-    /// A migration of `coll` and `coll_str`; seeds them unless they exist on `from`.
-    pub(crate) fn seeded(from: Server, to: Server, coll: String) -> Migration {
-        for (c, pk) in [(coll.clone(), "int64"), (format!("{coll}_str"), "varchar")] {
-            if has_collection(&from, &c) {
-                continue;
-            }
-            ok(data(&[
-                "seed",
-                "--uri",
-                &from.uri,
-                "--token",
-                from.token,
-                "--collection",
-                &c,
-                "--pk",
-                pk,
-                "--rows",
-                "800",
-                "--partitions",
-                "2",
-                "--segments",
-                "2",
-                "--delete-every",
-                "9",
-            ]));
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let colls = [coll.clone(), format!("{coll}_str")];
-        let plan = rows_plan(dir.path(), &from, &to, &colls, &coll, "");
-        Migration {
-            dir,
-            plan,
-            coll,
-            from,
-            to,
-        }
-    }
-
-    /// Row by row with pymilvus, partitions and indexes too.
-    pub(crate) fn assert_equal(&self) {
-        for c in [self.coll.clone(), format!("{}_str", self.coll)] {
-            self.assert_restored(&c);
-        }
-    }
-
-    /// `{c}_bak` on `to` equals `c` on `from`, row by row.
-    fn assert_restored(&self, c: &str) {
-        let out = data(&[
-            "compare",
-            "--uri",
-            &self.from.uri,
-            "--token",
-            self.from.token,
-            "--collection",
-            c,
-            "--target-uri",
-            &self.to.uri,
-            "--target-token",
-            self.to.token,
-            "--target-collection",
-            &format!("{c}_bak"),
-        ]);
-        let report = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "`{c}_bak` differs from `{c}`: {report}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_str(report.trim()).unwrap();
-        assert!(v["source_rows"].as_u64().unwrap() >= 300, "{v}");
-    }
-
-    fn parquet_files(&self) -> usize {
-        fn walk(p: &Path) -> usize {
-            std::fs::read_dir(p)
-                .map(|d| {
-                    d.map(|e| {
-                        let e = e.unwrap().path();
-                        if e.is_dir() {
-                            walk(&e)
-                        } else {
-                            usize::from(e.extension().is_some_and(|x| x == "parquet"))
-                        }
-                    })
-                    .sum()
-                })
-                .unwrap_or(0)
-        }
-        walk(&self.dir.path().join("backups"))
-    }
-
-    pub(crate) fn cleanup(&self) {
-        for c in [self.coll.clone(), format!("{}_str", self.coll)] {
-            data(&[
-                "drop",
-                "--uri",
-                &self.from.uri,
-                "--token",
-                self.from.token,
-                &c,
-            ]);
-            let bak = format!("{c}_bak");
-            data(&[
-                "drop",
-                "--uri",
-                &self.to.uri,
-                "--token",
-                self.to.token,
-                &bak,
-            ]);
-        }
-    }
-}
+use crate::support::migrate::{
+    Migration, Server, apply, has_collection, lite, milvus_a, milvus_b, pymilvus, rows_plan,
+};
+use crate::support::{self, data, ok};
 
 /// Seeds `coll` on `s` (scripts/milvus_data.py `seed`) with these options.
 fn seed(s: &Server, coll: &str, options: &[&str]) {
@@ -291,25 +20,6 @@ fn seed(s: &Server, coll: &str, options: &[&str]) {
     ];
     args.extend_from_slice(options);
     ok(data(&args));
-}
-
-pub(crate) fn has_collection(s: &Server, coll: &str) -> bool {
-    let out = ok(data(&["dump-names", "--uri", &s.uri, "--token", s.token]));
-    out.lines().any(|l| l.split(' ').next() == Some(coll))
-}
-
-/// Runs a pymilvus snippet with `c` connected to the server.
-pub(crate) fn pymilvus(s: &Server, code: &str) -> String {
-    let script = format!(
-        "import random\nfrom pymilvus import MilvusClient, DataType\n\
-         c = MilvusClient(uri={:?}, token={:?}, timeout=60)\n{code}\n",
-        s.uri, s.token
-    );
-    ok(Command::new(root().join(".venv/bin/python"))
-        .arg("-c")
-        .arg(script)
-        .output()
-        .unwrap())
 }
 
 /// Binary vectors, int8/int16/float, arrays of int64 and varchar, nulls-free, on a collection
@@ -439,7 +149,7 @@ fn a_rows_restore_inserts_each_file_while_the_backup_still_reads() {
     let m = Migration::seeded(from, milvus_b(), coll.clone());
     let dir = m.dir.path();
     let plan = rows_plan(dir, &m.from, &m.to, std::slice::from_ref(&coll), &coll, "");
-    let out = Command::new(cargo_bin("planrun"))
+    let out = support::planrun()
         .args([
             "apply",
             "--yes",
@@ -447,9 +157,7 @@ fn a_rows_restore_inserts_each_file_while_the_backup_still_reads() {
             "json",
             plan.to_str().unwrap(),
         ])
-        .env("NO_COLOR", "1")
         .env("PLANRUN_PAUSE", "rows-file-written:1500")
-        .env_remove("PLANRUN_CRASH")
         .output()
         .expect("run planrun");
     let err = String::from_utf8_lossy(&out.stderr);
@@ -553,7 +261,7 @@ fn lite_quirks_are_filled_in_and_said_on_the_way_to_milvus_2_3() {
     seed_auto_id(&from, &coll);
     seed_auto_id(&from, &format!("{coll}_str"));
     let m = Migration::seeded(from, milvus_b(), coll.clone());
-    let shown = Command::new(cargo_bin("planrun"))
+    let shown = support::planrun()
         .args(["plan", m.plan.to_str().unwrap()])
         .output()
         .unwrap();

@@ -3,11 +3,9 @@
 //! `env['NAME']`) and a collection name taken from `env` are planted and grepped for.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-use assert_cmd::cargo::cargo_bin;
-
-use crate::support::{self, LITE, MILVUS_B, S3, data, ok};
+use crate::support::{self, BackupRestore, LITE, MILVUS_B, S3, data, ok};
 
 const PASSWORD: &str = "pw-PLANTED-7f1";
 /// The `planted` key of the first Garage server (scripts/services.sh): Garage enforces keys, so
@@ -16,6 +14,7 @@ const KEY_ID: &str = "GK706c616e7465642d6b65792d";
 const SECRET_KEY: &str = "706c616e7465642d7365637265742d6e657665722d746f2d62652d73686f776e";
 
 fn plan_text(state: &Path) -> String {
+    let coll = "{{ env.PLANRUN_T_COLL }}";
     format!(
         r#"version = 1
 name = "secrets"
@@ -37,47 +36,33 @@ bucket = "bucket-b"
 region = "us-east-1"
 access_key_id = "{KEY_ID}"
 secret_access_key = "{{{{ env['PLANRUN_T_SECRET'] }}}}"
-
-[steps.backup]
-type = "backup"
-instance = "b"
-collections = ["{{{{ env.PLANRUN_T_COLL }}}}"]
-to = "s3:backup/{{{{ env.PLANRUN_T_COLL }}}}"
-mode = "rows"
-
-[steps.restore]
-type = "restore"
-instance = "lite"
-from = "s3:backup/{{{{ env.PLANRUN_T_COLL }}}}"
-suffix = "_bak"
-
+{steps}
 [settings]
 state_dir = "{state}"
 "#,
         b = MILVUS_B.uri(),
         lite = LITE.uri(),
         state = state.display(),
+        steps = BackupRestore::of(&[coll], "")
+            .source("b")
+            .target("lite")
+            .at(&format!("s3:backup/{coll}"))
+            .rows(),
     )
 }
 
+/// `planrun ARGS` with the planted secret and collection in its env (`PLANRUN_LOG`, `RUST_LOG`
+/// and `PLANRUN_CRASH` only as the test sets them): its output and what it printed.
 fn run(coll: &str, args: &[&str], crash: Option<&str>) -> (Output, String) {
-    let mut cmd = Command::new(cargo_bin("planrun"));
+    let mut cmd = support::planrun();
     cmd.args(args)
-        .env("NO_COLOR", "1")
         .env("PLANRUN_T_SECRET", SECRET_KEY)
-        .env("PLANRUN_T_COLL", coll)
-        .env_remove("PLANRUN_CRASH")
-        .env_remove("PLANRUN_LOG")
-        .env_remove("RUST_LOG");
+        .env("PLANRUN_T_COLL", coll);
     if let Some(c) = crash {
         cmd.env("PLANRUN_CRASH", c);
     }
     let out = cmd.output().expect("run planrun");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = support::text(&out);
     (out, text)
 }
 

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use assert_cmd::cargo::cargo_bin;
 use planrun::milvus::pb::common::ImportState;
 use planrun::milvus::{MilvusClient, MilvusConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -138,10 +137,8 @@ async fn a_link_stalled_while_an_import_is_polled_is_waited_through_without_canc
     let plan = plan(dir.path(), proxy.port, &coll, &bk);
 
     let started = Instant::now();
-    let child = tokio::process::Command::new(cargo_bin("planrun"))
+    let child = tokio::process::Command::from(support::planrun())
         .args(["apply", "--yes", "--progress", "plain", &plan])
-        .env("NO_COLOR", "1")
-        .env_remove("PLANRUN_CRASH")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)

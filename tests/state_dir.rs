@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use assert_cmd::cargo::cargo_bin;
+use crate::support;
 
 /// A plan dir: `src` with `objects` objects of `size` bytes, an empty `dst`, a private TMPDIR,
 /// the state dir `.planrun`, and `plan.toml` copying `src:b` to `dst:c` (plus `extra` TOML).
@@ -44,13 +44,12 @@ impl Dir {
         self.root.path().join(p)
     }
 
+    /// `planrun ARGS` run in this dir, with its TMPDIR.
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(cargo_bin("planrun"));
+        let mut c = support::planrun();
         c.args(args)
             .current_dir(self.root.path())
-            .env("TMPDIR", self.path("tmp"))
-            .env("NO_COLOR", "1")
-            .env_remove("PLANRUN_CRASH");
+            .env("TMPDIR", self.path("tmp"));
         c
     }
 

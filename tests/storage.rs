@@ -874,9 +874,8 @@ async fn the_copy_step_says_when_the_keys_force_a_streamed_copy() {
     );
     let path = dir.path().join("keys.toml");
     std::fs::write(&path, plan).unwrap();
-    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("planrun"))
+    let out = support::planrun()
         .args(["apply", "--yes", path.to_str().unwrap()])
-        .env("NO_COLOR", "1")
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

@@ -7,8 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use assert_cmd::cargo::cargo_bin;
-
+use crate::support::scenario::Scenario;
 use crate::support::{self, LITE, MILVUS_A, MILVUS_B, S3, data, ok, python};
 
 /// Runs a pymilvus snippet with `c` connected to `uri` (`token` may be empty).
@@ -24,21 +23,10 @@ fn pymilvus(uri: &str, token: &str, code: &str) -> String {
         .unwrap())
 }
 
+/// `planrun ARGS`: (success, stdout and stderr).
 fn planrun(args: &[&str]) -> (bool, String) {
-    let out = Command::new(cargo_bin("planrun"))
-        .args(args)
-        .env("NO_COLOR", "1")
-        .env_remove("PLANRUN_CRASH")
-        .output()
-        .expect("run planrun");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let out = support::run(args);
+    (out.status.success(), support::text(&out))
 }
 
 const A_TOKEN: &str = "root:Milvus";
@@ -332,7 +320,7 @@ fn a_verify_step_names_a_pair_or_a_restore() {
 #[test]
 fn verify_derives_its_pairs_from_a_restore_step() {
     S3.require();
-    let s = crate::e2e::Scenario::new("migrate.toml");
+    let s = Scenario::new("migrate.toml");
     let mut text = std::fs::read_to_string(&s.plan).unwrap();
     text = text.replace(
         "[settings]",

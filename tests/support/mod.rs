@@ -1,8 +1,44 @@
-//! Shared test helpers: the real servers started by `scripts/services.sh`, and how to demand them.
+//! Shared test helpers: the real servers and how to demand them, the `planrun` binary, plan steps.
 #![allow(dead_code)]
 
+pub mod migrate;
+pub mod scenario;
+
 use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Output};
 use std::time::Duration;
+
+/// The `planrun` binary, for every test that runs it: without colours, with the EC2 metadata
+/// service out of reach (`AWS_EC2_METADATA_DISABLED`), and without `RUST_LOG` or any `PLANRUN_*`
+/// variable the test process carries (`PLANRUN_CRASH`, `PLANRUN_PAUSE`, `PLANRUN_LOG`,
+/// `PLANRUN_STATE_DIR`, ...), which would change what it does or prints. A test sets what it
+/// needs (env, stdin, directory) on the returned command; `tokio::process::Command::from` and
+/// `assert_cmd::Command::from_std` take it as it is.
+pub fn planrun() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_planrun"));
+    c.env("NO_COLOR", "1")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    for (key, _) in std::env::vars_os() {
+        if key == "RUST_LOG" || key.to_string_lossy().starts_with("PLANRUN_") {
+            c.env_remove(key);
+        }
+    }
+    c
+}
+
+/// `planrun ARGS` (see [`planrun`]), run to its end.
+pub fn run(args: &[&str]) -> Output {
+    planrun().args(args).output().expect("run planrun")
+}
+
+/// What a command printed: its stdout, then its stderr.
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
 
 /// A server the tests talk to: its name in `scripts/services.sh` and its address.
 pub struct Service {
@@ -219,19 +255,101 @@ pub fn data_with_input(args: &[&str], input: &[u8]) -> std::process::Output {
 /// The seed's steps for one collection: a binlog backup of `coll` on Milvus A into
 /// `bucket_b:backup/<bk>`, restored on Milvus B as `<coll>_bak` (append to [`PLAN_HEAD`]).
 pub fn backup_and_restore(coll: &str, bk: &str) -> String {
-    format!(
-        r#"
-[steps.backup]
-type = "backup"
-instance = "milvus_a"
-collections = ["{coll}"]
-to = "bucket_b:backup/{bk}"
+    BackupRestore::of(&[coll], bk).to_string()
+}
 
-[steps.restore]
-type = "restore"
-instance = "milvus_b"
-from = "bucket_b:backup/{bk}"
-suffix = "_bak"
-"#
-    )
+/// The steps `backup` and `restore` of a plan (append them to its instances and buckets):
+/// `collections` backed up on `source` at `location`, restored from there on `target`. By
+/// default those of [`backup_and_restore`]: a binlog backup on `milvus_a` at
+/// `bucket_b:backup/<bk>`, restored on `milvus_b` with the suffix `_bak`.
+pub struct BackupRestore {
+    collections: Vec<String>,
+    source: String,
+    location: String,
+    rows: bool,
+    target: String,
+    suffix: Option<String>,
+    restore_extra: String,
+}
+
+impl BackupRestore {
+    pub fn of(collections: &[impl AsRef<str>], bk: &str) -> BackupRestore {
+        BackupRestore {
+            collections: collections.iter().map(|c| c.as_ref().to_string()).collect(),
+            source: "milvus_a".into(),
+            location: format!("bucket_b:backup/{bk}"),
+            rows: false,
+            target: "milvus_b".into(),
+            suffix: Some("_bak".into()),
+            restore_extra: String::new(),
+        }
+    }
+
+    /// The instance the backup reads.
+    pub fn source(mut self, instance: &str) -> Self {
+        self.source = instance.into();
+        self
+    }
+
+    /// The instance the restore writes.
+    pub fn target(mut self, instance: &str) -> Self {
+        self.target = instance.into();
+        self
+    }
+
+    /// Where the backup is, `bucket:path` (instead of `bucket_b:backup/<bk>`).
+    pub fn at(mut self, location: &str) -> Self {
+        self.location = location.into();
+        self
+    }
+
+    /// A backup in rows mode (`mode = "rows"`).
+    pub fn rows(mut self) -> Self {
+        self.rows = true;
+        self
+    }
+
+    /// The restore's suffix; `None` leaves it out (the copies keep their sources' names).
+    pub fn suffix(mut self, suffix: Option<&str>) -> Self {
+        self.suffix = suffix.map(String::from);
+        self
+    }
+
+    /// TOML lines added to the restore step (`load = true`, `database = "x"`, ...).
+    pub fn restore_with(mut self, lines: &str) -> Self {
+        self.restore_extra = lines.into();
+        self
+    }
+}
+
+impl std::fmt::Display for BackupRestore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = self
+            .collections
+            .iter()
+            .map(|c| format!("{c:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let (source, location, target) = (&self.source, &self.location, &self.target);
+        write!(
+            f,
+            "\n[steps.backup]\ntype = \"backup\"\ninstance = \"{source}\"\n\
+             collections = [{list}]\nto = \"{location}\"\n"
+        )?;
+        if self.rows {
+            writeln!(f, "mode = \"rows\"")?;
+        }
+        write!(
+            f,
+            "\n[steps.restore]\ntype = \"restore\"\ninstance = \"{target}\"\n\
+             from = \"{location}\"\n"
+        )?;
+        if let Some(suffix) = &self.suffix {
+            writeln!(f, "suffix = {suffix:?}")?;
+        }
+        if !self.restore_extra.is_empty() {
+            writeln!(f, "{}", self.restore_extra.trim_end())?;
+        }
+        Ok(())
+    }
 }
