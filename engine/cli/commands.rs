@@ -354,7 +354,7 @@ pub fn status(dir: &Path, run: Option<&str>) -> Result<ExitCode, Failure> {
         .map(|steps| steps.iter().filter_map(|s| s.get("id")?.as_str()).collect())
         .unwrap_or_default();
     for &id in &ids {
-        let summary: Option<String> = tasks.done(&format!("{id}/@done")).map_err(fail)?;
+        let summary: Option<String> = tasks.done(&planrun::steps::done_key(id)).map_err(fail)?;
         let (done, all) = tasks.count(&format!("{id}/")).map_err(fail)?;
         let line = match summary {
             Some(s) => format!("done: {s}"),

@@ -3,3 +3,4 @@
 
 pub mod preview;
 pub mod run;
+pub mod schedule;

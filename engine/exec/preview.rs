@@ -110,7 +110,7 @@ pub async fn preview(
             continue;
         }
         if let Some(t) = &tasks {
-            if t.done::<String>(&format!("{id}/@done"))?.is_some() {
+            if t.done::<String>(&crate::steps::done_key(id))?.is_some() {
                 p.action = "done".into();
             } else if t.count(&format!("{id}/"))?.1 > 0 {
                 // Any record, an intent included: the target may exist because this run made it.

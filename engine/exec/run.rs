@@ -1,23 +1,27 @@
-//! `apply`: find or start the run of a plan, schedule its steps along the DAG, record the outcome.
+//! `apply`: find or start the run of a plan (its record's lifecycle), have the scheduler run its
+//! steps along the DAG, record the outcome.
 //!
 //! Steps whose dependencies are done run in parallel, up to `settings.concurrency`. A failure
 //! stops new scheduling while running steps finish; steps that depend on a failed one are
 //! reported as not run. Ctrl-C trips the cancellation token: running tasks stop at their next
 //! checkpoint and the run is recorded as interrupted, to be resumed by the next apply.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use tokio::task::JoinSet;
+use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
-use crate::checkpoint::{self, CheckpointError, RunLock, RunRecord, RunStatus, Store, TaskState};
+use super::schedule::{Finished, Launch, Node, schedule};
+use crate::checkpoint::{
+    self, CheckpointError, RunLock, RunRecord, RunStatus, Store, TaskState, Tasks,
+};
 use crate::events::{Event, Events, Outcome};
-use crate::plan::Compiled;
+use crate::plan::{Compiled, Plan};
 use crate::steps::{
     self,
     ctx::{Resources, StepCtx, StepError},
-    feed::{Ended, Feed},
+    feed::Feed,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -70,62 +74,23 @@ pub async fn apply(
     cancel: CancellationToken,
 ) -> Result<Applied, ApplyError> {
     let plan = Arc::new(compiled.plan.clone());
-    let state_dir = plan.settings.state_dir.clone();
-    let _lock = RunLock::acquire(&state_dir)?;
-    let store = Store::open(&state_dir)?;
-    let fingerprint = plan.fingerprint();
-    let description = plan.describe_json();
-
-    let mut resumed = false;
-    if !opts.restart {
-        check_unchanged(&store, &plan)?;
-    }
-    let run = match store.unfinished_run(&plan_file(&plan.path))? {
-        Some(r) if r.fingerprint == fingerprint => {
-            resumed = true;
-            r
-        }
-        other => {
-            if let Some(mut old) = other {
-                old.status = RunStatus::Failed;
-                old.error = Some("abandoned by `apply --restart`".into());
-                store.put_run(&old).await?;
-            }
-            if let Some(done) = store.last_done_run(&plan_file(&plan.path), &fingerprint)?
-                && !opts.restart
-            {
-                events.send(Event::RunFinished {
-                    run: done.id.clone(),
-                    outcome: Outcome::Done,
-                });
-                return Ok(Applied {
-                    run: done.id,
-                    outcome: Outcome::Done,
-                    nothing_to_do: true,
-                    resumed: false,
-                });
-            }
-            let now = checkpoint::now();
-            RunRecord {
-                id: new_run_id(&fingerprint),
-                plan_name: plan.name.clone(),
-                plan_path: plan_file(&plan.path),
-                fingerprint: fingerprint.clone(),
-                plan: description,
-                started_at: now,
-                updated_at: now,
-                status: RunStatus::Running,
-                error: None,
-            }
-        }
+    let _lock = RunLock::acquire(&plan.settings.state_dir)?;
+    let store = Store::open(&plan.settings.state_dir)?;
+    let Some((mut run, resumed)) = open_run(&store, &plan, opts).await? else {
+        let done = store
+            .last_done_run(&plan_file(&plan.path), &plan.fingerprint())?
+            .expect("open_run found it");
+        events.send(Event::RunFinished {
+            run: done.id.clone(),
+            outcome: Outcome::Done,
+        });
+        return Ok(Applied {
+            run: done.id,
+            outcome: Outcome::Done,
+            nothing_to_do: true,
+            resumed: false,
+        });
     };
-    let mut run = run;
-    run.status = RunStatus::Running;
-    run.updated_at = checkpoint::now();
-    store
-        .put_run(&run)
-        .await
-        .map_err(|e| state_lost(e, &run.id, &plan))?;
     let tasks = store.tasks(&run.id)?.veiled(plan.veil());
     let (done, total) = tasks.count("")?;
     events.send(Event::RunStarted {
@@ -135,222 +100,47 @@ pub async fn apply(
         total,
     });
 
-    let res = Arc::new(Resources::new(plan.clone()));
-    let order: Vec<String> = compiled.dag.order().into_iter().map(String::from).collect();
-    let deps: HashMap<String, Vec<String>> = order
-        .iter()
+    let nodes: Vec<Node> = compiled
+        .dag
+        .order()
+        .into_iter()
         .map(|id| {
-            (
-                id.clone(),
-                compiled
+            let kind = &plan.step(id).expect("a DAG node is a step").kind;
+            Node {
+                id: id.to_string(),
+                deps: compiled
                     .dag
                     .dependencies(id)
                     .into_iter()
                     .map(String::from)
                     .collect(),
-            )
+                publishes: steps::publishes(kind),
+                pipelines: steps::pipelines(kind),
+            }
         })
         .collect();
-    let steps: BTreeMap<String, crate::plan::Step> = plan
-        .steps
-        .iter()
-        .map(|s| (s.id.clone(), s.clone()))
-        .collect();
+    let launch = Steps {
+        run: run.id.clone(),
+        plan: plan.clone(),
+        res: Arc::new(Resources::new(plan.clone())),
+        tasks,
+        events: events.clone(),
+        cancel: cancel.clone(),
+    };
+    let limit = plan.settings.concurrency;
+    let ended = schedule(
+        &nodes,
+        &launch,
+        limit,
+        plan.settings.pipeline,
+        &events,
+        &cancel,
+    )
+    .await?;
 
-    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-    enum St {
-        Pending,
-        Running,
-        Done,
-        Failed,
-        Skipped,
-        /// Finished for some collections, failed for others (or ran on such a step's output):
-        /// what depends on it goes on with what it finished; it runs again with the next apply.
-        Partial,
-    }
-    let mut state: HashMap<String, St> = order.iter().map(|id| (id.clone(), St::Pending)).collect();
-    // Every step publishes the collections it finishes here, for steps that start before it ends.
-    let feeds: HashMap<String, Arc<Feed>> = order
-        .iter()
-        .map(|id| (id.clone(), Arc::new(Feed::default())))
-        .collect();
-    let pipeline = plan.settings.pipeline;
-    let mut set: JoinSet<(String, Result<String, StepError>, bool)> = JoinSet::new();
-    let mut stop = false;
-    let mut interrupted = false;
-    let mut failure: Option<String> = None;
-    let limit = plan.settings.concurrency.max(1);
-
-    loop {
-        // Anything whose dependency failed or was skipped will not run.
-        for id in &order {
-            if state[id] == St::Pending
-                && deps[id]
-                    .iter()
-                    .any(|d| matches!(state[d], St::Failed | St::Skipped))
-            {
-                state.insert(id.clone(), St::Skipped);
-                feeds[id].end(Ended::Failed);
-                let why: Vec<&String> = deps[id]
-                    .iter()
-                    .filter(|d| matches!(state[*d], St::Failed | St::Skipped))
-                    .collect();
-                events.send(Event::StepSkipped {
-                    step: id.clone(),
-                    reason: format!("it needs `{}`, which did not finish", why[0]),
-                });
-            }
-        }
-        if !stop {
-            for id in &order {
-                if set.len() >= limit {
-                    break;
-                }
-                let ended = |d: &String| matches!(state[d], St::Done | St::Partial);
-                // A copy or restore may start on what a running backup or copy publishes.
-                let feeding =
-                    |d: &String| state[d] == St::Running && steps::publishes(&steps[d].kind);
-                let ready = deps[id].iter().all(ended)
-                    || (pipeline
-                        && steps::pipelines(&steps[id].kind)
-                        && deps[id].iter().all(|d| ended(d) || feeding(d)));
-                if state[id] != St::Pending || !ready {
-                    continue;
-                }
-                let partial_at_start = deps[id].iter().any(|d| state[d] == St::Partial);
-                let upstream: Vec<(String, Arc<Feed>)> = deps[id]
-                    .iter()
-                    .filter(|d| state[*d] == St::Running)
-                    .map(|d| (d.clone(), feeds[d].clone()))
-                    .collect();
-                let done_key = format!("{id}/@done");
-                if let Some(summary) = tasks.done::<String>(&done_key)? {
-                    state.insert(id.clone(), St::Done);
-                    events.send(Event::StepFinished {
-                        step: id.clone(),
-                        summary: format!("already done in this run: {summary}"),
-                    });
-                    continue;
-                }
-                state.insert(id.clone(), St::Running);
-                let step = steps[id].clone();
-                let ctx = StepCtx {
-                    run: run.id.clone(),
-                    step: id.clone(),
-                    tasks: tasks.clone(),
-                    events: events.clone(),
-                    res: res.clone(),
-                    cancel: cancel.clone(),
-                    feed: feeds[id].clone(),
-                    upstream,
-                };
-                events.send(Event::StepStarted {
-                    step: id.clone(),
-                    kind: step.kind.type_name().to_string(),
-                });
-                set.spawn(async move {
-                    let r = steps::run(&ctx, &step.kind).await;
-                    let partial_input = partial_at_start || ctx.upstream_partial();
-                    // Lazily recorded object copies reach the disk whatever the outcome.
-                    let synced = ctx.tasks.sync().await;
-                    let r = match r.and_then(|s| synced.map(|_| s).map_err(StepError::from)) {
-                        // Its input was partial: the next apply runs it again for what is added.
-                        Ok(summary) if partial_input => Ok(summary),
-                        Ok(summary) => ctx
-                            .tasks
-                            .set(&done_key, &TaskState::Done(serde_json::json!(summary)))
-                            .await
-                            .map(|_| summary)
-                            .map_err(StepError::from),
-                        Err(e) => Err(e),
-                    };
-                    (ctx.step, r, partial_input)
-                });
-            }
-        }
-        if set.is_empty() {
-            break;
-        }
-        tokio::select! {
-            joined = set.join_next() => {
-                let Some(joined) = joined else { continue };
-                let (id, r, partial_input) = joined.unwrap_or_else(|e| {
-                    (String::from("?"), Err(StepError::Failed(format!("step task panicked: {e}"))), false)
-                });
-                if let Some(feed) = feeds.get(&id) {
-                    feed.end(match &r {
-                        Ok(_) if partial_input => Ended::Partial,
-                        Ok(_) => Ended::Done,
-                        Err(StepError::Partial { .. }) => Ended::Partial,
-                        Err(_) => Ended::Failed,
-                    });
-                }
-                match r {
-                    Ok(summary) if partial_input => {
-                        state.insert(id.clone(), St::Partial);
-                        events.send(Event::StepFinished {
-                            step: id,
-                            summary: format!(
-                                "{summary} (of what earlier steps finished; the rest follows with the next apply)"
-                            ),
-                        });
-                    }
-                    Ok(summary) => {
-                        state.insert(id.clone(), St::Done);
-                        events.send(Event::StepFinished { step: id, summary });
-                    }
-                    Err(e @ StepError::Partial { .. }) => {
-                        // Some collections failed: the others' work goes on downstream.
-                        state.insert(id.clone(), St::Partial);
-                        let msg = e.to_string();
-                        failure.get_or_insert(format!("step `{id}`: {msg}"));
-                        events.send(Event::StepFailed { step: id, error: msg });
-                    }
-                    Err(StepError::Upstream(reason)) => {
-                        state.insert(id.clone(), St::Skipped);
-                        events.send(Event::StepSkipped { step: id, reason });
-                    }
-                    Err(StepError::Interrupted) => {
-                        state.insert(id.clone(), St::Skipped);
-                        interrupted = true;
-                        stop = true;
-                        events.send(Event::StepSkipped {
-                            step: id,
-                            reason: "interrupted; its finished tasks are recorded".into(),
-                        });
-                    }
-                    Err(e) => {
-                        state.insert(id.clone(), St::Failed);
-                        stop = true;
-                        let msg = e.to_string();
-                        failure.get_or_insert(format!("step `{id}`: {msg}"));
-                        events.send(Event::StepFailed { step: id, error: msg });
-                    }
-                }
-            }
-            _ = cancel.cancelled(), if !stop => {
-                stop = true;
-                interrupted = true;
-            }
-        }
-    }
-    // Steps never reached because scheduling stopped.
-    for id in &order {
-        if state[id] == St::Pending {
-            events.send(Event::StepSkipped {
-                step: id.clone(),
-                reason: if interrupted {
-                    "interrupted before it started".into()
-                } else {
-                    "not started after an earlier failure".into()
-                },
-            });
-        }
-    }
-
-    let outcome = if failure.is_some() {
+    let outcome = if ended.failure.is_some() {
         Outcome::Failed
-    } else if interrupted {
+    } else if ended.interrupted {
         Outcome::Interrupted
     } else {
         Outcome::Done
@@ -361,7 +151,7 @@ pub async fn apply(
         Outcome::Interrupted => RunStatus::Interrupted,
     };
     // The run record is in the state dir, where env-derived values must not go.
-    run.error = failure.map(|f| plan.redact(&f));
+    run.error = ended.failure.map(|f| plan.redact(&f));
     run.updated_at = checkpoint::now();
     store
         .put_run(&run)
@@ -377,6 +167,122 @@ pub async fn apply(
         nothing_to_do: false,
         resumed,
     })
+}
+
+/// The run this apply continues or starts, recorded as running (and whether it is resumed);
+/// `None` when this version of the plan already finished and nothing is to be done. An
+/// unfinished run of another version is refused, or abandoned with `--restart`.
+async fn open_run(
+    store: &Store,
+    plan: &Plan,
+    opts: &ApplyOptions,
+) -> Result<Option<(RunRecord, bool)>, ApplyError> {
+    let fingerprint = plan.fingerprint();
+    if !opts.restart {
+        check_unchanged(store, plan)?;
+    }
+    let (mut run, resumed) = match store.unfinished_run(&plan_file(&plan.path))? {
+        Some(r) if r.fingerprint == fingerprint => (r, true),
+        other => {
+            if let Some(mut old) = other {
+                old.status = RunStatus::Failed;
+                old.error = Some("abandoned by `apply --restart`".into());
+                store.put_run(&old).await?;
+            }
+            if !opts.restart
+                && store
+                    .last_done_run(&plan_file(&plan.path), &fingerprint)?
+                    .is_some()
+            {
+                return Ok(None);
+            }
+            let now = checkpoint::now();
+            let run = RunRecord {
+                id: new_run_id(&fingerprint),
+                plan_name: plan.name.clone(),
+                plan_path: plan_file(&plan.path),
+                fingerprint: fingerprint.clone(),
+                plan: plan.describe_json(),
+                started_at: now,
+                updated_at: now,
+                status: RunStatus::Running,
+                error: None,
+            };
+            (run, false)
+        }
+    };
+    run.status = RunStatus::Running;
+    run.updated_at = checkpoint::now();
+    store
+        .put_run(&run)
+        .await
+        .map_err(|e| state_lost(e, &run.id, plan))?;
+    Ok(Some((run, resumed)))
+}
+
+/// The plan's steps, started for the scheduler with everything a step needs: the run's
+/// records, connections, events and cancellation.
+struct Steps {
+    run: String,
+    plan: Arc<Plan>,
+    res: Arc<Resources>,
+    tasks: Tasks,
+    events: Events,
+    cancel: CancellationToken,
+}
+
+impl Launch for Steps {
+    fn already_done(&self, id: &str) -> Result<Option<String>, CheckpointError> {
+        self.tasks.done::<String>(&steps::done_key(id))
+    }
+
+    fn start(
+        &self,
+        id: &str,
+        feed: Arc<Feed>,
+        upstream: Vec<(String, Arc<Feed>)>,
+        partial_at_start: bool,
+    ) -> BoxFuture<'static, Finished> {
+        let step = self.plan.step(id).expect("a DAG node is a step").clone();
+        let ctx = StepCtx {
+            run: self.run.clone(),
+            step: id.to_string(),
+            tasks: self.tasks.clone(),
+            events: self.events.clone(),
+            res: self.res.clone(),
+            cancel: self.cancel.clone(),
+            feed,
+            upstream,
+        };
+        self.events.send(Event::StepStarted {
+            step: id.to_string(),
+            kind: step.kind.type_name().to_string(),
+        });
+        Box::pin(async move {
+            let r = steps::run(&ctx, &step.kind).await;
+            let partial_input = partial_at_start || ctx.upstream_partial();
+            // Lazily recorded object copies reach the disk whatever the outcome.
+            let synced = ctx.tasks.sync().await;
+            let result = match r.and_then(|s| synced.map(|_| s).map_err(StepError::from)) {
+                // Its input was partial: the next apply runs it again for what is added.
+                Ok(summary) if partial_input => Ok(summary),
+                Ok(summary) => ctx
+                    .tasks
+                    .set(
+                        &steps::done_key(&ctx.step),
+                        &TaskState::Done(serde_json::json!(summary)),
+                    )
+                    .await
+                    .map(|_| summary)
+                    .map_err(StepError::from),
+                Err(e) => Err(e),
+            };
+            Finished {
+                result,
+                partial_input,
+            }
+        })
+    }
 }
 
 /// A state dir deleted under the run: say what that lost and what the next apply does.

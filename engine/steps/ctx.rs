@@ -202,6 +202,11 @@ pub struct StepCtx {
 pub const UNIT: &str = "@unit";
 pub const SOURCE: &str = "@source";
 
+/// The record of a step that finished in a run (its summary): a resumed run skips the step.
+pub fn done_key(step: &str) -> String {
+    format!("{step}/@done")
+}
+
 impl StepCtx {
     /// Publishes a finished collection, a backup of it alone at `at`, to the steps after this one.
     pub fn publish(&self, at: &Location, backup: BackupInfo) {

@@ -17,7 +17,7 @@ use crate::plan::StepKind;
 
 pub use ctx::{
     Counts, LOAD_TIMEOUT, Look, Produced, Resources, Result, SOURCE, StepCtx, StepError,
-    StepPreview, UNIT, ensure_loaded, fail, to_json,
+    StepPreview, UNIT, done_key, ensure_loaded, fail, to_json,
 };
 
 /// Whether a step of this kind may start while a step it needs still runs, on the collections
