@@ -9,6 +9,7 @@ pub mod format;
 pub mod milvus;
 pub mod net;
 pub mod plan;
+pub mod schema;
 pub mod secret;
 pub mod steps;
 pub mod storage;

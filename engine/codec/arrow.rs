@@ -15,12 +15,12 @@ use arrow_array::{
 use arrow_schema::{DataType as Arrow, Field, Schema, TimeUnit};
 use prost::Message;
 
-use crate::format::meta::CollectionSchema;
 use crate::milvus::pb::schema::{
     ArrayArray, BoolArray, DataType, DoubleArray, FieldData, FloatArray, GeometryWktArray,
     IntArray, JsonArray, LongArray, ScalarField, SparseFloatArray, StringArray as PbStrings,
     VectorField, field_data, scalar_field, vector_field,
 };
+use crate::schema::CollectionSchema;
 
 /// One column of the Parquet files: a user field, or `$meta` for the dynamic field.
 #[derive(Clone, Debug)]
@@ -516,14 +516,14 @@ mod tests {
 
     fn schema() -> CollectionSchema {
         let f = |name: &str, ty: DataType, params: &[(&str, &str)], pk: bool| {
-            crate::format::meta::FieldSchema {
+            crate::schema::FieldSchema {
                 field_id: 100,
                 name: name.into(),
                 data_type: ty as i32,
                 is_primary_key: pk,
                 type_params: params
                     .iter()
-                    .map(|(k, v)| crate::format::meta::KeyValue {
+                    .map(|(k, v)| crate::schema::KeyValue {
                         key: k.to_string(),
                         value: v.to_string(),
                     })
@@ -581,10 +581,10 @@ mod tests {
     fn newer_types_nulls_and_function_outputs_round_trip() {
         use crate::milvus::data::{sparse_column, sparse_row};
         let mut s = schema();
-        let field = |name: &str, ty: DataType, dim: &str| crate::format::meta::FieldSchema {
+        let field = |name: &str, ty: DataType, dim: &str| crate::schema::FieldSchema {
             name: name.into(),
             data_type: ty as i32,
-            type_params: vec![crate::format::meta::KeyValue {
+            type_params: vec![crate::schema::KeyValue {
                 key: "dim".into(),
                 value: dim.into(),
             }],
@@ -594,11 +594,11 @@ mod tests {
         s.fields.push(field("f16", DataType::Float16Vector, "2"));
         s.fields.push(field("bf16", DataType::BFloat16Vector, "2"));
         s.fields.push(field("i8v", DataType::Int8Vector, "3"));
-        s.fields.push(crate::format::meta::FieldSchema {
+        s.fields.push(crate::schema::FieldSchema {
             nullable: true,
             ..field("n", DataType::Int32, "")
         });
-        s.fields.push(crate::format::meta::FieldSchema {
+        s.fields.push(crate::schema::FieldSchema {
             is_function_output: true,
             ..field("bm", DataType::SparseFloatVector, "")
         });
@@ -664,7 +664,7 @@ mod tests {
         use crate::milvus::data::{geometry_column, timestamptz_column};
         let mut s = schema();
         for (name, ty) in [("g", DataType::Geometry), ("t", DataType::Timestamptz)] {
-            s.fields.push(crate::format::meta::FieldSchema {
+            s.fields.push(crate::schema::FieldSchema {
                 name: name.into(),
                 data_type: ty as i32,
                 nullable: true,
@@ -732,7 +732,7 @@ mod tests {
     #[test]
     fn a_timestamptz_without_an_offset_is_named() {
         let mut s = schema();
-        s.fields.push(crate::format::meta::FieldSchema {
+        s.fields.push(crate::schema::FieldSchema {
             name: "t".into(),
             data_type: DataType::Timestamptz as i32,
             ..Default::default()
@@ -756,7 +756,7 @@ mod tests {
     #[test]
     fn a_type_rows_mode_does_not_know_is_named() {
         let mut s = schema();
-        s.fields.push(crate::format::meta::FieldSchema {
+        s.fields.push(crate::schema::FieldSchema {
             name: "day".into(),
             data_type: 28, // DATE, newer than this build
             ..Default::default()

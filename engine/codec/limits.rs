@@ -7,8 +7,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::format::meta::{CollectionSchema, FieldSchema, KeyValue};
 use crate::milvus::pb::schema::{DataType, FieldData, field_data, scalar_field};
+use crate::schema::{CollectionSchema, FieldSchema, KeyValue};
 
 /// The largest `max_length` Milvus accepts.
 const MAX_LENGTH: u64 = 65_535;

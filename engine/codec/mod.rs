@@ -6,12 +6,12 @@ pub mod digest;
 pub mod limits;
 pub mod timestamptz;
 
-use crate::format::meta::{self, CollectionSchema};
 use crate::milvus::pb::schema::{DataType, FieldData};
+use crate::schema::{self, CollectionSchema};
 
 /// Rows per page so that one page stays near `PAGE_BYTES`, from the schema's declared sizes.
 pub fn page_limit(schema: &CollectionSchema, budget: usize) -> usize {
-    let param = |f: &meta::FieldSchema, k: &str| -> Option<usize> {
+    let param = |f: &schema::FieldSchema, k: &str| -> Option<usize> {
         f.type_params
             .iter()
             .find(|kv| kv.key == k)
@@ -72,10 +72,10 @@ mod tests {
     #[test]
     fn page_limit_follows_row_size() {
         let schema = |dim: &str| CollectionSchema {
-            fields: vec![meta::FieldSchema {
+            fields: vec![schema::FieldSchema {
                 name: "v".into(),
                 data_type: DataType::FloatVector as i32,
-                type_params: vec![meta::KeyValue {
+                type_params: vec![schema::KeyValue {
                     key: "dim".into(),
                     value: dim.into(),
                 }],

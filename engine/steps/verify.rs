@@ -14,10 +14,11 @@ use super::keys::{Merged, Walk, merge};
 use super::restore::selected;
 use crate::checkpoint::TaskState;
 use crate::codec;
-use crate::format::meta::{self, CollectionSchema};
+use crate::format::meta;
 use crate::milvus::MilvusClient;
 use crate::milvus::pb::common::LoadState;
 use crate::plan::{CollectionRef, DEFAULT_DATABASE, Keys, Plan, StepKind, VerifyStep};
+use crate::schema::{CollectionSchema, KeyValue};
 
 /// Bytes one query page may carry, well under the 64 MiB message limit.
 const PAGE_BYTES: usize = 8 << 20;
@@ -222,7 +223,7 @@ fn by_design(
         let Some(sf) = s.fields.iter_mut().find(|s| s.name == tf.name) else {
             continue;
         };
-        let only = |a: &[meta::KeyValue], b: &[meta::KeyValue]| -> Vec<meta::KeyValue> {
+        let only = |a: &[KeyValue], b: &[KeyValue]| -> Vec<KeyValue> {
             a.iter()
                 .filter(|kv| !b.iter().any(|x| x.key == kv.key))
                 .cloned()

@@ -6,9 +6,10 @@ use std::fmt;
 use futures::{StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
 
-use super::meta::{BackupInfo, CollectionBackupInfo, CollectionSchema, SegmentBackupInfo};
+use super::meta::{BackupInfo, CollectionBackupInfo, SegmentBackupInfo};
 use super::rows::RowsMeta;
 use crate::plan::Location;
+use crate::schema::CollectionSchema;
 use crate::storage::{Storage, StorageError, md5_hex};
 
 /// Objects whose MD5 is computed by reading them at once: enough to keep a remote store busy,

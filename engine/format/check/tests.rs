@@ -1,8 +1,9 @@
 //! Tests of the backup checks on hand-built metas and an in-memory store.
 
 use super::*;
-use crate::format::meta::{Binlog, FieldBinlog, FieldSchema, PartitionBackupInfo};
+use crate::format::meta::{Binlog, FieldBinlog, PartitionBackupInfo};
 use crate::format::rows::{Key, RowsCollection, RowsFile, RowsPartition};
+use crate::schema::FieldSchema;
 use crate::storage::{ByteStream, MemoryFault, MemoryStorage, ObjectMeta, Place};
 use bytes::Bytes;
 use futures::stream::BoxStream;

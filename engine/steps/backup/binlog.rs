@@ -343,7 +343,7 @@ async fn snapshot_once(
     name: &str,
 ) -> Result<Snapshot> {
     let desc = client.describe_collection(name).await?;
-    if let Some(why) = crate::format::meta::uncarried(db, name, &desc.schema) {
+    if let Some(why) = crate::schema::uncarried(db, name, &desc.schema) {
         return fail(why);
     }
     let partitions = client.show_partitions(name).await?;
@@ -558,7 +558,7 @@ pub(super) async fn preview(
         }
         if let Some(why) = desc
             .as_ref()
-            .and_then(|d| crate::format::meta::uncarried(db, name, &d.schema))
+            .and_then(|d| crate::schema::uncarried(db, name, &d.schema))
         {
             p.conflict(why);
         }

@@ -246,7 +246,7 @@ pub(super) fn collection_info(
             })
             .collect(),
         load_state: String::new(),
-        properties: meta::kv_from_pairs(&desc.properties),
+        properties: crate::schema::kv_from_pairs(&desc.properties),
         aliases: desc.aliases.clone(),
         planrun_row_count: rows,
         l0_segments: Vec::new(),

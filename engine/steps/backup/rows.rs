@@ -20,10 +20,11 @@ use crate::codec::{
     arrow::{Col, columns, output_fields, page_to_batch, to_parquet},
     limits,
 };
-use crate::format::meta::{BackupInfo, CollectionBackupInfo, CollectionSchema};
+use crate::format::meta::{BackupInfo, CollectionBackupInfo};
 use crate::format::rows::{self, RowsCollection, RowsFile, RowsMeta, RowsPartition, safe};
 use crate::milvus::{MilvusClient, Pk};
 use crate::plan::BackupStep;
+use crate::schema::CollectionSchema;
 use crate::steps::ctx::{Result, StepCtx, StepError, StepPreview, fail, to_json};
 use crate::steps::feed::Unit;
 use crate::storage::Storage;
@@ -50,7 +51,7 @@ pub async fn run(ctx: &StepCtx, step: &BackupStep) -> Result<String> {
                 let c = client_ref.with_database(&db);
                 // Refused before reading anything, as the preview refuses it.
                 let desc = c.describe_collection(&name).await?;
-                if let Some(why) = crate::format::meta::uncarried(&db, &name, &desc.schema) {
+                if let Some(why) = crate::schema::uncarried(&db, &name, &desc.schema) {
                     return fail(why);
                 }
                 let schema = CollectionSchema::from(&desc.schema);
@@ -407,7 +408,7 @@ pub(super) async fn preview(
         let mut notes = Vec::new();
         if let Some(why) = desc
             .as_ref()
-            .and_then(|d| crate::format::meta::uncarried(db, name, &d.schema))
+            .and_then(|d| crate::schema::uncarried(db, name, &d.schema))
         {
             p.conflict(why);
         }

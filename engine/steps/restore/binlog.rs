@@ -879,7 +879,7 @@ mod tests {
             (103, "late", false),
         ]
         .into_iter()
-        .map(|(id, name, dynamic)| crate::format::meta::FieldSchema {
+        .map(|(id, name, dynamic)| crate::schema::FieldSchema {
             field_id: id,
             name: name.into(),
             is_dynamic: dynamic,

@@ -4,10 +4,11 @@
 
 use super::target::{MAX_NAME, Mode, Target, aliases, already_exists, database_exists, source_db};
 use super::{binlog, capability};
-use crate::format::meta::{BackupInfo, CollectionSchema};
+use crate::format::meta::BackupInfo;
 use crate::milvus::MilvusClient;
 use crate::milvus::pb::schema::DataType;
 use crate::plan::{OnConflict, Pattern, RestoreStep};
+use crate::schema::CollectionSchema;
 use crate::steps::ctx::Result;
 
 /// Why the step cannot restore one collection, checked by the preview and, before anything is

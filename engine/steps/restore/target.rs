@@ -2,10 +2,11 @@
 //! the refusals checked before anything is created, and creating the target collection.
 
 use crate::checkpoint::TaskState;
-use crate::format::meta::{self, BackupInfo, CollectionBackupInfo, CollectionSchema};
+use crate::format::meta::{BackupInfo, CollectionBackupInfo};
 use crate::milvus::MilvusClient;
 use crate::milvus::pb::common::ConsistencyLevel;
 use crate::plan::{OnConflict, Pattern, RestoreStep};
+use crate::schema::{self, CollectionSchema};
 use crate::steps::ctx::{Result, StepCtx, fail, to_json};
 
 /// How a backup is restored, from its format.
@@ -241,7 +242,7 @@ pub(super) async fn create_target(
                 info.shards_num.max(1),
                 ConsistencyLevel::try_from(info.consistency_level)
                     .unwrap_or(ConsistencyLevel::Bounded),
-                &meta::kv_to_pairs(&info.properties),
+                &schema::kv_to_pairs(&info.properties),
                 partitions,
             )
             .await?;
