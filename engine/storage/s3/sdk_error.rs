@@ -103,6 +103,16 @@ impl S3Storage {
                     reason: reason.trim_end_matches('.').to_string(),
                 }
             }
+            // planrun's own chain (a bucket with an `endpoint`) says it found nothing.
+            SdkError::DispatchFailure(_) if chain.contains("no credentials found in chain") => {
+                StorageError::Credentials {
+                    place,
+                    reason: "none in the environment, an AWS profile, a web identity token or \
+                             container credentials (with an `endpoint`, the EC2 instance metadata \
+                             service is not asked unless `instance_metadata = true`)"
+                        .into(),
+                }
+            }
             SdkError::ServiceError(ctx) => {
                 let status = ctx.raw().status().as_u16();
                 self.error_for_code(
