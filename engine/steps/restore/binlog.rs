@@ -12,23 +12,21 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, TryStreamExt};
-use serde::{Deserialize, Serialize};
+use futures::TryStreamExt;
 
+use super::import::import_all;
 use super::target::{Target, create_aliases, create_target, discard};
 use crate::checkpoint::TaskState;
 use crate::format::binlog::{Files, Live};
 use crate::format::meta::{CollectionBackupInfo, SegmentBackupInfo};
-use crate::milvus::pb::common::ImportState;
+use crate::milvus::MilvusClient;
 use crate::milvus::version::{self, Binlog};
-use crate::milvus::{MilvusClient, MilvusError};
 use crate::plan::{Location, RestoreStep};
 use std::collections::BTreeMap;
 
 use crate::steps::ctx::{Resources, Result, StepCtx, StepError, Units, fail, to_json};
-use crate::storage::{self, Storage};
+use crate::storage::Storage;
 
-const IMPORT_TIMEOUT: Duration = Duration::from_secs(3600);
 const INDEX_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// The refusal both the preview and apply make: a binlog restore imports from the instance's own
@@ -175,11 +173,6 @@ pub(super) async fn run(
     Ok(units)
 }
 
-#[derive(Serialize, Deserialize)]
-struct Started {
-    tasks: Vec<i64>,
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn restore_collection(
     ctx: &StepCtx,
@@ -222,57 +215,7 @@ async fn restore_collection(
     })
     .await?;
 
-    // Stage (copy into the instance's bucket) the files of every segment, then import each,
-    // batch after batch. Owned items and a plain closure: borrowed ones make the spawned step
-    // future not `Send`.
-    let key_ref = key.as_str();
-    let mut rows: Vec<i64> = Vec::new();
-    for batch in batches(info) {
-        let work: Vec<(String, SegmentBackupInfo)> =
-            batch.into_iter().map(|(p, s)| (p, s.clone())).collect();
-        let done: Vec<i64> = futures::stream::iter(work)
-            .map(|(partition, seg): (String, SegmentBackupInfo)| async move {
-                let (key, seg, partition) = (key_ref, &seg, partition.as_str());
-                if let Some(data) = stage {
-                    for (rel, _, _) in seg.files() {
-                        ctx.once_lazy(&format!("{key}/stage/{rel}"), || async {
-                            let _slot = ctx.res.copies.acquire().await.expect("never closed");
-                            storage::copy_object(
-                                from.as_ref(),
-                                &step.from.join(&rel),
-                                data.as_ref(),
-                                &import_root.join(&rel),
-                                &|_| {},
-                            )
-                            .await?;
-                            Ok(true)
-                        })
-                        .await?;
-                    }
-                }
-                let n = import_segment(
-                    ctx,
-                    client,
-                    key,
-                    target,
-                    partition,
-                    seg,
-                    import_root,
-                    &release,
-                )
-                .await?;
-                let bytes: i64 = seg.size;
-                ctx.events.progress(&ctx.step, 1, bytes as u64);
-                // An L0 import brings deletes, not rows.
-                Ok::<_, StepError>(if seg.is_l0 { 0 } else { n })
-            })
-            .buffer_unordered(ctx.concurrency())
-            .try_collect()
-            .await?;
-        rows.extend(done);
-    }
-    ctx.tasks.sync().await?;
-    let imported: i64 = rows.iter().sum();
+    let imported = import_all(ctx, step, client, t, from, stage, import_root, &release).await?;
     ctx.events.phase(&ctx.step, target, "import", started);
 
     // The index builds while the collection loads (Milvus 2.3 loads unindexed segments and
@@ -382,73 +325,6 @@ async fn restore_collection(
     Ok(line)
 }
 
-/// The order of the imports, in batches one after another, after milvus-backup's: every
-/// partition's ordinary segments, then the partitions' L0 segments, then the collection-level
-/// L0 segments (into partition `""`). A backup without L0 segments (Milvus 2.3) is one batch.
-fn batches(info: &CollectionBackupInfo) -> Vec<Vec<(String, &SegmentBackupInfo)>> {
-    let of = |l0: bool| -> Vec<(String, &SegmentBackupInfo)> {
-        info.partition_backups
-            .iter()
-            .flat_map(|p| {
-                p.segment_backups
-                    .iter()
-                    .filter(move |s| s.is_l0 == l0)
-                    .map(|s| (p.partition_name.clone(), s))
-            })
-            .collect()
-    };
-    let all = info
-        .l0_segments
-        .iter()
-        .map(|s| (String::new(), s))
-        .collect();
-    [of(false), of(true), all]
-        .into_iter()
-        .filter(|b| !b.is_empty())
-        .collect()
-}
-
-/// What the import of one segment onto `release` is given: its files, as full keys in the
-/// instance's bucket, and its options. One segment a request, L0 ones included.
-///
-/// Milvus 2.3 (run here) takes the segment's insert and delta log directories and
-/// `backup=true`; an empty delta path would bring deleted rows back, a missing delta directory
-/// (no deletes) is fine. From 2.4, as milvus-backup sends them: the group directories (the
-/// delta one only when the segment has deletes), `backup=true`, `skip_disk_quota_check=true`;
-/// an L0 segment sends its delta log directory alone with `l0_import=true` instead of `backup`
-/// (a collection-level one has no group directory of its own); from 2.6 the segment's
-/// `storage_version` when it records one. `end_ts` is not sent: a planrun backup holds exactly
-/// what its flush persisted, and milvus-backup sends it only when asked to truncate by time.
-fn import_request(
-    release: &Binlog,
-    root: &Location,
-    seg: &SegmentBackupInfo,
-) -> (Vec<String>, Vec<(String, String)>) {
-    let dir = |rel: String| format!("{}/", root.join(&rel));
-    let opt = |k: &str, v: String| (k.to_string(), v);
-    if !release.l0 {
-        let files = vec![dir(seg.insert_dir()), dir(seg.delta_dir())];
-        return (files, vec![opt("backup", "true".into())]);
-    }
-    let (files, mut options) = if seg.is_l0 {
-        (
-            vec![dir(seg.delta_dir())],
-            vec![opt("l0_import", "true".into())],
-        )
-    } else {
-        let mut files = vec![dir(seg.insert_group_dir())];
-        if seg.has_deletes() {
-            files.push(dir(seg.delta_group_dir()));
-        }
-        (files, vec![opt("backup", "true".into())])
-    };
-    options.push(opt("skip_disk_quota_check", "true".into()));
-    if release.storage_version && seg.storage_version > 0 {
-        options.push(opt("storage_version", seg.storage_version.to_string()));
-    }
-    (files, options)
-}
-
 /// The exact check of a restore onto a release binlog mode has not been run against: every
 /// partition must hold the rows the backup's binlogs hold once their deletes apply, counted by
 /// count(*) and read by key, with the same digest of their keys. `Ok(Err(why))` is a mismatch;
@@ -536,164 +412,6 @@ async fn check_exactly(
     )))
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn import_segment(
-    ctx: &StepCtx,
-    client: &MilvusClient,
-    key: &str,
-    target: &str,
-    partition: &str,
-    seg: &SegmentBackupInfo,
-    root: &Location,
-    release: &Binlog,
-) -> Result<i64> {
-    let task = format!("{key}/import/{}", seg.segment_id);
-    // One of the instance's import slots (`settings.imports`), held while the import runs and
-    // is waited for: collections restored at once queue here instead of flooding the server.
-    let _slot = if matches!(ctx.state(&task)?, Some(TaskState::Done(_))) {
-        None
-    } else {
-        Some(
-            ctx.res
-                .imports(client.name())
-                .acquire_owned()
-                .await
-                .expect("never closed"),
-        )
-    };
-    let (files, options) = import_request(release, root, seg);
-    let tasks: Vec<i64> = match ctx.state(&task)? {
-        Some(TaskState::Done(v)) => return Ok(serde_json::from_value(v).unwrap_or(0)),
-        Some(TaskState::Started(v)) => {
-            serde_json::from_value::<Started>(v)
-                .map_err(|e| StepError::Failed(format!("checkpoint of {task}: {e}")))?
-                .tasks
-        }
-        state => {
-            // An intent without a task id: the import may have started before the crash.
-            let adopted = if matches!(state, Some(TaskState::Intent(_))) {
-                client
-                    .list_import_tasks(target, 0)
-                    .await?
-                    .into_iter()
-                    .filter(|t| {
-                        !t.state.failed()
-                            && t.info("files")
-                                .is_some_and(|f| f.contains(files[0].as_str()))
-                    })
-                    .map(|t| t.id)
-                    .collect::<Vec<_>>()
-            } else {
-                Vec::new()
-            };
-            if adopted.is_empty() {
-                ctx.check_cancel()?;
-                ctx.set(&task, TaskState::Intent(to_json(&files))).await?;
-                let ids = client
-                    .import(target, Some(partition), files.clone(), &options)
-                    .await?;
-                crate::fault::point("import-started");
-                ctx.set(
-                    &task,
-                    TaskState::Started(to_json(&Started { tasks: ids.clone() })),
-                )
-                .await?;
-                ids
-            } else {
-                ctx.set(
-                    &task,
-                    TaskState::Started(to_json(&Started {
-                        tasks: adopted.clone(),
-                    })),
-                )
-                .await?;
-                adopted
-            }
-        }
-    };
-    let mut rows = 0;
-    for id in tasks {
-        rows += wait_import(ctx, client, target, seg, id).await?;
-    }
-    // Milvus 2.3 "completes" an import of a path it cannot see with 0 rows and no error.
-    if rows == 0 && seg.num_of_rows > 0 && !seg.has_deletes() {
-        return fail(format!(
-            "importing segment {} into `{target}` on `{}` read 0 of its {} rows from `{}`: \
-             the instance does not see those files; check that `data` of `{}` names its \
-             minio.bucketName and minio.rootPath",
-            seg.segment_id,
-            client.name(),
-            seg.num_of_rows,
-            files[0],
-            client.name()
-        ));
-    }
-    ctx.set(&task, TaskState::Done(to_json(&rows))).await?;
-    Ok(rows)
-}
-
-async fn wait_import(
-    ctx: &StepCtx,
-    client: &MilvusClient,
-    target: &str,
-    seg: &SegmentBackupInfo,
-    id: i64,
-) -> Result<i64> {
-    let deadline = tokio::time::Instant::now() + IMPORT_TIMEOUT;
-    let mut delay = Duration::from_millis(500);
-    let what = format!(
-        "import task {id} (segment {} into `{target}`)",
-        seg.segment_id
-    );
-    let stalled = |msg: String| ctx.events.warn(&ctx.step, format!("{what}: {msg}"));
-    loop {
-        // One poll at a time, never cancelled (see `MilvusClient::get_import_state`): Ctrl-C
-        // ends this wait, while the poll in flight runs on by itself.
-        let poll = ctx.retry("import state", || async {
-            match client.get_import_state(id, &stalled).await {
-                // Still in flight: asking again would put a second poll beside it.
-                Err(MilvusError::Timeout { timeout, .. }) => fail(format!(
-                    "`{}` has not answered about {what} for {timeout:?}: the link or the server \
-                     is stalled; the question was left in flight, not cancelled (Milvus 2.3.5 \
-                     dies of a cancelled GetImportState), the import goes on on the server and \
-                     the next apply waits for it",
-                    client.name()
-                )),
-                r => Ok(r?),
-            }
-        });
-        let st = tokio::select! {
-            st = poll => st?,
-            _ = ctx.cancel.cancelled() => return Err(StepError::Interrupted),
-        };
-        match st.state {
-            ImportState::ImportCompleted => return Ok(st.row_count),
-            s if s.failed() => {
-                return fail(format!(
-                    "import of segment {} into `{target}` on `{}` failed: {}",
-                    seg.segment_id,
-                    client.name(),
-                    st.failed_reason
-                ));
-            }
-            _ => {}
-        }
-        if tokio::time::Instant::now() > deadline {
-            return fail(format!(
-                "import task {id} (segment {} into `{target}`) did not finish within {:?}; \
-                 apply again to keep waiting for it",
-                seg.segment_id, IMPORT_TIMEOUT
-            ));
-        }
-        // Interrupted while waiting: the task id is recorded, a resumed run waits for it.
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = ctx.cancel.cancelled() => return Err(StepError::Interrupted),
-        }
-        delay = (delay * 2).min(crate::milvus::POLL_MAX);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -758,100 +476,6 @@ mod tests {
             l0_segments: vec![seg(9, -1, true, false, 0)],
             ..Default::default()
         }
-    }
-
-    #[test]
-    fn imports_go_ordinary_then_partition_l0_then_collection_l0() {
-        let info = collection();
-        let order: Vec<Vec<(String, i64)>> = batches(&info)
-            .into_iter()
-            .map(|b| b.into_iter().map(|(p, s)| (p, s.segment_id)).collect())
-            .collect();
-        let named = |v: &[(&str, i64)]| {
-            v.iter()
-                .map(|(p, s)| (p.to_string(), *s))
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(
-            order,
-            [
-                named(&[("_default", 20), ("p", 30)]),
-                named(&[("_default", 21), ("p", 31)]),
-                named(&[("", 9)]),
-            ]
-        );
-        // A backup of Milvus 2.3 (no L0) is a single batch, as before.
-        let mut old = info.clone();
-        old.l0_segments.clear();
-        for p in &mut old.partition_backups {
-            p.segment_backups.retain(|s| !s.is_l0);
-        }
-        assert_eq!(batches(&old).len(), 1);
-    }
-
-    #[test]
-    fn import_requests_follow_the_target_release() {
-        let root = Location::new("data", "files/planrun-staging/r").unwrap();
-        let opts = |o: &[(&str, &str)]| {
-            o.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<Vec<_>>()
-        };
-        let at = "files/planrun-staging/r/binlogs";
-        // 2.3, as run here: segment directories, both always, `backup` alone.
-        assert_eq!(
-            import_request(&release("v2.3.5"), &root, &seg(30, 3, false, false, 0)),
-            (
-                vec![
-                    format!("{at}/insert_log/1/3/30/30/"),
-                    format!("{at}/delta_log/1/3/30/30/")
-                ],
-                opts(&[("backup", "true")])
-            )
-        );
-        // 2.4 and 2.5: group directories, the delta one only with deletes.
-        for v in ["v2.4.13", "v2.5.4"] {
-            assert_eq!(
-                import_request(&release(v), &root, &seg(30, 3, false, false, 1)),
-                (
-                    vec![format!("{at}/insert_log/1/3/30/")],
-                    opts(&[("backup", "true"), ("skip_disk_quota_check", "true")])
-                ),
-                "{v}"
-            );
-        }
-        assert_eq!(
-            import_request(&release("v2.5.4"), &root, &seg(20, 2, false, true, 0)).0,
-            [
-                format!("{at}/insert_log/1/2/20/"),
-                format!("{at}/delta_log/1/2/20/")
-            ]
-        );
-        // L0: the delta directory alone, `l0_import` instead of `backup`.
-        assert_eq!(
-            import_request(&release("v2.4.13"), &root, &seg(21, 2, true, false, 0)),
-            (
-                vec![format!("{at}/delta_log/1/2/21/21/")],
-                opts(&[("l0_import", "true"), ("skip_disk_quota_check", "true")])
-            )
-        );
-        assert_eq!(
-            import_request(&release("v2.4.13"), &root, &seg(9, -1, true, false, 0)).0,
-            [format!("{at}/delta_log/1/-1/9/")]
-        );
-        // 2.6: the segment's storage version when it records one.
-        assert_eq!(
-            import_request(&release("v2.6.11"), &root, &seg(30, 3, false, false, 1)).1,
-            opts(&[
-                ("backup", "true"),
-                ("skip_disk_quota_check", "true"),
-                ("storage_version", "1")
-            ])
-        );
-        assert_eq!(
-            import_request(&release("v2.6.11"), &root, &seg(9, -1, true, false, 0)).1,
-            opts(&[("l0_import", "true"), ("skip_disk_quota_check", "true")])
-        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod binlog;
 mod capability;
+mod import;
 mod refusals;
 mod rows;
 mod target;
