@@ -1,10 +1,13 @@
 //! Collections and their partitions: list, describe, create, drop, rename.
 
-use super::{DEFAULT_PARTITION, MilvusClient, Repeat, kv, pairs};
+use super::{MilvusClient, Repeat, kv, pairs};
 use crate::milvus::MilvusError;
 use crate::milvus::pb::common::ConsistencyLevel;
 use crate::milvus::pb::milvus as m;
 use crate::milvus::pb::schema::{CollectionSchema, FieldSchema};
+
+/// The partition every collection has, and the only one on a server without partitions.
+const DEFAULT_PARTITION: &str = "_default";
 
 /// What `describe_collection` reports: everything needed to recreate the collection.
 #[derive(Clone, Debug)]

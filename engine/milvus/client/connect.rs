@@ -7,13 +7,17 @@ use base64::Engine as _;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
-use super::{
-    Headers, Info, LITE2_VERSION, MilvusClient, Repeat, STALL_LIMIT, backoff, unreachable,
-};
+use super::failure::unreachable;
+use super::{Headers, Info, MilvusClient, Repeat, STALL_LIMIT, backoff};
 use crate::milvus::pb::common::ClientInfo;
 use crate::milvus::pb::milvus as m;
 use crate::milvus::{MilvusConfig, MilvusError};
 use crate::net;
+
+/// The version recorded for a server that answers UNIMPLEMENTED for GetVersion: only Milvus Lite
+/// 2.x (the C++ core of Milvus 2.x run as `milvus_lite/lib/milvus`) lacks it. A space, not the
+/// `-` of a reported "milvus_lite-3.2.2": checks of Lite 3 by its version must not match it.
+const LITE2_VERSION: &str = "milvus_lite 2.x (no GetVersion)";
 
 /// One of an instance's TLS files, by the plan key that names it.
 #[derive(Clone, Copy)]

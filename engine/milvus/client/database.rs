@@ -1,10 +1,20 @@
 //! Databases: list, create, drop.
 
-use super::{MilvusClient, Repeat};
+use super::{DEFAULT_DATABASE, MilvusClient, Repeat};
 use crate::milvus::MilvusError;
 use crate::milvus::pb::milvus as m;
 
 impl MilvusClient {
+    /// The databases calls can address: the server's list, or the default alone on a server
+    /// without databases.
+    pub async fn databases(&self) -> Result<Vec<String>, MilvusError> {
+        if self.info.databases {
+            self.list_databases().await
+        } else {
+            Ok(vec![DEFAULT_DATABASE.to_string()])
+        }
+    }
+
     pub async fn list_databases(&self) -> Result<Vec<String>, MilvusError> {
         let r = self
             .call(

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use super::{MilvusClient, Polled, Repeat, Wait, kv, pairs};
+use super::poll::Polled;
+use super::{MilvusClient, Repeat, Wait, kv, pairs};
 use crate::milvus::MilvusError;
 use crate::milvus::pb::common::ImportState;
 use crate::milvus::pb::milvus as m;

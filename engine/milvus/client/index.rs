@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use super::{MilvusClient, POLL_FIRST, Polled, Repeat, kv, pairs};
+use super::poll::{POLL_FIRST, Polled};
+use super::{MilvusClient, Repeat, kv, pairs};
 use crate::milvus::MilvusError;
 use crate::milvus::error::CODE_INDEX_NOT_FOUND;
 use crate::milvus::pb::common::{ErrorCode, IndexState};

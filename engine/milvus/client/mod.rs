@@ -1,4 +1,4 @@
-//! `MilvusClient` and what every call shares: headers, retries, status checks, polling.
+//! `MilvusClient` and what every call shares: connection state, headers, retries, status checks.
 
 // One file per RPC family, each with its own `impl MilvusClient`.
 mod alias;
@@ -10,6 +10,9 @@ mod index;
 mod load;
 mod rows;
 mod segment;
+// What the families share beside `call`: how a failure becomes an error, how a job is waited on.
+mod failure;
+mod poll;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,38 +27,21 @@ use super::error::{CallSite, MilvusError, check_status};
 use super::pb::common::{KeyValuePair, Status};
 use super::pb::milvus as m;
 use super::pb::milvus::milvus_service_client::MilvusServiceClient;
-use crate::net;
 
 pub use collection::{CollectionInfo, PartitionInfo};
 pub use import::ImportTask;
 pub use index::IndexInfo;
-pub use rows::{InsertResult, QueryPage};
+pub use poll::POLL_MAX;
+pub use rows::{InsertResult, MAX_QUERY_LIMIT, QueryPage};
 pub use segment::{FlushResult, SegmentInfo};
-
-/// The version recorded for a server that answers UNIMPLEMENTED for GetVersion: only Milvus Lite
-/// 2.x (the C++ core of Milvus 2.x run as `milvus_lite/lib/milvus`) lacks it. A space, not the
-/// `-` of a reported "milvus_lite-3.2.2": checks of Lite 3 by its version must not match it.
-const LITE2_VERSION: &str = "milvus_lite 2.x (no GetVersion)";
 
 /// Milvus's own name for the database a request without one addresses.
 const DEFAULT_DATABASE: &str = "default";
-
-/// The partition every collection has, and the only one on a server without partitions.
-const DEFAULT_PARTITION: &str = "_default";
 
 fn is_default(db: &str) -> bool {
     db.is_empty() || db == DEFAULT_DATABASE
 }
 
-/// Query pages are capped by Milvus: `offset + limit` must lie in [1, 16384].
-pub const MAX_QUERY_LIMIT: usize = 16384;
-
-/// The longest pause between two polls of a server-side job (flush, import, index build, load):
-/// the state calls are cheap, and every pause is time added to the migration after the job ends.
-pub const POLL_MAX: Duration = Duration::from_millis(500);
-/// The first such pause for flush, load and index waits: short for the same reason, since a
-/// small job is often done by the second poll.
-const POLL_FIRST: Duration = Duration::from_millis(200);
 /// Large enough for a full query page of wide vectors and for big insert batches.
 const MAX_MESSAGE: usize = 512 * 1024 * 1024;
 /// How long a status poll that must not be cancelled (`Wait::Patient`) may go unanswered before
@@ -218,58 +204,6 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(200u64.saturating_mul(1 << attempt.min(5))).min(Duration::from_secs(5))
 }
 
-/// `Unreachable` for a connection that could not be made: the socket's cause and what to check
-/// for it. `timeout` is the connect timeout, named when it is what ran out.
-fn unreachable(
-    instance: &str,
-    uri: &str,
-    timeout: Duration,
-    err: &(dyn std::error::Error + 'static),
-) -> MilvusError {
-    let timed_out = net::chain(err).any(|e| e.is::<tonic::TimeoutExpired>())
-        || net::io_error(err).is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
-    let text = net::chain(err)
-        .map(|e| e.to_string())
-        .collect::<Vec<_>>()
-        .join(": ");
-    let check_uri =
-        format!("check that Milvus is running there and that `instances.{instance}.uri` is right");
-    let (reason, hint) = if timed_out {
-        (format!("no connection within {timeout:?}"), check_uri)
-    } else if text.contains("InvalidContentType") {
-        // rustls met a plain answer where the server's TLS handshake was due.
-        (
-            "the server answered without TLS".to_string(),
-            format!("use `http://` in `instances.{instance}.uri`, or enable TLS on the server"),
-        )
-    } else if text.contains("invalid peer certificate") {
-        (
-            net::cause(err),
-            format!(
-                "set `instances.{instance}.ca_cert` to the CA that signed the server's \
-                 certificate, and `instances.{instance}.server_name` if the certificate names \
-                 another host"
-            ),
-        )
-    } else {
-        (net::cause(err), check_uri)
-    };
-    MilvusError::Unreachable {
-        instance: instance.to_string(),
-        uri: uri.to_string(),
-        reason,
-        hint,
-    }
-}
-
-/// What one look at a server-side job (flush, import, index build, load) saw.
-enum Polled<T> {
-    /// Finished; carries what the wait returns.
-    Done(T),
-    /// Not yet; says what was seen, for the timeout message.
-    Pending(String),
-}
-
 impl MilvusClient {
     /// The plan's id for this instance.
     pub fn name(&self) -> &str {
@@ -326,16 +260,6 @@ impl MilvusClient {
         })
     }
 
-    /// The databases calls can address: the server's list, or the default alone on a server
-    /// without databases.
-    pub async fn databases(&self) -> Result<Vec<String>, MilvusError> {
-        if self.info.databases {
-            self.list_databases().await
-        } else {
-            Ok(vec![DEFAULT_DATABASE.to_string()])
-        }
-    }
-
     /// The database calls address; "" is the server's default.
     pub fn database(&self) -> &str {
         &self.db
@@ -369,95 +293,6 @@ impl MilvusClient {
             database: &self.db,
             rpc,
             collection,
-        }
-    }
-
-    fn map_grpc(&self, s: tonic::Status, site: CallSite<'_>) -> MilvusError {
-        // A status with a source was made by tonic from a failure on this side of the wire: the
-        // server never answered, so the code (Unknown, Cancelled, Unavailable) says nothing and
-        // the source chain says what happened.
-        if let Some(src) = std::error::Error::source(&s) {
-            return self.transport_failure(src, site);
-        }
-        let instance = self.info.name.clone();
-        match s.code() {
-            tonic::Code::Unimplemented => MilvusError::Unimplemented {
-                instance,
-                rpc: site.rpc,
-            },
-            tonic::Code::Unauthenticated => {
-                let msg = s.message().to_ascii_lowercase();
-                let (who, hint) = if msg.contains("missing authorization") {
-                    (
-                        "a request without credentials".to_string(),
-                        format!(
-                            "set `instances.{instance}.user` and `instances.{instance}.password` \
-                             (or `token`)"
-                        ),
-                    )
-                } else if self.info.uses_token {
-                    (
-                        "the token".to_string(),
-                        format!("check `instances.{instance}.token`"),
-                    )
-                } else {
-                    (
-                        format!(
-                            "the credentials of user `{}`",
-                            self.info.user.as_deref().unwrap_or_default()
-                        ),
-                        format!("check `instances.{instance}.password`"),
-                    )
-                };
-                MilvusError::Unauthenticated {
-                    instance,
-                    who,
-                    hint,
-                }
-            }
-            tonic::Code::DeadlineExceeded => MilvusError::Timeout {
-                instance,
-                rpc: site.rpc,
-                collection: site.collection.map(str::to_string),
-                timeout: self.info.timeout,
-            },
-            code => MilvusError::Rpc {
-                instance,
-                rpc: site.rpc,
-                collection: site.collection.map(str::to_string),
-                code,
-                message: s.message().to_string(),
-            },
-        }
-    }
-
-    /// A call that failed below gRPC. Whether the server may have acted on it decides the error:
-    /// a connection that was never made (`Unreachable`) is safe to repeat, one that broke under
-    /// the call (`ConnectionLost`) may have carried it.
-    fn transport_failure(
-        &self,
-        err: &(dyn std::error::Error + 'static),
-        site: CallSite<'_>,
-    ) -> MilvusError {
-        let info = &self.info;
-        if net::chain(err).any(|e| e.is::<tonic::TimeoutExpired>()) {
-            MilvusError::Timeout {
-                instance: info.name.clone(),
-                rpc: site.rpc,
-                collection: site.collection.map(str::to_string),
-                timeout: info.timeout,
-            }
-        } else if net::chain(err).any(|e| e.is::<tonic::ConnectError>()) {
-            // Reconnecting after the connection was lost failed: the call was never sent.
-            unreachable(&info.name, &info.uri, info.timeout, err)
-        } else {
-            MilvusError::ConnectionLost {
-                instance: info.name.clone(),
-                uri: info.uri.clone(),
-                rpc: site.rpc,
-                collection: site.collection.map(str::to_string),
-                reason: net::cause(err),
-            }
         }
     }
 
@@ -583,56 +418,6 @@ impl MilvusClient {
             }
         }
     }
-
-    fn unexpected(
-        &self,
-        rpc: &'static str,
-        collection: Option<&str>,
-        reason: impl Into<String>,
-    ) -> MilvusError {
-        MilvusError::Unexpected {
-            instance: self.info.name.clone(),
-            rpc,
-            collection: collection.map(str::to_string),
-            reason: reason.into(),
-        }
-    }
-
-    /// Calls `check` until it reports `Done`, pausing `first_pause` at first, then twice as long
-    /// each time up to [`POLL_MAX`]. A `Pending` report says what was seen, so the timeout
-    /// error can name the last state rather than just "too slow".
-    async fn poll_until<T, F, Fut>(
-        &self,
-        what: &'static str,
-        collection: &str,
-        timeout: Duration,
-        first_pause: Duration,
-        mut check: F,
-    ) -> Result<T, MilvusError>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<Polled<T>, MilvusError>>,
-    {
-        let deadline = Instant::now() + timeout;
-        let mut delay = first_pause;
-        loop {
-            let last = match check().await? {
-                Polled::Done(v) => return Ok(v),
-                Polled::Pending(last) => last,
-            };
-            if Instant::now() + delay > deadline {
-                return Err(MilvusError::WaitTimeout {
-                    instance: self.info.name.clone(),
-                    what,
-                    collection: collection.to_string(),
-                    timeout,
-                    last,
-                });
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(POLL_MAX);
-        }
-    }
 }
 
 #[cfg(test)]
@@ -645,29 +430,5 @@ mod tests {
         assert_eq!(backoff(1), Duration::from_millis(400));
         assert_eq!(backoff(3), Duration::from_millis(1600));
         assert_eq!(backoff(30), Duration::from_secs(5));
-    }
-
-    #[test]
-    fn refused_connection_names_the_uri_setting() {
-        let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
-        let e = unreachable("a", "http://127.0.0.1:1", Duration::from_secs(30), &io);
-        assert_eq!(
-            e.to_string(),
-            "cannot connect to instance `a` at http://127.0.0.1:1: connection refused; check \
-             that Milvus is running there and that `instances.a.uri` is right"
-        );
-        assert!(e.is_transient());
-    }
-
-    #[test]
-    fn a_connect_timeout_says_how_long() {
-        let io = std::io::Error::from(std::io::ErrorKind::TimedOut);
-        let e = unreachable("a", "http://10.0.0.1:19530", Duration::from_secs(3), &io);
-        assert!(
-            e.to_string().starts_with(
-                "cannot connect to instance `a` at http://10.0.0.1:19530: no connection within 3s;"
-            ),
-            "{e}"
-        );
     }
 }

@@ -1,11 +1,14 @@
 //! Rows: counting and paging with Query, Insert and Delete.
 
-use super::{MAX_QUERY_LIMIT, MilvusClient, Repeat, kv};
+use super::{MilvusClient, Repeat, kv};
 use crate::milvus::MilvusError;
 use crate::milvus::data::{self, Pk};
 use crate::milvus::pb::common::ConsistencyLevel;
 use crate::milvus::pb::milvus as m;
 use crate::milvus::pb::schema::FieldData;
+
+/// Query pages are capped by Milvus: `offset + limit` must lie in [1, 16384].
+pub const MAX_QUERY_LIMIT: usize = 16384;
 
 /// One page of a primary-key cursor walk.
 #[derive(Clone, Debug, Default)]

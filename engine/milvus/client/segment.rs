@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use super::{MilvusClient, POLL_FIRST, Polled, Repeat};
+use super::poll::{POLL_FIRST, Polled};
+use super::{MilvusClient, Repeat};
 use crate::milvus::MilvusError;
 use crate::milvus::pb::common::SegmentState;
 use crate::milvus::pb::milvus as m;
