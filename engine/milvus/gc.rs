@@ -23,6 +23,17 @@ pub async fn pause_gc(management_url: &str, seconds: u64) -> Result<(), MilvusEr
     .await
 }
 
+/// Finds out, without pausing anything, what [`pause_gc`] would find: a pause of 0 seconds. A
+/// server without the endpoint answers 404 (`GcUnsupported`) as it does to a real pause; one
+/// with it answers anything else (a 0-second pause, or a refusal of 0), which pauses nothing.
+/// The dry run asks this, so it says what apply will do.
+pub async fn probe_gc(management_url: &str) -> Result<(), MilvusError> {
+    match get(management_url, &format!("{GC_PATH}/pause?pause_seconds=0")).await {
+        Err(MilvusError::Gc { reason, .. }) if reason.starts_with("HTTP ") => Ok(()),
+        r => r,
+    }
+}
+
 /// Lets garbage collection run again before the pause runs out.
 pub async fn resume_gc(management_url: &str) -> Result<(), MilvusError> {
     get(management_url, &format!("{GC_PATH}/resume")).await

@@ -17,7 +17,7 @@ pub use client::{
 };
 pub use data::Pk;
 pub use error::MilvusError;
-pub use gc::{pause_gc, resume_gc};
+pub use gc::{pause_gc, probe_gc, resume_gc};
 
 /// The generated protocol types, one module per proto package (siblings, as prost expects).
 pub mod pb {

@@ -94,14 +94,7 @@ pub async fn run(ctx: &StepCtx, step: &BackupStep) -> Result<String> {
                 &ctx.step,
                 format!("paused garbage collection of `{}`", step.instance),
             ),
-            Err(e) => ctx.events.warn(
-                &ctx.step,
-                format!(
-                    "could not pause garbage collection of `{}` ({e}); compaction may remove \
-                     binlogs while they are copied (a failed copy is retried on resume)",
-                    step.instance
-                ),
-            ),
+            Err(e) => ctx.events.warn(&ctx.step, gc_not_paused(&step.instance, &e)),
         }
     }
 
@@ -497,6 +490,14 @@ async fn snapshot_once(
     })
 }
 
+/// Why garbage collection stays on during the copy, in the dry run's and apply's words.
+fn gc_not_paused(instance: &str, e: &crate::milvus::MilvusError) -> String {
+    format!(
+        "could not pause garbage collection of `{instance}` ({e}); compaction may remove binlogs \
+         while they are copied (a failed copy is retried on resume)"
+    )
+}
+
 /// What a binlog backup would copy, by listing the live segments' files.
 pub(super) async fn preview(
     look: &Look<'_>,
@@ -520,10 +521,14 @@ pub(super) async fn preview(
         }
     };
     p.changes.push(match &look.res.plan.instances[&step.instance].management {
-        Some(url) => format!(
-            "~ garbage collection of `{}` paused through {url} while its binlogs are copied",
-            step.instance
-        ),
+        // Asked the way apply asks, so that the dry run says what apply will do.
+        Some(url) => match crate::milvus::probe_gc(url).await {
+            Ok(()) => format!(
+                "~ garbage collection of `{}` paused through {url} while its binlogs are copied",
+                step.instance
+            ),
+            Err(e) => format!("! {}", gc_not_paused(&step.instance, &e)),
+        },
         None => format!(
             "! garbage collection of `{}` is not paused (no `management` address and its uri is \
              not on the default port 19530); set `management` so compaction cannot remove \
