@@ -246,7 +246,7 @@ pub async fn apply(
                 };
                 events.send(Event::StepStarted {
                     step: id.clone(),
-                    kind: step.kind.type_name().to_string(),
+                    kind: step.type_name.to_string(),
                 });
                 set.spawn(async move {
                     let r = steps::run(&ctx, &step.kind).await;
