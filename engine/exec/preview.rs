@@ -93,7 +93,7 @@ pub async fn preview(
             .expect("dag ids are steps");
         let mut p = StepPreview {
             id: id.to_string(),
-            kind: step.kind.type_name().to_string(),
+            kind: step.type_name.to_string(),
             action: "run".into(),
             ..Default::default()
         };
@@ -117,7 +117,7 @@ pub async fn preview(
                 p.action = "resume".into();
             }
         }
-        p.description = steps::describe(&plan, &step.kind);
+        p.description = plan.describe_step(step);
         // A bucket or instance the step cannot use stops it before it does anything: say so
         // first, once for the whole plan (at the first step that uses it). The step is not
         // looked at further, since every check would meet the same problem again, and what it

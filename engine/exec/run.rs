@@ -256,7 +256,7 @@ impl Launch for Steps {
         };
         self.events.send(Event::StepStarted {
             step: id.to_string(),
-            kind: step.kind.type_name().to_string(),
+            kind: step.type_name.to_string(),
         });
         Box::pin(async move {
             let r = steps::run(&ctx, &step.kind).await;

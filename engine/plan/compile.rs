@@ -118,6 +118,7 @@ mod tests {
     use std::path::Path;
 
     use super::{Compiled, PlanError, load_str};
+    use crate::plan::StepKind;
 
     fn compile(steps: &str) -> Result<Compiled, PlanError> {
         let text = format!(
@@ -166,6 +167,15 @@ mod tests {
                 .to_dot()
                 .contains("\"wide\" -> \"narrow\" [label=\"b:out/sub\"]")
         );
+    }
+
+    #[test]
+    fn each_step_knows_the_type_it_was_written_with() {
+        let text = include_str!("../../plans/cutover.toml");
+        let c = load_str(Path::new("plans/cutover.toml"), text, &BTreeMap::new()).unwrap();
+        let types: Vec<&str> = c.plan.steps.iter().map(|s| s.type_name).collect();
+        assert_eq!(types, ["backup", "copy", "restore", "verify", "alias"]);
+        assert!(matches!(c.plan.steps[4].kind, StepKind::Alias(_)));
     }
 
     #[test]

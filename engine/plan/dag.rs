@@ -56,7 +56,7 @@ impl Dag {
         let mut types = Vec::with_capacity(plan.steps.len());
         for s in &plan.steps {
             index.insert(s.id.clone(), graph.add_node(s.id.clone()));
-            types.push(s.kind.type_name());
+            types.push(s.type_name);
         }
         let mut existing = Vec::new();
         let add = |graph: &mut DiGraph<String, Edge>, from: NodeIndex, to: NodeIndex| match graph

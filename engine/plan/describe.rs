@@ -22,7 +22,8 @@ impl fmt::Debug for Plan {
 }
 
 impl Plan {
-    /// One line saying what a step does, secrets masked.
+    /// One line saying what a step does, secrets masked: the one description of a step, shown
+    /// by `validate` and by the preview (`plan`, `exec/preview.rs`).
     pub fn describe_step(&self, step: &Step) -> String {
         match &step.kind {
             StepKind::Backup(b) => format!(
@@ -232,7 +233,7 @@ impl Plan {
                 };
                 let o = v.as_object_mut().expect("built as an object");
                 o.insert("id".into(), Value::from(st.id.clone()));
-                o.insert("type".into(), Value::from(st.kind.type_name()));
+                o.insert("type".into(), Value::from(st.type_name));
                 o.insert("needs".into(), json!(st.needs));
                 // Only when set: plans written before the option keep their fingerprint.
                 if let StepKind::Restore(r) = &st.kind

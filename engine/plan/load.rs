@@ -1,7 +1,8 @@
 //! Parsing: plan text → `RawPlan` (typed, spanned), collecting every error of the file.
 //!
 //! `Spanned` does not survive serde's `tag`/`untagged`/`flatten`, so each entry's `type` key is
-//! read by hand and the rest of the table is deserialised into the struct for that type.
+//! read by hand, checked against the types of its enum (`raw.rs`: [`Tagged`]), and the rest of
+//! the table deserialised as that enum, externally tagged: `{ <type> = <rest> }`.
 
 use std::ops::Range;
 
@@ -11,11 +12,8 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use super::diag::{Diag, did_you_mean, suggest};
 use super::raw::{
-    RawAlias, RawBackup, RawCopy, RawLocal, RawMilvus, RawRestore, RawS3, RawSettings, RawVerify,
-    Sp, keys,
+    Keys, RawBucket, RawInstance, RawSettings, RawStep, Sp, Tagged, Types, settings_keys,
 };
-
-const STEP_TYPES: [&str; 5] = ["backup", "copy", "restore", "verify", "alias"];
 
 /// One `[<section>.<id>]` entry.
 #[derive(Debug)]
@@ -23,27 +21,9 @@ pub(crate) struct Entry<T> {
     pub id: String,
     /// The id in the header (`[steps.backup]` → `backup`).
     pub id_span: Range<usize>,
+    /// Its `type`, as [`Tagged::types`] spells it.
+    pub ty: &'static str,
     pub raw: T,
-}
-
-#[derive(Debug)]
-pub(crate) enum RawInstance {
-    Milvus(RawMilvus),
-}
-
-#[derive(Debug)]
-pub(crate) enum RawBucket {
-    S3(Box<RawS3>),
-    Local(RawLocal),
-}
-
-#[derive(Debug)]
-pub(crate) enum RawStep {
-    Backup(RawBackup),
-    Copy(RawCopy),
-    Restore(RawRestore),
-    Verify(RawVerify),
-    Alias(RawAlias),
 }
 
 /// The plan file parsed, nothing resolved yet.
@@ -125,65 +105,28 @@ pub(crate) fn parse(text: &str, diags: &mut Vec<Diag>) -> RawPlan {
             "settings" => {
                 let span = value.span();
                 if let Some(t) = as_table(value, "settings", diags)
-                    && let Some(t) = check_keys(t, "settings", "`settings`", &kspan, diags)
+                    && let Some(t) =
+                        check_keys(t, "settings", settings_keys(), "`settings`", &kspan, diags)
                 {
                     plan.settings = de(Spanned::new(span, DeValue::Table(t)), text, diags);
                 }
             }
             "instances" => {
                 for (k, v) in table_entries(value, "instances", diags) {
-                    let (id, id_span) = (k.get_ref().to_string(), k.span());
-                    plan.instance_ids.push(id.clone());
-                    let place = format!("`instances.{id}`");
-                    let parsed =
-                        typed(v, &place, &id_span, &["milvus"], diags).and_then(|(ty, v)| match ty
-                            .as_str()
-                        {
-                            "milvus" => de(v, text, diags).map(RawInstance::Milvus),
-                            _ => None,
-                        });
-                    if let Some(raw) = parsed {
-                        plan.instances.push(Entry { id, id_span, raw });
-                    }
+                    plan.instance_ids.push(k.get_ref().to_string());
+                    plan.instances.extend(entry(k, v, "instances", text, diags));
                 }
             }
             "buckets" => {
                 for (k, v) in table_entries(value, "buckets", diags) {
-                    let (id, id_span) = (k.get_ref().to_string(), k.span());
-                    plan.bucket_ids.push(id.clone());
-                    let place = format!("`buckets.{id}`");
-                    let parsed =
-                        typed(v, &place, &id_span, &["s3", "local"], diags).and_then(|(ty, v)| {
-                            match ty.as_str() {
-                                "s3" => de(v, text, diags).map(|b| RawBucket::S3(Box::new(b))),
-                                "local" => de(v, text, diags).map(RawBucket::Local),
-                                _ => None,
-                            }
-                        });
-                    if let Some(raw) = parsed {
-                        plan.buckets.push(Entry { id, id_span, raw });
-                    }
+                    plan.bucket_ids.push(k.get_ref().to_string());
+                    plan.buckets.extend(entry(k, v, "buckets", text, diags));
                 }
             }
             "steps" => {
                 for (k, v) in table_entries(value, "steps", diags) {
-                    let (id, id_span) = (k.get_ref().to_string(), k.span());
-                    plan.step_ids.push((id.clone(), id_span.clone()));
-                    let place = format!("`steps.{id}`");
-                    let parsed =
-                        typed(v, &place, &id_span, &STEP_TYPES, diags).and_then(|(ty, v)| match ty
-                            .as_str()
-                        {
-                            "backup" => de(v, text, diags).map(RawStep::Backup),
-                            "copy" => de(v, text, diags).map(RawStep::Copy),
-                            "restore" => de(v, text, diags).map(RawStep::Restore),
-                            "verify" => de(v, text, diags).map(RawStep::Verify),
-                            "alias" => de(v, text, diags).map(RawStep::Alias),
-                            _ => None,
-                        });
-                    if let Some(raw) = parsed {
-                        plan.steps.push(Entry { id, id_span, raw });
-                    }
+                    plan.step_ids.push((k.get_ref().to_string(), k.span()));
+                    plan.steps.extend(entry(k, v, "steps", text, diags));
                 }
             }
             other => diags.push(
@@ -199,6 +142,35 @@ pub(crate) fn parse(text: &str, diags: &mut Vec<Diag>) -> RawPlan {
     plan
 }
 
+/// One `[<section>.<id>]` entry of a tagged type: `type` read by hand, the rest as that type.
+fn entry<'i, T: Tagged>(
+    key: Spanned<toml::de::DeString<'i>>,
+    v: Spanned<DeValue<'i>>,
+    section: &str,
+    text: &str,
+    diags: &mut Vec<Diag>,
+) -> Option<Entry<T>> {
+    let (id, id_span) = (key.get_ref().to_string(), key.span());
+    let place = format!("`{section}.{id}`");
+    let (ty, v) = typed(v, &place, &id_span, T::types(), diags)?;
+    let raw = de_as(v, text, diags, |v| {
+        // Externally tagged: a one-key table, so the fields keep their spans.
+        let span = v.span();
+        let mut t = DeTable::new();
+        t.insert(Spanned::new(span.clone(), ty.into()), v);
+        T::deserialize(ValueDeserializer::from(Spanned::new(
+            span,
+            DeValue::Table(t),
+        )))
+    })?;
+    Some(Entry {
+        id,
+        id_span,
+        ty,
+        raw,
+    })
+}
+
 /// Deserialises one value; a type error becomes a located diagnostic. For a table, the key
 /// at fault is dropped and the rest tried again, so every wrong key of an entry is reported.
 fn de<'i, T: Deserialize<'i>>(
@@ -206,12 +178,24 @@ fn de<'i, T: Deserialize<'i>>(
     text: &str,
     diags: &mut Vec<Diag>,
 ) -> Option<T> {
+    de_as(v, text, diags, |v| {
+        T::deserialize(ValueDeserializer::from(v))
+    })
+}
+
+/// [`de`] with the deserialisation given.
+fn de_as<'i, T>(
+    v: Spanned<DeValue<'i>>,
+    text: &str,
+    diags: &mut Vec<Diag>,
+    deserialize: impl Fn(Spanned<DeValue<'i>>) -> Result<T, toml::de::Error>,
+) -> Option<T> {
     let whole = v.span();
     let mut v = v;
     // Bounded by the number of keys: each round removes one.
     loop {
         let retry = v.clone();
-        match T::deserialize(ValueDeserializer::from(v)) {
+        match deserialize(v) {
             Ok(t) => return Some(t),
             Err(e) => {
                 let span = e.span().unwrap_or(whole.clone());
@@ -328,9 +312,10 @@ fn typed<'i>(
     v: Spanned<DeValue<'i>>,
     place: &str,
     id_span: &Range<usize>,
-    types: &[&str],
+    types: &'static Types,
     diags: &mut Vec<Diag>,
-) -> Option<(String, Spanned<DeValue<'i>>)> {
+) -> Option<(&'static str, Spanned<DeValue<'i>>)> {
+    let list = || types.names().collect::<Vec<_>>().join(", ");
     let span = v.span();
     let mut t = as_table(v, place.trim_matches('`'), diags)?;
     let Some(ty) = t.remove("type") else {
@@ -342,8 +327,8 @@ fn typed<'i>(
             )
             .help(format!(
                 "add `type = \"{}\"` (one of: {})",
-                types[0],
-                types.join(", ")
+                types.names().next().unwrap_or_default(),
+                list()
             )),
         );
         return None;
@@ -358,23 +343,23 @@ fn typed<'i>(
                     format!("`type` must be a string, found {}", other.type_str()),
                     "not a string",
                 )
-                .help(format!("one of: {}", types.join(", "))),
+                .help(format!("one of: {}", list())),
             );
             return None;
         }
     };
-    if !types.contains(&ty.as_str()) {
+    let Some((ty, keys)) = types.get(&ty) else {
         diags.push(
             Diag::new(
                 ty_span,
                 format!("unknown type `{ty}` in {place}"),
                 "unknown type",
             )
-            .help(suggest(&ty, "types", types.iter().copied())),
+            .help(suggest(&ty, "types", types.names())),
         );
         return None;
-    }
-    let t = check_keys(t, &ty, place, id_span, diags)?;
+    };
+    let t = check_keys(t, ty, keys, place, id_span, diags)?;
     Some((ty, Spanned::new(span, DeValue::Table(t))))
 }
 
@@ -384,11 +369,11 @@ fn typed<'i>(
 fn check_keys<'i>(
     mut t: DeTable<'i>,
     kind: &str,
+    k: &Keys,
     place: &str,
     header: &Range<usize>,
     diags: &mut Vec<Diag>,
 ) -> Option<DeTable<'i>> {
-    let k = keys(kind);
     let what = if place == "`settings`" {
         "`settings`".to_string()
     } else {

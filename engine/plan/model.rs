@@ -87,6 +87,9 @@ pub struct Bucket {
 #[derive(Debug, Clone)]
 pub struct Step {
     pub id: String,
+    /// The plan-file `type` of this step, as the one list of step types spells it (the variants
+    /// of the raw plan's step enum, `raw.rs`).
+    pub type_name: &'static str,
     /// Explicit dependencies, as written.
     pub needs: Vec<String>,
     pub kind: StepKind,
@@ -103,17 +106,6 @@ pub enum StepKind {
 }
 
 impl StepKind {
-    /// The plan-file `type` of this step.
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            StepKind::Backup(_) => "backup",
-            StepKind::Copy(_) => "copy",
-            StepKind::Restore(_) => "restore",
-            StepKind::Verify(_) => "verify",
-            StepKind::Alias(_) => "alias",
-        }
-    }
-
     /// Locations whose contents this step reads.
     pub fn reads(&self) -> Vec<&Location> {
         match self {

@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Deserializer};
@@ -43,6 +44,8 @@ impl<T: JsonSchema> JsonSchema for Sp<T> {
     }
 }
 
+// Schema only: `load.rs` reads the top level by hand, and each section's entries as the tagged
+// enums below.
 /// A planrun migration plan (format version 1).
 #[derive(JsonSchema)]
 #[schemars(title = "planrun plan", extend("additionalProperties" = false))]
@@ -60,43 +63,47 @@ pub struct PlanSchema {
     settings: RawSettings,
     /// Milvus servers, by id.
     #[serde(default)]
-    instances: BTreeMap<String, InstanceSchema>,
+    instances: BTreeMap<String, RawInstance>,
     /// Places that hold backups and Milvus data, by id.
     #[serde(default)]
-    buckets: BTreeMap<String, BucketSchema>,
+    buckets: BTreeMap<String, RawBucket>,
     /// The steps, by id. Order of execution comes from `needs` and from locations.
     #[serde(default)]
-    steps: BTreeMap<String, StepSchema>,
+    steps: BTreeMap<String, RawStep>,
 }
 
-/// Schema-only view of `[instances.<id>]`: the `type` key selects the fields.
-#[derive(JsonSchema)]
-#[schemars(rename = "Instance")]
-#[serde(tag = "type", rename_all = "lowercase")]
-#[allow(dead_code)]
-enum InstanceSchema {
+// The tables whose `type` key selects their fields. Each enum is the one list of its types: a
+// variant's name, lowercased, is the `type` that selects it, and its struct the keys it takes.
+// serde reads them externally tagged (`{ backup = { ... } }`: the loader takes `type` out of the
+// table by hand, since `Spanned` does not survive `#[serde(tag)]`), the schema shows them
+// internally tagged (`type = "backup"` beside the other keys). The loader's names, "did you
+// mean" and accepted keys come from that schema ([`Tagged::types`]).
+
+/// `[instances.<id>]`: the `type` key selects the fields.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(rename = "Instance", tag = "type")]
+#[serde(rename_all = "lowercase")]
+pub enum RawInstance {
     /// A Milvus server (2.3 or later).
     Milvus(RawMilvus),
 }
 
-/// Schema-only view of `[buckets.<id>]`.
-#[derive(JsonSchema)]
-#[schemars(rename = "Bucket")]
-#[serde(tag = "type", rename_all = "lowercase")]
-#[allow(dead_code, clippy::large_enum_variant)]
-enum BucketSchema {
+/// `[buckets.<id>]`: the `type` key selects the fields.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(rename = "Bucket", tag = "type")]
+#[serde(rename_all = "lowercase")]
+pub enum RawBucket {
     /// An S3-compatible bucket (AWS S3, MinIO, ...).
-    S3(RawS3),
+    S3(Box<RawS3>),
     /// A local directory.
     Local(RawLocal),
 }
 
-/// Schema-only view of `[steps.<id>]`.
-#[derive(JsonSchema)]
-#[schemars(rename = "Step")]
-#[serde(tag = "type", rename_all = "lowercase")]
-#[allow(dead_code)]
-enum StepSchema {
+/// `[steps.<id>]`: the `type` key selects the fields.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(rename = "Step", tag = "type")]
+#[serde(rename_all = "lowercase")]
+pub enum RawStep {
     /// Back up collections of an instance into a location.
     Backup(RawBackup),
     /// Copy every object under one location to another.
@@ -107,6 +114,19 @@ enum StepSchema {
     Verify(RawVerify),
     /// Point an alias at a collection (create it, or move it from another collection).
     Alias(RawAlias),
+}
+
+impl RawStep {
+    /// Ids of steps that must finish first, as written.
+    pub fn needs(&self) -> &Option<Vec<Sp<String>>> {
+        match self {
+            RawStep::Backup(b) => &b.needs,
+            RawStep::Copy(c) => &c.needs,
+            RawStep::Restore(r) => &r.needs,
+            RawStep::Verify(v) => &v.needs,
+            RawStep::Alias(a) => &a.needs,
+        }
+    }
 }
 
 /// `[settings]`
@@ -333,7 +353,7 @@ pub struct RawAlias {
     pub database: Option<Sp<String>>,
 }
 
-/// The keys a table of this type accepts, and which are required, from its schema.
+/// The keys a table of one type accepts, and which are required, from its schema.
 #[derive(Debug)]
 pub struct Keys {
     pub all: Vec<String>,
@@ -341,44 +361,94 @@ pub struct Keys {
 }
 
 impl Keys {
-    fn of<T: JsonSchema>() -> Keys {
-        let schema = schemars::schema_for!(T);
-        let all = schema
-            .get("properties")
-            .and_then(|p| p.as_object())
-            .map(|p| p.keys().cloned().collect())
-            .unwrap_or_default();
-        let required = schema
-            .get("required")
-            .and_then(|r| r.as_array())
-            .map(|r| {
-                r.iter()
+    /// From an object schema's `properties` and `required`, without the `type` tag.
+    fn from_schema(schema: &serde_json::Value) -> Keys {
+        let names = |v: Option<&serde_json::Value>| -> Vec<String> {
+            match v {
+                Some(serde_json::Value::Object(o)) => o.keys().cloned().collect(),
+                Some(serde_json::Value::Array(a)) => a
+                    .iter()
                     .filter_map(|v| v.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default();
-        Keys { all, required }
+                    .collect(),
+                _ => vec![],
+            }
+            .into_iter()
+            .filter(|k| k != TAG)
+            .collect()
+        };
+        Keys {
+            all: names(schema.get("properties")),
+            required: names(schema.get("required")),
+        }
     }
 }
 
-/// Accepted keys per table kind, computed once from the schema so they never drift.
-pub fn keys(kind: &str) -> &'static Keys {
-    use std::sync::LazyLock;
-    static ALL: LazyLock<BTreeMap<&'static str, Keys>> = LazyLock::new(|| {
-        BTreeMap::from([
-            ("settings", Keys::of::<RawSettings>()),
-            ("milvus", Keys::of::<RawMilvus>()),
-            ("s3", Keys::of::<RawS3>()),
-            ("local", Keys::of::<RawLocal>()),
-            ("backup", Keys::of::<RawBackup>()),
-            ("copy", Keys::of::<RawCopy>()),
-            ("restore", Keys::of::<RawRestore>()),
-            ("verify", Keys::of::<RawVerify>()),
-            ("alias", Keys::of::<RawAlias>()),
-        ])
-    });
-    &ALL[kind]
+/// The key that selects an entry's type.
+const TAG: &str = "type";
+
+/// The keys `[settings]` accepts, computed once from the schema so they never drift.
+pub fn settings_keys() -> &'static Keys {
+    static KEYS: LazyLock<Keys> =
+        LazyLock::new(|| Keys::from_schema(schemars::schema_for!(RawSettings).as_value()));
+    &KEYS
 }
+
+/// The types of one tagged table, in declaration order, each with the keys it accepts.
+#[derive(Debug)]
+pub struct Types(Vec<(String, Keys)>);
+
+impl Types {
+    /// Read from the schema of a tagged enum: one `oneOf` entry per variant, its `type` a const.
+    fn of<T: JsonSchema>() -> Types {
+        let schema = schemars::schema_for!(T);
+        let variants = schema.get("oneOf").and_then(|v| v.as_array());
+        Types(
+            variants
+                .into_iter()
+                .flatten()
+                .map(|v| {
+                    let name = v
+                        .pointer(&format!("/properties/{TAG}/const"))
+                        .and_then(|n| n.as_str())
+                        .expect("a tagged variant's schema has a const `type`");
+                    (name.to_string(), Keys::from_schema(v))
+                })
+                .collect(),
+        )
+    }
+
+    /// The `type` names, as the plan spells them.
+    pub fn names(&'static self) -> impl Iterator<Item = &'static str> + Clone {
+        self.0.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// The type called `name` (its `'static` spelling) and its keys.
+    pub fn get(&'static self, name: &str) -> Option<(&'static str, &'static Keys)> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(n, k)| (n.as_str(), k))
+    }
+}
+
+/// A table whose `type` key selects its fields (see the enums above).
+pub trait Tagged: JsonSchema + for<'de> Deserialize<'de> {
+    /// Its types, computed once from its schema.
+    fn types() -> &'static Types;
+}
+
+macro_rules! tagged {
+    ($($t:ty),*) => {$(
+        impl Tagged for $t {
+            fn types() -> &'static Types {
+                static TYPES: LazyLock<Types> = LazyLock::new(Types::of::<$t>);
+                &TYPES
+            }
+        }
+    )*};
+}
+
+tagged!(RawInstance, RawBucket, RawStep);
 
 /// The JSON Schema of the plan format, as written to `schemas/plan.schema.json`.
 pub fn schema_json() -> String {
@@ -425,5 +495,37 @@ fn drop_null(v: &mut serde_json::Value) {
         for child in a {
             drop_null(child);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_names_come_from_the_enums_in_declaration_order() {
+        let names = |t: &'static Types| t.names().collect::<Vec<_>>();
+        assert_eq!(
+            names(RawStep::types()),
+            ["backup", "copy", "restore", "verify", "alias"]
+        );
+        assert_eq!(names(RawBucket::types()), ["s3", "local"]);
+        assert_eq!(names(RawInstance::types()), ["milvus"]);
+    }
+
+    #[test]
+    fn keys_come_from_each_variant_without_the_tag() {
+        let (name, k) = RawStep::types().get("backup").unwrap();
+        assert_eq!(name, "backup");
+        assert_eq!(k.all, ["collections", "instance", "mode", "needs", "to"]);
+        assert_eq!(k.required, ["instance", "collections", "to"]);
+        let (_, k) = RawBucket::types().get("local").unwrap();
+        assert_eq!(
+            (k.all.as_slice(), k.required.as_slice()),
+            (&["path".to_string()][..], &["path".to_string()][..])
+        );
+        assert!(RawStep::types().get("Backup").is_none());
+        assert!(settings_keys().all.contains(&"state_dir".to_string()));
+        assert!(settings_keys().required.is_empty());
     }
 }

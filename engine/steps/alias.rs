@@ -64,13 +64,6 @@ pub async fn run(ctx: &StepCtx, step: &AliasStep) -> Result<String> {
     .await
 }
 
-pub fn describe(step: &AliasStep) -> String {
-    format!(
-        "point alias `{}` at `{}` on `{}`",
-        step.alias, step.collection, step.instance
-    )
-}
-
 pub async fn preview(look: &mut Look<'_>, step: &AliasStep, p: &mut StepPreview) {
     let db = database(&look.res.plan, step);
     let client = match look.res.milvus(&step.instance).await {

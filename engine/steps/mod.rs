@@ -41,17 +41,6 @@ pub async fn run(ctx: &StepCtx, kind: &StepKind) -> Result<String> {
     }
 }
 
-/// The step's line in the preview: what it does, in words.
-pub fn describe(plan: &crate::plan::Plan, kind: &StepKind) -> String {
-    match kind {
-        StepKind::Backup(b) => backup::describe(b),
-        StepKind::Copy(c) => copy::describe(plan, c),
-        StepKind::Restore(r) => restore::describe(r),
-        StepKind::Verify(v) => verify::describe(plan, v),
-        StepKind::Alias(a) => alias::describe(a),
-    }
-}
-
 /// The instances a step's preview connects to: the dry run connects to them first, so that
 /// one it cannot connect to is reported once, not by every check of every step that uses it.
 pub fn instances(kind: &StepKind) -> Vec<&str> {

@@ -507,21 +507,6 @@ pub async fn compare(
 }
 
 /// A verify step only reads; the preview says what it will compare.
-pub fn describe(plan: &Plan, step: &VerifyStep) -> String {
-    match step {
-        VerifyStep::Pair { source, target } => format!(
-            "verify `{}` on `{}` against `{}` on `{}`",
-            plan.show(&target.collection),
-            target.instance,
-            plan.show(&source.collection),
-            source.instance
-        ),
-        VerifyStep::Restore(r) => {
-            format!("verify every collection restored by `{r}` against its source")
-        }
-    }
-}
-
 pub fn preview(_look: &mut Look<'_>, step: &VerifyStep, p: &mut StepPreview) {
     if let VerifyStep::Pair { .. } = step {
         p.counts.collections = 1;

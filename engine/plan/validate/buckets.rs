@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 
 use crate::plan::diag::Diag;
-use crate::plan::load::{RawBucket, RawPlan};
+use crate::plan::load::RawPlan;
 use crate::plan::model::Bucket;
-use crate::plan::raw::{RawS3, Sp};
+use crate::plan::raw::{RawBucket, RawS3, Sp};
 use crate::storage::{LocalConfig, S3Config, StorageConfig};
 
 use super::context::Ctx;

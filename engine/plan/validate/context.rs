@@ -5,11 +5,11 @@ use std::ops::Range;
 use std::path::PathBuf;
 
 use crate::plan::diag::{Diag, suggest};
-use crate::plan::load::{RawPlan, RawStep};
+use crate::plan::load::RawPlan;
 use crate::plan::location::Location;
 use crate::plan::mask::Masks;
 use crate::plan::model::Instance;
-use crate::plan::raw::Sp;
+use crate::plan::raw::{RawStep, Sp};
 use crate::plan::template::{Renderer, TemplateError};
 use crate::secret::Secret;
 

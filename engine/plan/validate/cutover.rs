@@ -1,10 +1,10 @@
 //! The cutover steps: `verify` (prove a copy equal to its source) and `alias` (point at it).
 
 use crate::plan::diag::{Diag, suggest};
-use crate::plan::load::{Entry, RawStep};
+use crate::plan::load::Entry;
 use crate::plan::model::{AliasStep, CollectionRef, StepKind, VerifyStep};
 use crate::plan::pattern::Pattern;
-use crate::plan::raw::{RawAlias, RawCollectionRef, RawVerify, Sp};
+use crate::plan::raw::{RawAlias, RawCollectionRef, RawStep, RawVerify, Sp};
 
 use super::context::{Ctx, Known, Spans};
 use super::names::{NameRule, check_name};

@@ -3,10 +3,10 @@
 use std::collections::BTreeMap;
 
 use crate::plan::diag::Diag;
-use crate::plan::load::{RawInstance, RawPlan};
+use crate::plan::load::RawPlan;
 use crate::plan::location::Location;
 use crate::plan::model::{Instance, Tls};
-use crate::plan::raw::RawMilvus;
+use crate::plan::raw::{RawInstance, RawMilvus};
 
 use super::context::Ctx;
 use super::names::{check_http_url, uri_host};

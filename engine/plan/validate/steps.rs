@@ -4,11 +4,13 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 
 use crate::plan::diag::{Diag, suggest};
-use crate::plan::load::{Entry, RawPlan, RawStep};
+use crate::plan::load::{Entry, RawPlan};
 use crate::plan::model::{
     BackupStep, CopyStep, Instance, Keys, Mode, Naming, OnConflict, RestoreStep, Step, StepKind,
 };
-use crate::plan::raw::{RawAutoId, RawBackup, RawCopy, RawMode, RawOnConflict, RawRestore, Sp};
+use crate::plan::raw::{
+    RawAutoId, RawBackup, RawCopy, RawMode, RawOnConflict, RawRestore, RawStep, Sp,
+};
 
 use super::context::{Ctx, Known, Spans};
 use super::cutover;
@@ -53,6 +55,7 @@ pub(super) fn steps(
         if let Some(kind) = kind {
             out.push(Step {
                 id: e.id.clone(),
+                type_name: e.ty,
                 needs,
                 kind,
             });
@@ -63,16 +66,9 @@ pub(super) fn steps(
 
 /// The step's `needs`, each known step once; records each entry's span in `spans`.
 fn needs(cx: &mut Ctx, known: &Known, e: &Entry<RawStep>, spans: &mut Spans) -> Vec<String> {
-    let raw = match &e.raw {
-        RawStep::Backup(b) => &b.needs,
-        RawStep::Copy(c) => &c.needs,
-        RawStep::Restore(r) => &r.needs,
-        RawStep::Verify(v) => &v.needs,
-        RawStep::Alias(a) => &a.needs,
-    };
     let mut needs = Vec::new();
     let mut at = BTreeMap::new();
-    for n in raw.iter().flatten() {
+    for n in e.raw.needs().iter().flatten() {
         let target = n.get();
         if target == &e.id {
             cx.diags.push(

@@ -17,13 +17,6 @@ pub async fn run(ctx: &StepCtx, step: &BackupStep) -> Result<String> {
     }
 }
 
-pub fn describe(step: &BackupStep) -> String {
-    format!(
-        "back up {:?} from `{}` into {}",
-        step.collections, step.instance, step.to
-    )
-}
-
 pub async fn preview(look: &mut Look<'_>, step: &BackupStep, p: &mut StepPreview) {
     let info = look_at(look, step, p).await;
     // Later steps read what this one writes: with conflicts here, theirs would only echo them.

@@ -194,10 +194,6 @@ async fn restore(
     }
 }
 
-pub fn describe(step: &RestoreStep) -> String {
-    format!("restore {} into `{}`", step.from, step.instance)
-}
-
 pub async fn preview(look: &mut Look<'_>, step: &RestoreStep, p: &mut StepPreview) {
     let existing = match look.res.storage(&step.from.bucket).await {
         Ok(s) => crate::format::read_meta(s.as_ref(), &step.from)
