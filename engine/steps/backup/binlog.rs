@@ -94,7 +94,9 @@ pub async fn run(ctx: &StepCtx, step: &BackupStep) -> Result<String> {
                 &ctx.step,
                 format!("paused garbage collection of `{}`", step.instance),
             ),
-            Err(e) => ctx.events.warn(&ctx.step, gc_not_paused(&step.instance, &e)),
+            Err(e) => ctx
+                .events
+                .warn(&ctx.step, gc_not_paused(&step.instance, &e)),
         }
     }
 
