@@ -10,7 +10,7 @@ use super::ctx::{Look, Produced, Result, StepCtx, StepError, StepPreview, fail};
 use super::feed::Unit;
 use crate::format::meta;
 use crate::plan::{CopyStep, Location};
-use crate::storage::{self, ObjectMeta, Storage, StorageError};
+use crate::storage::{self, ObjectMeta, Storage, StorageConfig, StorageError};
 use crate::text::human_bytes;
 
 /// The refusal both the preview and apply make of a damaged backup: when `from` holds a backup,
@@ -338,6 +338,19 @@ async fn md5_of(store: &dyn Storage, key: &str) -> Result<String> {
 /// What the copy would move, from a listing of both ends; a source that an earlier step writes
 /// is estimated from that step's preview.
 pub async fn preview(look: &mut Look<'_>, step: &CopyStep, p: &mut StepPreview) {
+    let plan = &look.res.plan;
+    p.changes.push(
+        match (
+            &plan.buckets[&step.from.bucket].config,
+            &plan.buckets[&step.to.bucket].config,
+        ) {
+            (StorageConfig::S3(a), StorageConfig::S3(b)) if a.endpoint == b.endpoint => {
+                "~ objects copied server-side (both buckets on one S3 endpoint)"
+            }
+            _ => "~ objects streamed through planrun (the buckets are on different servers)",
+        }
+        .to_string(),
+    );
     // What earlier steps write into `from`, where it will arrive under `to`: a backup written
     // at `from/x` is copied to `to/x`, one written around `from` arrives (in part) at `to`.
     let upstream: Vec<(Location, Produced)> = look
