@@ -13,7 +13,8 @@ use crate::checkpoint::{RunRecord, Store, Tasks};
 use crate::plan::{Compiled, Location};
 use crate::steps::{
     self,
-    ctx::{Look, Produced, Resources, StepError, StepPreview},
+    ctx::{Resources, StepError},
+    preview::{Look, Produced, StepPreview},
 };
 
 pub const FORMAT_VERSION: u32 = 1;

@@ -3,7 +3,8 @@
 //! Idempotent by looking first: the alias is described, then created, moved, or left alone when
 //! it already points at the collection, so a retried or resumed step never fails on its own work.
 
-use super::ctx::{Look, Result, StepCtx, StepPreview, fail};
+use super::ctx::{Result, StepCtx, fail};
+use super::preview::{Look, StepPreview};
 use crate::milvus::MilvusClient;
 use crate::plan::{AliasStep, DEFAULT_DATABASE, Plan};
 

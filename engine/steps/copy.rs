@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::{StreamExt, TryStreamExt};
 
-use super::ctx::{Look, Produced, Result, StepCtx, StepError, StepPreview, fail};
+use super::ctx::{Result, StepCtx, StepError, fail};
 use super::feed::Unit;
+use super::preview::{Look, Produced, StepPreview};
 use crate::format::meta;
 use crate::plan::{CopyStep, Location};
 use crate::storage::{self, ObjectMeta, Storage, StorageConfig, StorageError};

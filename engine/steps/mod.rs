@@ -10,15 +10,17 @@ pub mod copy;
 pub mod ctx;
 pub mod feed;
 pub mod keys;
+pub mod preview;
 pub mod restore;
 pub mod verify;
 
 use crate::plan::StepKind;
 
 pub use ctx::{
-    Counts, LOAD_TIMEOUT, Look, Produced, Resources, Result, SOURCE, StepCtx, StepError,
-    StepPreview, UNIT, done_key, ensure_loaded, fail, to_json,
+    LOAD_TIMEOUT, Resources, Result, SOURCE, StepCtx, StepError, UNIT, done_key, ensure_loaded,
+    fail, to_json,
 };
+pub use preview::{Counts, Look, Produced, StepPreview};
 
 /// Whether a step of this kind may start while a step it needs still runs, on the collections
 /// that step publishes ([`feed`]); and whether a step of this kind publishes them.

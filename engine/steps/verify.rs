@@ -9,8 +9,9 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use super::ctx::{Look, Result, StepCtx, StepError, StepPreview, fail, to_json};
+use super::ctx::{Result, StepCtx, StepError, fail, to_json};
 use super::keys::{Merged, Walk, merge};
+use super::preview::{Look, StepPreview};
 use super::restore::selected;
 use crate::checkpoint::TaskState;
 use crate::codec;

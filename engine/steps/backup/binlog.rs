@@ -16,7 +16,8 @@ use crate::milvus::SegmentInfo;
 use crate::milvus::pb::common::SegmentLevel;
 use crate::milvus::version;
 use crate::plan::{BackupStep, Location};
-use crate::steps::ctx::{Look, Resources, Result, StepCtx, StepError, StepPreview, fail};
+use crate::steps::ctx::{Resources, Result, StepCtx, StepError, fail};
+use crate::steps::preview::{Look, StepPreview};
 use crate::storage::{self, Storage};
 use crate::text::human_bytes;
 

@@ -7,7 +7,8 @@ mod rows;
 
 use crate::format::meta::BackupInfo;
 use crate::plan::{BackupStep, Mode};
-use crate::steps::ctx::{Look, Produced, Result, StepCtx, StepPreview};
+use crate::steps::ctx::{Result, StepCtx};
+use crate::steps::preview::{Look, Produced, StepPreview};
 use common::{existing_backup, resolve};
 
 pub async fn run(ctx: &StepCtx, step: &BackupStep) -> Result<String> {

@@ -25,8 +25,9 @@ use crate::format::rows::{self, RowsCollection, RowsFile, RowsMeta, RowsPartitio
 use crate::milvus::{MilvusClient, Pk};
 use crate::plan::BackupStep;
 use crate::schema::CollectionSchema;
-use crate::steps::ctx::{Result, StepCtx, StepError, StepPreview, fail, to_json};
+use crate::steps::ctx::{Result, StepCtx, StepError, fail, to_json};
 use crate::steps::feed::Unit;
+use crate::steps::preview::StepPreview;
 use crate::storage::Storage;
 
 /// Bytes per page (and so per Parquet file and per insert), well under gRPC's message limits.

@@ -14,8 +14,9 @@ use crate::plan::{Keys, OnConflict, RestoreStep};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::steps::ctx::{Look, Result, StepCtx, StepError, StepPreview, Units, fail};
+use crate::steps::ctx::{Result, StepCtx, StepError, Units, fail};
 use crate::steps::feed::Unit;
+use crate::steps::preview::{Look, StepPreview};
 use crate::storage::Storage;
 use refusals::{alias_refusals, name_refusals, refusals};
 use target::{Mode, aliases, exists, key_partitions};
