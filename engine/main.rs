@@ -29,7 +29,7 @@ Exit codes: 0 ok, 1 error (e.g. unreadable file, a failed step), 2 invalid plan,
 #[derive(Debug, Parser)]
 #[command(name = "planrun", version, after_help = EXAMPLES)]
 pub struct Cli {
-    /// More log output (-v info, -vv debug, -vvv trace).
+    /// More log output (-v info, and the libraries' warnings; -vv debug, -vvv trace).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
     /// Log format on stderr.
@@ -315,9 +315,10 @@ fn plural(n: usize) -> &'static str {
 
 fn init_logging(verbose: u8, format: LogFormat, color: bool) {
     let level = match verbose {
-        // sled logs its own errors (a full disk, a damaged store) before planrun explains them.
-        0 => "warn,sled=off",
-        1 => "info",
+        // Libraries' own warnings (the AWS SDK's dumps of an HTTP answer, sled's errors before
+        // planrun explains them) wait for -v: what a user needs is said in planrun's words.
+        0 => "planrun=warn",
+        1 => "warn,planrun=info",
         2 => "debug",
         _ => "trace",
     };

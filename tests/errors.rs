@@ -497,3 +497,34 @@ fn a_backup_whose_patterns_match_nothing_says_so_and_writes_nothing() {
         "no backup was written"
     );
 }
+
+#[test]
+fn a_bucket_without_keys_is_said_in_planruns_words_only() {
+    S3.require();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("no-keys.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "version = 1\nname = \"no-keys\"\n\
+             [buckets.b]\ntype = \"s3\"\nendpoint = \"{0}\"\nbucket = \"bucket-a\"\n\
+             [buckets.c]\ntype = \"s3\"\nendpoint = \"{0}\"\nbucket = \"bucket-b\"\n\
+             [steps.copy]\ntype = \"copy\"\nfrom = \"b:x\"\nto = \"c:y\"\n",
+            S3.uri()
+        ),
+    )
+    .unwrap();
+    let run = planrun(&["plan"], &path);
+    assert_eq!(run.code, 1, "{}", run.all());
+    let c = conflicts(&run.stdout);
+    assert_eq!(c.len(), 2, "one conflict per bucket: {}", run.stdout);
+    assert!(
+        c[0].starts_with("! no usable credentials for bucket `b` (s3 bucket `bucket-a` at")
+            && c[0].contains("the EC2 instance metadata service is not asked")
+            && c[0].contains("set `buckets.b.access_key_id` and `buckets.b.secret_access_key`"),
+        "{}",
+        run.stdout
+    );
+    // Without -v, libraries keep their warnings (and their debug dumps) to themselves.
+    assert_eq!(run.stderr.trim(), "", "{}", run.stderr);
+}
