@@ -15,7 +15,11 @@ use crate::support::{self, BackupRestore, LITE, MILVUS_A, MILVUS_B, S3, data, ok
 /// What one scenario showed: the preview's conflicts and apply's failures, per step.
 struct Outcome {
     conflicts: BTreeMap<String, Vec<String>>,
+    /// The preview's other lines per step (what it will do, and its warnings).
+    changes: BTreeMap<String, Vec<String>>,
     failed: BTreeMap<String, String>,
+    /// Apply's warnings per step.
+    warnings: BTreeMap<String, Vec<String>>,
     finished: Vec<String>,
 }
 
@@ -41,6 +45,11 @@ fn preview_then_apply(steps: &str) -> Outcome {
         .iter()
         .map(|s| (s.id.clone(), s.conflicts.clone()))
         .collect();
+    let changes = shown
+        .steps
+        .iter()
+        .map(|s| (s.id.clone(), s.changes.clone()))
+        .collect();
     let (events, mut rx) = Events::channel();
     rt.block_on(apply(
         &compiled,
@@ -50,18 +59,22 @@ fn preview_then_apply(steps: &str) -> Outcome {
     ))
     .unwrap();
     let (mut failed, mut finished) = (BTreeMap::new(), Vec::new());
+    let mut warnings: BTreeMap<String, Vec<String>> = BTreeMap::new();
     while let Ok(e) = rx.try_recv() {
         match e {
             Event::StepFailed { step, error } => {
                 failed.insert(step, error);
             }
             Event::StepFinished { step, .. } => finished.push(step),
+            Event::Warning { step, message } => warnings.entry(step).or_default().push(message),
             _ => {}
         }
     }
     Outcome {
         conflicts,
+        changes,
         failed,
+        warnings,
         finished,
     }
 }
@@ -256,4 +269,38 @@ fn a_chain_through_a_server_without_binlogs_is_refused_at_its_first_step() {
     assert!(c[0].contains("keeps no binlogs"), "{c:?}");
     assert!(o.failed.len() == 1, "only the backup ran: {:?}", o.failed);
     data(&["drop", "--uri", &LITE.uri(), "--token", "", &coll]);
+}
+
+#[test]
+fn the_dry_run_and_apply_agree_on_pausing_gc() {
+    let coll = support::unique("pa_gc");
+    let bk = support::unique("pa_gc_bk");
+    support::seed_small(&MILVUS_A, "root:Milvus", &coll, &[]);
+    let out = preview_then_apply(&BackupRestore::of(&[coll.as_str()], &bk).to_string());
+    clean(&[coll.as_str(), format!("{coll}_bak").as_str()], &bk);
+    // Milvus 2.3.5 has no GC pause endpoint: the preview finds that out the way apply does.
+    let said = "could not pause garbage collection of `milvus_a` (http://127.0.0.1:9091 has no \
+                garbage-collection pause endpoint (HTTP 404)";
+    let preview: Vec<&String> = out.changes["backup"]
+        .iter()
+        .filter(|l| l.contains("garbage collection"))
+        .collect();
+    assert_eq!(preview.len(), 1, "{:?}", out.changes["backup"]);
+    assert!(
+        preview[0].starts_with(&format!("! {said}")),
+        "{}",
+        preview[0]
+    );
+    let warned = out.warnings.get("backup").cloned().unwrap_or_default();
+    let line = warned.iter().find(|w| w.contains("garbage collection"));
+    assert_eq!(
+        line.map(|w| format!("! {w}")),
+        Some(preview[0].clone()),
+        "apply warns in the preview's words: {warned:?}"
+    );
+    assert!(
+        out.failed.is_empty() && out.finished.len() == 2,
+        "{:?}",
+        out.failed
+    );
 }
