@@ -255,3 +255,124 @@ impl Use<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{Place, StorageError};
+
+    /// A plan of copies between local directories under `dir` (`src` and `dst` exist, `gone`
+    /// does not), compiled as the CLI compiles it.
+    fn compiled(dir: &std::path::Path, steps: &str) -> Compiled {
+        std::fs::create_dir_all(dir.join("src/b1")).unwrap();
+        std::fs::create_dir_all(dir.join("dst/c1")).unwrap();
+        let text = format!(
+            "version = 1\nname = \"p\"\n\
+             [buckets.src]\ntype = \"local\"\npath = \"src\"\n\
+             [buckets.dst]\ntype = \"local\"\npath = \"dst\"\n\
+             [buckets.gone]\ntype = \"local\"\npath = \"gone\"\n{steps}"
+        );
+        crate::plan::load_str(&dir.join("plan.toml"), &text, &BTreeMap::new()).unwrap()
+    }
+
+    fn copy(id: &str, from: &str, to: &str) -> String {
+        format!("[steps.{id}]\ntype = \"copy\"\nfrom = \"{from}\"\nto = \"{to}\"\n")
+    }
+
+    #[tokio::test]
+    async fn an_unusable_bucket_is_one_conflict_and_later_steps_point_at_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let steps = copy("one", "gone:a", "dst:x") + &copy("two", "gone:b", "dst:y");
+        let out = preview(&compiled(dir.path(), &steps), None).await.unwrap();
+        let (one, two) = (&out.steps[0], &out.steps[1]);
+        assert_eq!((one.id.as_str(), two.id.as_str()), ("one", "two"));
+        assert_eq!(one.conflicts.len(), 1, "{:?}", one.conflicts);
+        assert!(one.conflicts[0].contains("does not exist"), "{one:?}");
+        assert!(two.conflicts.is_empty(), "{two:?}");
+        assert_eq!(
+            two.changes,
+            ["? not checked: bucket `gone` cannot be used (see step `one`)"]
+        );
+        assert_eq!(out.summary.conflicts, 1);
+        assert_eq!(out.summary.steps_to_run, 2);
+        assert_eq!(out.format_version, FORMAT_VERSION);
+        assert!(out.resumes.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_copy_preview_counts_the_objects_and_those_already_present() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = compiled(dir.path(), &copy("copy", "src:b1", "dst:c1"));
+        for (path, body) in [
+            ("src/b1/x", "12345"),
+            ("src/b1/d/y", "abc"),
+            ("dst/c1/x", "12345"),
+        ] {
+            std::fs::create_dir_all(dir.path().join(path).parent().unwrap()).unwrap();
+            std::fs::write(dir.path().join(path), body).unwrap();
+        }
+        let out = preview(&c, None).await.unwrap();
+        let p = &out.steps[0];
+        assert!(p.conflicts.is_empty(), "{:?}", p.conflicts);
+        assert_eq!((p.counts.objects, p.counts.bytes), (2, 8));
+        assert_eq!(
+            p.changes,
+            [
+                "~ objects streamed through planrun (the buckets are on different servers)",
+                "+ 2 objects (8 B), 1 already present at the destination"
+            ]
+        );
+        assert_eq!(p.action, "run");
+    }
+
+    #[tokio::test]
+    async fn an_empty_copy_source_is_a_conflict() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = compiled(dir.path(), &copy("copy", "src:b1", "dst:c1"));
+        let out = preview(&c, None).await.unwrap();
+        assert_eq!(
+            out.steps[0].conflicts,
+            [
+                "nothing to copy: `src:b1` is empty (bucket `src`, prefix `b1/`) and no earlier \
+              step writes it"
+            ]
+        );
+        assert_eq!(out.summary.conflicts, 1);
+    }
+
+    fn place() -> Arc<Place> {
+        Arc::new(Place {
+            id: "b".into(),
+            location: "local directory `/b`".into(),
+            setting: "path",
+            endpoint_setting: None,
+        })
+    }
+
+    #[test]
+    fn a_first_report_says_unreachable_or_unusable_and_is_remembered_unless_done() {
+        let mut unusable = BTreeMap::new();
+        let mut p = StepPreview {
+            id: "s".into(),
+            ..Default::default()
+        };
+        let down = StorageError::Unreachable {
+            place: place(),
+            reason: "refused".into(),
+            transient: true,
+        };
+        let why = first_report(&mut unusable, &mut p, "bucket `b`".into(), down.into());
+        assert_eq!(why, "bucket `b` is unreachable");
+        assert_eq!(unusable["bucket `b`"], ("s".into(), why));
+        assert_eq!(p.conflicts.len(), 1);
+        p.action = "done".into();
+        let missing = StorageError::BucketNotFound { place: place() };
+        let why = first_report(&mut unusable, &mut p, "bucket `c`".into(), missing.into());
+        assert_eq!(why, "bucket `c` cannot be used");
+        assert!(
+            !unusable.contains_key("bucket `c`"),
+            "a done step does not stop apply"
+        );
+        assert_eq!(Use::Instance("a").to_string(), "instance `a`");
+    }
+}

@@ -435,3 +435,112 @@ pub async fn preview(look: &mut Look<'_>, step: &CopyStep, p: &mut StepPreview) 
         (Ok(_), true) => unreachable!("the first arm takes every listing without an upstream"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{LocalConfig, LocalStorage, MemoryStorage};
+
+    fn step(from: &str, to: &str) -> CopyStep {
+        CopyStep {
+            from: Location::new("src", from).unwrap(),
+            to: Location::new("dst", to).unwrap(),
+        }
+    }
+
+    fn object(key: &str, size: u64, md5: Option<&str>) -> ObjectMeta {
+        ObjectMeta {
+            key: key.into(),
+            size,
+            etag: None,
+            md5: md5.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_location_lists_only_what_is_inside_it() {
+        assert_eq!(dir_prefix(""), "");
+        assert_eq!(dir_prefix("backup/b1"), "backup/b1/");
+    }
+
+    #[tokio::test]
+    async fn a_listing_is_keyed_relative_to_the_location_and_leaves_out_its_neighbours() {
+        let store = MemoryStorage::new("dst");
+        for key in ["backup/b1/a", "backup/b1/d/b", "backup/b10/c", "backup/b1"] {
+            store.put_bytes(key, "x".into()).await.unwrap();
+        }
+        let mut keys: Vec<String> = listing(&store, "backup/b1")
+            .await
+            .unwrap()
+            .into_keys()
+            .collect();
+        keys.sort();
+        assert_eq!(keys, ["a", "d/b"]);
+    }
+
+    #[test]
+    fn an_empty_source_is_refused_naming_bucket_and_prefix() {
+        assert_eq!(
+            empty_source(&step("backup/b1", "in")),
+            "nothing to copy: `src:backup/b1` is empty (bucket `src`, prefix `backup/b1/`) and \
+             no earlier step writes it"
+        );
+    }
+
+    #[test]
+    fn keys_the_destination_cannot_hold_are_refused_before_copying() {
+        let dst = LocalStorage::new(&LocalConfig {
+            name: "dst".into(),
+            path: "/srv/dst".into(),
+        });
+        let s = step("backup/b1", "in");
+        let ok = [object("backup/b1/d/ok", 1, None)];
+        assert_eq!(unstorable(&dst, &s, &ok), None);
+        let bad: Vec<ObjectMeta> = ["ok", "a\\b", "d/", "x/../y", "z/.planrun-tmp.1"]
+            .iter()
+            .map(|rel| object(&format!("backup/b1/{rel}"), 1, None))
+            .collect();
+        assert_eq!(
+            unstorable(&dst, &s, &bad).as_deref(),
+            Some(
+                "4 object(s) of `src:backup/b1` cannot be stored at `dst:in`: invalid key \
+                 `in/a\\b` for bucket `dst` (local directory `/srv/dst`): a key may not contain \
+                 `\\` or NUL in a local directory; invalid key `in/d/` for bucket `dst` (local \
+                 directory `/srv/dst`): a key may not start or end with `/` in a local \
+                 directory; invalid key `in/x/../y` for bucket `dst` (local directory \
+                 `/srv/dst`): a key may not contain `.` or `..` segments; …"
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn an_object_is_present_only_with_the_same_size_and_content() {
+        let (src, dst) = (MemoryStorage::new("src"), MemoryStorage::new("dst"));
+        src.put_bytes("a", "hello".into()).await.unwrap();
+        dst.put_bytes("same", "hello".into()).await.unwrap();
+        dst.put_bytes("other", "jello".into()).await.unwrap();
+        // Without a reported MD5 the content is read and hashed.
+        let a = object("a", 5, None);
+        assert!(
+            present(&src, &a, &dst, &object("same", 5, None))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !present(&src, &a, &dst, &object("other", 5, None))
+                .await
+                .unwrap()
+        );
+        // A size that differs decides without reading (these keys do not exist).
+        let gone = object("gone", 5, None);
+        assert!(
+            !present(&src, &gone, &dst, &object("gone", 6, None))
+                .await
+                .unwrap()
+        );
+        // Reported MD5s decide without reading.
+        let (x, y) = (object("gone", 5, Some("aa")), object("gone", 5, Some("bb")));
+        assert!(!present(&src, &x, &dst, &y).await.unwrap());
+        assert!(present(&src, &x, &dst, &x).await.unwrap());
+    }
+}

@@ -12,13 +12,13 @@ use std::fmt;
 use super::ctx::{Result, StepCtx, StepError, fail, to_json};
 use super::keys::{Merged, Walk, merge};
 use super::preview::{Look, StepPreview};
-use super::restore::selected;
+use super::restore::{Target, selected};
 use crate::checkpoint::TaskState;
 use crate::codec;
-use crate::format::meta;
+use crate::format::meta::{self, BackupInfo};
 use crate::milvus::MilvusClient;
 use crate::milvus::pb::common::LoadState;
-use crate::plan::{CollectionRef, DEFAULT_DATABASE, Keys, Plan, StepKind, VerifyStep};
+use crate::plan::{CollectionRef, DEFAULT_DATABASE, Keys, Plan, RestoreStep, StepKind, VerifyStep};
 use crate::schema::{CollectionSchema, KeyValue};
 
 /// Bytes one query page may carry, well under the 64 MiB message limit.
@@ -169,26 +169,7 @@ pub async fn pairs_of_restore(ctx: &StepCtx, id: &str) -> Result<Vec<(Side, Side
             meta::BACKUP_META
         ));
     };
-    let mut out = Vec::new();
-    for t in selected(r, &backup) {
-        let db = if t.info.db_name.is_empty() {
-            DEFAULT_DATABASE
-        } else {
-            &t.info.db_name
-        };
-        out.push((
-            Side {
-                instance: source_instance.clone(),
-                database: db.to_string(),
-                collection: t.info.collection_name.clone(),
-            },
-            Side {
-                instance: r.instance.clone(),
-                database: t.db,
-                collection: t.name,
-            },
-        ));
-    }
+    let out = pairs(&source_instance, r, &backup);
     if out.is_empty() {
         return fail(format!(
             "restore step `{id}` restores no collection of the backup at `{}`; nothing to verify",
@@ -196,6 +177,29 @@ pub async fn pairs_of_restore(ctx: &StepCtx, id: &str) -> Result<Vec<(Side, Side
         ));
     }
     Ok(out)
+}
+
+/// The (source, target) pair of each collection of `backup` that restore `r` selects, its
+/// source on `source_instance`.
+fn pairs(source_instance: &str, r: &RestoreStep, backup: &BackupInfo) -> Vec<(Side, Side)> {
+    let pair = |t: Target<'_>| {
+        let db = match t.info.db_name.as_str() {
+            "" => DEFAULT_DATABASE,
+            db => db,
+        };
+        let source = Side {
+            instance: source_instance.to_string(),
+            database: db.to_string(),
+            collection: t.info.collection_name.clone(),
+        };
+        let target = Side {
+            instance: r.instance.clone(),
+            database: t.db,
+            collection: t.name,
+        };
+        (source, target)
+    };
+    selected(r, backup).into_iter().map(pair).collect()
 }
 
 /// What a comparison found.
@@ -516,4 +520,78 @@ pub fn preview(_look: &mut Look<'_>, step: &VerifyStep, p: &mut StepPreview) {
         "? compare schema, partitions, row counts per partition, indexes and a digest of every row"
             .into(),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Naming;
+    use crate::schema::FieldSchema;
+    use crate::steps::restore::fixtures::{backup, coll, step};
+
+    #[test]
+    fn a_restore_pairs_each_source_collection_with_its_renamed_target() {
+        let mut r = step();
+        (r.naming, r.database) = (Naming::Suffix("_v2".into()), Some("copy".into()));
+        r.collections = Some(vec!["shop.*".into(), "a".into()]);
+        let c = |db, name| coll(db, name, &[]);
+        let b = backup(vec![c("", "a"), c("shop", "b"), c("x", "c")]);
+        let shown: Vec<String> = pairs("milvus_a", &r, &b)
+            .iter()
+            .map(|(s, t)| format!("{s} -> {t}"))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "milvus_a:default.a -> milvus_b:copy.a_v2",
+                "milvus_a:shop.b -> milvus_b:copy.b_v2"
+            ]
+        );
+    }
+
+    fn field(name: &str, params: &[(&str, &str)], auto_id: bool) -> FieldSchema {
+        let kv = |(k, v): &(&str, &str)| KeyValue {
+            key: k.to_string(),
+            value: v.to_string(),
+        };
+        FieldSchema {
+            name: name.into(),
+            type_params: params.iter().map(kv).collect(),
+            auto_id,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn filled_in_limits_and_kept_keys_differ_by_design_and_are_noted() {
+        let of = |fields| CollectionSchema {
+            fields,
+            ..Default::default()
+        };
+        let source = of(vec![
+            field("id", &[], true),
+            field("tags", &[], false),
+            field("vec", &[("dim", "4")], false),
+        ]);
+        let target = of(vec![
+            field("id", &[], false),
+            field("tags", &[("max_length", "12")], false),
+            field("vec", &[], false),
+        ]);
+        let mut notes = Vec::new();
+        let (s, t) = by_design(&source, &target, &mut notes);
+        assert_eq!(s.shape(), t.shape());
+        assert_eq!(
+            notes,
+            [
+                "`id` kept its keys (auto_id off)",
+                "`tags` has max_length=12 (filled in)",
+                "`vec`: dim=4 not reported by the target"
+            ]
+        );
+        let mut other = target.clone();
+        other.fields[2] = field("vec", &[("dim", "8")], false);
+        let (s, t) = by_design(&source, &other, &mut Vec::new());
+        assert_ne!(s.shape(), t.shape(), "a changed dimension is a difference");
+    }
 }

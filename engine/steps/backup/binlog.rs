@@ -146,7 +146,7 @@ pub async fn run(ctx: &StepCtx, step: &BackupStep) -> Result<String> {
 }
 
 /// How many binlogs the collections' segments hold.
-fn file_count(infos: &[CollectionBackupInfo]) -> u64 {
+pub(super) fn file_count(infos: &[CollectionBackupInfo]) -> u64 {
     infos
         .iter()
         .flat_map(|c| c.segments())
@@ -239,7 +239,7 @@ async fn backup_collection(
     ctx.once(&key, || async { Ok(info.clone()) }).await
 }
 
-fn missing_binlog_hint(e: crate::storage::StorageError, coll: &str) -> StepError {
+pub(super) fn missing_binlog_hint(e: crate::storage::StorageError, coll: &str) -> StepError {
     if e.is_not_found() {
         StepError::Failed(format!(
             "{e}: a binlog of collection `{coll}` disappeared while it was copied (compaction \
@@ -310,7 +310,7 @@ async fn snapshot(
 /// Whether a listed segment holds only deletes (L0), or why it is refused: a level or a
 /// storage format planrun does not know, or storage v2, whose files it cannot read to count
 /// the backup's rows.
-fn l0(name: &str, seg: &SegmentInfo) -> Result<bool> {
+pub(super) fn l0(name: &str, seg: &SegmentInfo) -> Result<bool> {
     let level = SegmentLevel::try_from(seg.level);
     let why = match (level, seg.storage_version) {
         (Err(_), _) => format!(

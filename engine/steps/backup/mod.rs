@@ -4,6 +4,8 @@
 mod binlog;
 mod common;
 mod rows;
+#[cfg(test)]
+mod tests;
 
 use crate::format::meta::BackupInfo;
 use crate::plan::{BackupStep, Mode};

@@ -3,6 +3,8 @@
 
 mod binlog;
 mod capability;
+#[cfg(test)]
+pub(crate) mod fixtures;
 mod import;
 mod refusals;
 mod rows;
@@ -467,5 +469,107 @@ fn mode(backup: &BackupInfo, step: &RestoreStep) -> Result<Mode> {
             "the backup at `{}` has format `{other}`, which this version of planrun cannot restore",
             step.from
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::meta::SegmentBackupInfo;
+    use fixtures::{backup, coll, step};
+
+    #[test]
+    fn the_backup_format_decides_the_restore_mode() {
+        let mut b = backup(vec![coll("", "a", &["_default"])]);
+        assert_eq!(mode(&b, &step()).unwrap(), Mode::Binlog);
+        b.format = ROWS_FORMAT.into();
+        assert_eq!(mode(&b, &step()).unwrap(), Mode::Rows);
+        b.format = "planrun-rows-v9".into();
+        assert_eq!(
+            mode(&b, &step()).unwrap_err().to_string(),
+            "the backup at `bucket_b:backup/b1` has format `planrun-rows-v9`, which this version \
+             of planrun cannot restore"
+        );
+    }
+
+    #[test]
+    fn a_binlog_backup_in_storage_format_v2_is_refused() {
+        let mut c = coll("", "a", &["_default"]);
+        c.partition_backups[0]
+            .segment_backups
+            .push(SegmentBackupInfo {
+                segment_id: 7,
+                storage_version: 2,
+                ..Default::default()
+            });
+        let e = mode(&backup(vec![c]), &step()).unwrap_err().to_string();
+        assert!(
+            e.starts_with(
+                "the backup at `bucket_b:backup/b1` was made from a newer Milvus: segment 7 of \
+                 `a` is in storage format v2"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_restore_selecting_nothing_says_which_names_it_asked_for() {
+        let mut s = step();
+        assert_eq!(
+            none_selected(&s),
+            "the backup at `bucket_b:backup/b1` holds no collection: the backup step's \
+             `collections` matched none on its instance"
+        );
+        s.collections = Some(vec!["a".into(), "shop.*".into()]);
+        assert_eq!(
+            none_selected(&s),
+            "the backup at `bucket_b:backup/b1` holds none of the collections `a`, `shop.*`; \
+             check `collections` in the restore step"
+        );
+    }
+
+    #[test]
+    fn a_missing_backup_names_its_meta_file_and_the_step() {
+        assert_eq!(
+            no_backup(&step(), "restore"),
+            format!(
+                "no backup at `bucket_b:backup/b1` (`{}` not found) and no earlier step writes \
+                 one; check `from` in step `restore`",
+                meta::BACKUP_META
+            )
+        );
+    }
+
+    #[test]
+    fn the_files_of_a_rows_unit_are_reached_through_its_partitions() {
+        use crate::format::rows::{Key, RowsCollection, RowsFile, RowsPartition};
+        let file = |key: &str| RowsFile {
+            key: key.into(),
+            rows: 1,
+            first: Key::Int(0),
+            last: Key::Int(0),
+            size: None,
+            md5: None,
+            longest: Default::default(),
+        };
+        let part = |name: &str, keys: &[&str]| RowsPartition {
+            name: name.into(),
+            files: keys.iter().map(|k| file(k)).collect(),
+        };
+        let mut unit = Unit {
+            at: step().from,
+            backup: backup(vec![]),
+            rows: Some(RowsMeta {
+                collections: vec![RowsCollection {
+                    partitions: vec![part("p1", &["f1", "f2"]), part("p2", &["f3"])],
+                    ..Default::default()
+                }],
+            }),
+            partial: true,
+        };
+        let keys: Vec<String> = partitions(&mut unit)
+            .flat_map(|p| p.files.iter().map(|f| f.key.clone()))
+            .collect();
+        assert_eq!(keys, ["f1", "f2", "f3"]);
     }
 }

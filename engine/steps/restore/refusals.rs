@@ -58,7 +58,7 @@ pub(super) fn refusals(
             shown(&t.info.collection_name)
         ));
     }
-    if let Some(lack) = lacks(client, &t.info.schema) {
+    if let Some(lack) = lacks(client.server_version(), client.is_lite(), &t.info.schema) {
         out.push(format!(
             "`{}` cannot be created on `{}`: {lack}; leave it out of `collections` in step `{id}`",
             t.info.collection_name, step.instance
@@ -197,17 +197,17 @@ pub(super) async fn alias_refusals(
 }
 
 /// The field types and features the schema needs that the server lacks, each naming its field
-/// and feature, from what the server says it is: "v2.3.5" (Milvus) or "milvus_lite-3.2.2"
-/// (Milvus Lite 3). Milvus 2.3.5 accepts most of these at CreateCollection and then fails or
-/// drops them (a `nullable` flag silently; an insert leaving out a field with a default value
-/// is refused), so they are refused here, before anything is created.
-fn lacks(client: &MilvusClient, schema: &CollectionSchema) -> Option<String> {
-    let version = client.server_version();
+/// and feature, from what the server says it is (`version`): "v2.3.5" (Milvus) or
+/// "milvus_lite-3.2.2" (Milvus Lite 3, `lite`). Milvus 2.3.5 accepts most of these at
+/// CreateCollection and then fails or drops them (a `nullable` flag silently; an insert leaving
+/// out a field with a default value is refused), so they are refused here, before anything is
+/// created.
+fn lacks(version: &str, lite: bool, schema: &CollectionSchema) -> Option<String> {
     let minor = crate::milvus::version::minor(version);
     // Milvus Lite 3 (pure Python) has no binary, half-precision or int8 vectors; Lite 2.x (the
     // C++ core of Milvus 2.5, which reports no version) has them, but not the types of 2.6.
-    let lite3 = client.is_lite() && version.starts_with("milvus_lite-3");
-    let lite2 = client.is_lite() && !lite3;
+    let lite3 = lite && version.starts_with("milvus_lite-3");
+    let lite2 = lite && !lite3;
     let before = |since: (u32, u32)| minor.is_some_and(|have| have < since);
     let milvus = |since: (u32, u32)| {
         format!(
@@ -276,4 +276,135 @@ fn lacks(client: &MilvusClient, schema: &CollectionSchema) -> Option<String> {
         }
     }
     (!out.is_empty()).then(|| out.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Naming;
+    use crate::schema::FieldSchema;
+    use crate::steps::restore::fixtures::{backup, coll, step};
+
+    #[test]
+    fn a_rename_of_a_collection_the_backup_lacks_is_refused() {
+        let b = backup(vec![coll("", "a", &[]), coll("shop", "b", &[])]);
+        let mut s = step();
+        s.naming = Naming::Rename([("a".into(), "a2".into()), ("c".into(), "c2".into())].into());
+        assert_eq!(
+            name_refusals(&s, "restore", &b),
+            [
+                "`rename` in step `restore` names `c`, which the backup at `bucket_b:backup/b1` \
+              does not hold; it holds `a`, `b`"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_collections_entry_that_matches_nothing_is_refused() {
+        let b = backup(vec![coll("", "a", &[]), coll("shop", "b", &[])]);
+        let mut s = step();
+        s.collections = Some(vec!["a".into(), "shop.*".into(), "other.b".into()]);
+        assert_eq!(
+            name_refusals(&s, "restore", &b),
+            [
+                "`collections` in step `restore` has `other.b`, which matches nothing in the \
+              backup at `bucket_b:backup/b1`; it holds `a`, `b`"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_listing_of_a_large_backup_stops_at_ten_names() {
+        let b = backup(
+            (0..12)
+                .map(|i| coll("", &format!("c{i:02}"), &[]))
+                .collect(),
+        );
+        let mut s = step();
+        s.collections = Some(vec!["nope".into()]);
+        let why = name_refusals(&s, "r", &b).remove(0);
+        assert!(
+            why.ends_with(
+                "it holds `c00`, `c01`, `c02`, `c03`, `c04`, `c05`, `c06`, `c07`, `c08`, `c09`, …"
+            ),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn names_that_all_match_are_not_refused() {
+        let b = backup(vec![coll("", "a", &[])]);
+        let mut s = step();
+        s.naming = Naming::Rename([("a".into(), "z".into())].into());
+        s.collections = Some(vec!["default.a".into()]);
+        assert!(name_refusals(&s, "restore", &b).is_empty());
+    }
+
+    fn field(name: &str, ty: DataType) -> FieldSchema {
+        FieldSchema {
+            name: name.into(),
+            data_type: ty as i32,
+            ..Default::default()
+        }
+    }
+
+    fn schema(fields: Vec<FieldSchema>) -> CollectionSchema {
+        CollectionSchema {
+            fields,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn field_types_newer_than_the_target_release_are_refused_by_name() {
+        let s = schema(vec![
+            field("id", DataType::Int64),
+            field("half", DataType::Float16Vector),
+            field("at", DataType::Timestamptz),
+        ]);
+        assert_eq!(
+            lacks("v2.3.5", false, &s).as_deref(),
+            Some(
+                "field `half` is a Float16Vector field, which Milvus v2.3.5 does not have (from \
+                 2.4); field `at` is a Timestamptz field, which Milvus v2.3.5 does not have \
+                 (from 2.6)"
+            )
+        );
+        assert_eq!(
+            lacks("v2.5.4", false, &s).as_deref(),
+            Some("field `at` is a Timestamptz field, which Milvus v2.5.4 does not have (from 2.6)")
+        );
+        assert_eq!(lacks("v2.6.0", false, &s), None);
+    }
+
+    #[test]
+    fn nullable_fields_are_refused_before_milvus_2_5() {
+        let mut f = field("tag", DataType::VarChar);
+        f.nullable = true;
+        let s = schema(vec![f]);
+        assert_eq!(
+            lacks("v2.4.9", false, &s).as_deref(),
+            Some("field `tag` is nullable, which Milvus v2.4.9 does not have (from 2.5)")
+        );
+        assert_eq!(lacks("v2.5.0", false, &s), None);
+    }
+
+    #[test]
+    fn milvus_lite_3_lacks_binary_vectors_and_lite_2_the_types_of_2_6() {
+        let s = schema(vec![
+            field("bits", DataType::BinaryVector),
+            field("at", DataType::Timestamptz),
+        ]);
+        assert_eq!(
+            lacks("milvus_lite-3.2.2", true, &s).as_deref(),
+            Some(
+                "field `bits` is a BinaryVector field, which Milvus Lite (milvus_lite-3.2.2) \
+                 does not have"
+            )
+        );
+        assert_eq!(
+            lacks("", true, &s).as_deref(),
+            Some("field `at` is a Timestamptz field, which Milvus Lite () does not have")
+        );
+    }
 }

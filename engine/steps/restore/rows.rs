@@ -429,3 +429,100 @@ async fn make_queryable(
     .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::arrow::{page_to_batch, to_parquet};
+    use crate::format::rows::Key;
+    use crate::milvus::data::{int64_column, varchar_column};
+    use crate::milvus::pb::schema::{DataType, FieldData};
+    use crate::schema::{CollectionSchema, FieldSchema, kv_from_pairs};
+    use crate::steps::restore::fixtures::step;
+    use crate::storage::MemoryStorage;
+
+    /// The columns of a collection of these (name, type) fields, the first its primary key.
+    fn cols(fields: &[(&str, DataType)]) -> Vec<Col> {
+        let field = |(i, (name, ty)): (usize, &(&str, DataType))| FieldSchema {
+            field_id: 100 + i as i64,
+            name: name.to_string(),
+            data_type: *ty as i32,
+            is_primary_key: i == 0,
+            type_params: match ty {
+                DataType::VarChar => kv_from_pairs(&[("max_length".into(), "9".into())]),
+                _ => Vec::new(),
+            },
+            ..Default::default()
+        };
+        columns(&CollectionSchema {
+            fields: fields.iter().enumerate().map(field).collect(),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    /// A rows file of the backup at the step's `from`, holding `fields` (`n` rows).
+    async fn file(
+        store: &Arc<dyn Storage>,
+        cols: &[Col],
+        fields: &[FieldData],
+        n: usize,
+    ) -> RowsFile {
+        let body = to_parquet(&page_to_batch(cols, fields, n).unwrap()).unwrap();
+        let key = "rows/default/c/_default/000000.parquet".to_string();
+        store
+            .put_bytes(&step().from.join(&key), body.into())
+            .await
+            .unwrap();
+        RowsFile {
+            key,
+            rows: n as u64,
+            first: Key::Int(0),
+            last: Key::Int(0),
+            size: None,
+            md5: None,
+            longest: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_partly_inserted_file_is_deleted_by_its_own_integer_keys() {
+        let store: Arc<dyn Storage> = Arc::new(MemoryStorage::new("bucket_b"));
+        let cols = cols(&[("id", DataType::Int64), ("title", DataType::VarChar)]);
+        let titles = vec!["a".to_string(), "b".into(), "c".into()];
+        let fields = [
+            int64_column("id", vec![7, 3, 12]),
+            varchar_column("title", titles),
+        ];
+        let f = file(&store, &cols, &fields, 3).await;
+        assert_eq!(
+            file_keys(&store, &step(), &cols, "id", &f).await.unwrap(),
+            "7, 3, 12"
+        );
+    }
+
+    #[tokio::test]
+    async fn string_keys_of_a_partly_inserted_file_are_quoted_and_escaped() {
+        let store: Arc<dyn Storage> = Arc::new(MemoryStorage::new("bucket_b"));
+        let cols = cols(&[("id", DataType::VarChar), ("n", DataType::Int64)]);
+        let ids = vec!["a\"b".to_string(), "c\\d".into()];
+        let fields = [varchar_column("id", ids), int64_column("n", vec![1, 2])];
+        let f = file(&store, &cols, &fields, 2).await;
+        assert_eq!(
+            file_keys(&store, &step(), &cols, "id", &f).await.unwrap(),
+            r#""a\"b", "c\\d""#
+        );
+    }
+
+    #[tokio::test]
+    async fn a_file_missing_from_the_backup_is_named() {
+        let store = MemoryStorage::new("bucket_b");
+        let e = read_file(&store, &step().from, "rows/x.parquet")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "`bucket_b:backup/b1/rows/x.parquet` is missing from the backup"
+        );
+    }
+}

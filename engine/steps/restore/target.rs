@@ -280,3 +280,114 @@ pub fn key_partitions(info: &CollectionBackupInfo) -> Option<i64> {
                 .count() as i64
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Naming;
+    use crate::schema::FieldSchema;
+    use crate::steps::restore::fixtures::{backup, coll, step};
+
+    fn names(targets: &[Target<'_>]) -> Vec<String> {
+        targets.iter().map(|t| t.unit()).collect()
+    }
+
+    #[test]
+    fn a_restore_without_collections_selects_every_collection_of_the_backup() {
+        let b = backup(vec![coll("", "a", &[]), coll("shop", "b", &[])]);
+        assert_eq!(names(&selected(&step(), &b)), ["default.a", "shop.b"]);
+    }
+
+    #[test]
+    fn collections_patterns_select_by_database_and_name() {
+        let b = backup(vec![
+            coll("", "a", &[]),
+            coll("shop", "items", &[]),
+            coll("shop", "orders", &[]),
+        ]);
+        let mut s = step();
+        s.collections = Some(vec!["shop.o*".into(), "a".into()]);
+        assert_eq!(names(&selected(&s, &b)), ["default.a", "shop.orders"]);
+    }
+
+    #[test]
+    fn targets_are_named_by_suffix_or_rename_and_put_in_the_step_database() {
+        let b = backup(vec![coll("", "a", &[]), coll("shop", "b", &[])]);
+        let mut s = step();
+        s.naming = Naming::Suffix("_bak".into());
+        assert_eq!(names(&selected(&s, &b)), ["default.a_bak", "shop.b_bak"]);
+        s.naming = Naming::Rename([("b".to_string(), "b2".to_string())].into());
+        s.database = Some("copy".into());
+        let t = selected(&s, &b);
+        assert_eq!(names(&t), ["copy.a", "copy.b2"]);
+        assert_eq!(t[1].key(), "coll/copy.b2");
+        assert_eq!(
+            t[1].info.collection_name, "b",
+            "the source stays the backup's"
+        );
+    }
+
+    #[test]
+    fn an_empty_backup_database_is_the_default_one() {
+        assert_eq!(source_db(&coll("", "a", &[])), "default");
+        assert_eq!(source_db(&coll("shop", "a", &[])), "shop");
+    }
+
+    #[test]
+    fn a_target_loads_as_the_plan_says_else_as_its_source_was() {
+        let mut c = coll("", "a", &[]);
+        let b = backup(vec![c.clone()]);
+        let mut s = step();
+        assert!(
+            selected(&s, &b)[0].loads(&s),
+            "no load state recorded: loaded"
+        );
+        c.load_state = "LoadStateNotLoad".into();
+        let released = backup(vec![c.clone()]);
+        assert!(!selected(&s, &released)[0].loads(&s));
+        c.load_state = LOADED.into();
+        assert!(selected(&s, &backup(vec![c]))[0].loads(&s));
+        s.load = Some(true);
+        assert!(selected(&s, &released)[0].loads(&s));
+    }
+
+    #[test]
+    fn aliases_are_renamed_like_the_collections_and_left_out_when_off() {
+        let mut c = coll("", "a", &[]);
+        c.aliases = vec!["live".into(), "a_alias".into()];
+        let b = backup(vec![c]);
+        let mut s = step();
+        s.naming = Naming::Suffix("_bak".into());
+        let t = selected(&s, &b);
+        assert_eq!(aliases(&s, &t[0]), ["live_bak", "a_alias_bak"]);
+        s.aliases = false;
+        assert!(aliases(&s, &t[0]).is_empty());
+    }
+
+    #[test]
+    fn a_partition_key_collection_asks_for_its_source_partitions_but_default() {
+        let mut c = coll("", "a", &["_default", "_default_0", "_default_1", "p"]);
+        assert_eq!(
+            key_partitions(&c),
+            None,
+            "no partition key: the server's own"
+        );
+        c.schema.fields.push(FieldSchema {
+            name: "tenant".into(),
+            is_partition_key: true,
+            ..Default::default()
+        });
+        assert_eq!(key_partitions(&c), Some(3));
+    }
+
+    #[test]
+    fn an_existing_target_is_refused_naming_the_way_out() {
+        let b = backup(vec![coll("shop", "a", &[])]);
+        let s = step();
+        assert_eq!(
+            already_exists(&s, "restore", &selected(&s, &b)[0]),
+            "collection `a` already exists on `milvus_b` (database `shop`); set on_conflict = \
+             \"skip\" or \"drop\" in step `restore`, or drop it"
+        );
+    }
+}
