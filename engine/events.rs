@@ -51,6 +51,12 @@ pub enum Event {
         step: String,
         message: String,
     },
+    /// A server pushed back (a rate limit) and planrun slowed down what it sends there; said
+    /// once per run and server (`target`: an instance or bucket id).
+    Throttled {
+        target: String,
+        message: String,
+    },
     /// One collection of a step finished (`error` is `None`) or failed; the others go on.
     Unit {
         step: String,
@@ -91,6 +97,7 @@ impl Event {
                 ..
             } => vec![step, collection, phase],
             Event::Info { step, message } | Event::Warning { step, message } => vec![step, message],
+            Event::Throttled { target, message } => vec![target, message],
             Event::Unit { step, unit, error } => {
                 let mut v = vec![step, unit];
                 v.extend(error.as_mut());

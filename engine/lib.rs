@@ -14,3 +14,4 @@ pub mod secret;
 pub mod steps;
 pub mod storage;
 pub mod text;
+pub mod throttle;

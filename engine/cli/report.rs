@@ -155,6 +155,9 @@ pub async fn render(mut rx: mpsc::UnboundedReceiver<Event>, style: Style) -> Rep
             Event::Warning { step, message } if style != Style::Json => {
                 line(format!("{step}: warning: {message}"))
             }
+            Event::Throttled { message, .. } if style != Style::Json => {
+                line(format!("warning: {message}"))
+            }
             Event::StepFinished { step, summary } => {
                 let t = report.steps.entry(step.clone()).or_default();
                 t.state = "done".into();

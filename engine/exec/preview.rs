@@ -86,6 +86,7 @@ pub async fn preview(
     // Buckets and instances that could not be used, by "bucket `b`" or "instance `a`": the
     // step that reported it and why, in short ("instance `a` is unreachable").
     let mut unusable: BTreeMap<String, (String, String)> = BTreeMap::new();
+    let mut capped = std::collections::HashSet::new();
     for id in compiled.dag.order() {
         let step = plan
             .steps
@@ -152,6 +153,15 @@ pub async fn preview(
                 },
             };
             cannot_use.get_or_insert(why);
+        }
+        // What the run takes from each instance, said where the plan first uses it.
+        for inst in steps::instances(&step.kind) {
+            if capped.insert(inst.to_string()) {
+                p.changes.push(format!(
+                    "~ at most {} requests/s to `{inst}` (fewer while it answers with rate limits)",
+                    plan.instances[inst].requests_per_second
+                ));
+            }
         }
         if let Some(why) = cannot_use {
             for loc in step.kind.writes() {

@@ -122,7 +122,11 @@ pub async fn apply(
     let launch = Steps {
         run: run.id.clone(),
         plan: plan.clone(),
-        res: Arc::new(Resources::new(plan.clone())),
+        res: Arc::new({
+            let res = Resources::new(plan.clone());
+            res.report_throttling(&events);
+            res
+        }),
         tasks,
         events: events.clone(),
         cancel: cancel.clone(),

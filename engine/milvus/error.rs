@@ -240,6 +240,26 @@ impl MilvusError {
         }
     }
 
+    /// The server's words when it refused the call for a rate limit or quota (RateLimit,
+    /// `rate limit exceeded`, RESOURCE_EXHAUSTED): it asks for fewer calls, not for none.
+    pub fn rate_limited(&self) -> Option<&str> {
+        match self {
+            MilvusError::Status {
+                error_code, reason, ..
+            } if *error_code == ErrorCode::RateLimit as i32
+                || reason.to_ascii_lowercase().contains("rate limit") =>
+            {
+                Some(reason)
+            }
+            MilvusError::Rpc {
+                code: tonic::Code::ResourceExhausted,
+                message,
+                ..
+            } => Some(message),
+            _ => None,
+        }
+    }
+
     /// The server's status `code` when the error came from a status check.
     pub fn status_code(&self) -> Option<i32> {
         match self {

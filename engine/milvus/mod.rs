@@ -7,9 +7,11 @@ mod gc;
 pub mod version;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::secret::Secret;
+use crate::throttle::Throttle;
 
 pub use client::{
     CollectionInfo, FlushResult, ImportTask, IndexInfo, InsertResult, MAX_QUERY_LIMIT,
@@ -58,13 +60,18 @@ pub struct MilvusConfig {
     pub timeout: Duration,
     /// How many times a call that failed transiently is repeated.
     pub retries: u32,
+    /// What every call waits for; a rate-limit answer slows it down and the call is repeated
+    /// (not counted against `retries`). Shared by every client of the instance.
+    pub throttle: Arc<Throttle>,
 }
 
 impl MilvusConfig {
-    /// No credentials, default database, 30 s per call, 3 retries.
+    /// No credentials, default database, 30 s per call, 3 retries, no cap on requests.
     pub fn new(name: impl Into<String>, uri: impl Into<String>) -> Self {
+        let name = name.into();
         MilvusConfig {
-            name: name.into(),
+            throttle: Throttle::new(format!("`{name}`"), "requests", None),
+            name,
             uri: uri.into(),
             user: None,
             password: None,

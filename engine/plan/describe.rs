@@ -144,6 +144,7 @@ impl Plan {
                         "data": i.data.as_ref().map(loc),
                         "management": os(&i.management),
                         "timeout": i.timeout,
+                        "requests_per_second": i.requests_per_second,
                     }),
                 )
             })

@@ -64,7 +64,13 @@ pub struct Instance {
     pub management: Option<String>,
     /// Per-request timeout in seconds, when set.
     pub timeout: Option<u64>,
+    /// The most requests per second planrun sends it.
+    pub requests_per_second: u64,
 }
+
+/// What an instance takes at most from planrun when the plan says nothing: a live cluster's
+/// proxy serves far more, and rows mode's page queries and inserts are a few per second.
+pub const DEFAULT_REQUESTS_PER_SECOND: u64 = 100;
 
 /// TLS settings of an instance; paths are absolute (resolved against the plan file).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -179,6 +179,9 @@ pub struct RawMilvus {
     pub management: Option<Sp<String>>,
     /// Per-request timeout in seconds.
     pub timeout: Option<Sp<u64>>,
+    /// At most this many requests per second to this instance (default 100). A rate-limit
+    /// answer slows planrun down further, and it speeds up again as calls succeed.
+    pub requests_per_second: Option<Sp<u64>>,
 }
 
 /// `[buckets.<id>]` with `type = "s3"`.

@@ -11,7 +11,8 @@ use tokio::sync::{Mutex, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{CheckpointError, TaskState, Tasks};
-use crate::events::Events;
+use crate::events::{Event, Events};
+use crate::throttle::Throttle;
 use crate::format::FormatError;
 use crate::format::meta::BackupInfo;
 use crate::milvus::{MilvusClient, MilvusConfig, MilvusError};
@@ -102,16 +103,41 @@ pub struct Resources {
     pub copies: Arc<Semaphore>,
     /// Imports in flight per instance (`settings.imports`).
     imports: std::sync::Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Requests per second per instance, shared by every step and client of the run.
+    throttles: HashMap<String, Arc<Throttle>>,
 }
 
 impl Resources {
     pub fn new(plan: Arc<Plan>) -> Resources {
+        let throttles = plan
+            .instances
+            .values()
+            .map(|i| {
+                let cap = i.requests_per_second as f64;
+                let t = Throttle::new(format!("`{}`", i.id), "requests", Some(cap));
+                (i.id.clone(), t)
+            })
+            .collect();
         Resources {
+            throttles,
             milvus: Mutex::new(HashMap::new()),
             storage: Mutex::new(HashMap::new()),
             copies: Arc::new(Semaphore::new(plan.settings.copies.max(1))),
             imports: std::sync::Mutex::new(HashMap::new()),
             plan,
+        }
+    }
+
+    /// Says in `events` when a server first pushes back and its throttle slows down.
+    pub fn report_throttling(&self, events: &Events) {
+        for (id, t) in &self.throttles {
+            let (events, target) = (events.clone(), id.clone());
+            t.tell(Arc::new(move |message| {
+                events.send(Event::Throttled {
+                    target: target.clone(),
+                    message,
+                })
+            }));
         }
     }
 
@@ -140,6 +166,7 @@ impl Resources {
             cfg.timeout = Duration::from_secs(secs);
         }
         cfg.retries = self.plan.settings.retries;
+        cfg.throttle = self.throttles[id].clone();
         cfg
     }
 

@@ -258,6 +258,7 @@ impl MilvusClient {
                 refuses_nullable: false,
                 timeout: cfg.timeout,
                 retries: cfg.retries,
+                throttle: cfg.throttle.clone(),
             }),
             db: String::new(),
         };

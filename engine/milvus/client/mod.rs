@@ -24,6 +24,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use super::error::{CallSite, MilvusError, check_status};
+use crate::throttle::Throttle;
 use super::pb::common::{KeyValuePair, Status};
 use super::pb::milvus as m;
 use super::pb::milvus::milvus_service_client::MilvusServiceClient;
@@ -70,6 +71,9 @@ impl Interceptor for Headers {
     }
 }
 
+/// How long one call keeps asking a server that answers it with rate limits before it fails.
+const RATE_LIMIT_PATIENCE: Duration = Duration::from_secs(600);
+
 /// Facts about the connection that every clone shares.
 #[derive(Clone)]
 struct Info {
@@ -90,6 +94,7 @@ struct Info {
     refuses_nullable: bool,
     timeout: Duration,
     retries: u32,
+    throttle: Arc<Throttle>,
 }
 
 /// A connection to one Milvus instance. Cheap to clone; clones share the HTTP/2 channel.
@@ -340,7 +345,9 @@ impl MilvusClient {
         let site = self.site(rpc, collection);
         let timeout = self.info.timeout;
         let mut attempt = 0;
+        let mut pushed_back: Option<Instant> = None;
         loop {
+            self.info.throttle.acquire(1.0).await;
             let mut r = tonic::Request::new(req.clone());
             let (res, limit) = match wait {
                 Wait::Deadline => {
@@ -368,7 +375,10 @@ impl MilvusClient {
                 Some(Ok(resp)) => {
                     let resp = resp.into_inner();
                     match check_status(resp.status(), site) {
-                        Ok(()) => return Ok(resp),
+                        Ok(()) => {
+                            self.info.throttle.succeeded();
+                            return Ok(resp);
+                        }
                         Err(e) => e,
                     }
                 }
@@ -378,6 +388,15 @@ impl MilvusClient {
                 MilvusError::Unreachable { .. } | MilvusError::Status { .. }
             );
             let may_repeat = (repeat == Repeat::Always || not_applied) && !left_in_flight;
+            // A rate limit is the server asking for less, not a failure: slow down and ask
+            // again, for as long as it keeps pushing back within RATE_LIMIT_PATIENCE.
+            if let Some(why) = err.rate_limited()
+                && may_repeat
+                && pushed_back.get_or_insert_with(Instant::now).elapsed() < RATE_LIMIT_PATIENCE
+            {
+                tokio::time::sleep(self.info.throttle.slow_down(why)).await;
+                continue;
+            }
             if !(err.is_transient() && may_repeat && attempt < self.info.retries) {
                 return Err(err);
             }

@@ -5,11 +5,12 @@ use std::collections::BTreeMap;
 use crate::plan::diag::Diag;
 use crate::plan::load::RawPlan;
 use crate::plan::location::Location;
-use crate::plan::model::{Instance, Tls};
+use crate::plan::model::{DEFAULT_REQUESTS_PER_SECOND, Instance, Tls};
 use crate::plan::raw::{RawInstance, RawMilvus};
 
 use super::context::Ctx;
 use super::names::{check_http_url, uri_host};
+use super::settings::in_range;
 
 /// The instances, and each one's `data` location in file order (no step may write there).
 pub(super) fn instances(
@@ -88,6 +89,15 @@ fn milvus(cx: &mut Ctx, id: &str, m: &RawMilvus) -> Instance {
         data,
         management,
         timeout: m.timeout.as_ref().map(|t| *t.get()),
+        requests_per_second: in_range(
+            cx.diags,
+            &m.requests_per_second,
+            1..=1_000_000,
+            "requests_per_second",
+            "between 1 and 1000000",
+            DEFAULT_REQUESTS_PER_SECOND,
+        )
+        .unwrap_or(DEFAULT_REQUESTS_PER_SECOND),
     }
 }
 

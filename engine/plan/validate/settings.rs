@@ -169,7 +169,7 @@ pub(super) fn settings(cx: &mut Ctx, raw: &Option<RawSettings>) -> Settings {
 }
 
 /// The value of a numeric setting when it is in `range`; else an error and `None`.
-fn in_range(
+pub(super) fn in_range(
     diags: &mut Vec<Diag>,
     value: &Option<Sp<u64>>,
     range: std::ops::RangeInclusive<u64>,

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
     StalledStreamProtectionConfig,
@@ -116,6 +117,10 @@ impl S3Storage {
             // A streamed copy stops reading its download while it uploads a part, which stalled
             // stream protection mistakes for a dead connection; the read timeout below covers those.
             .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
+            // Adaptive, not standard: a throttling answer (SlowDown, 503) also slows the
+            // client's own sending rate down, so a busy store is asked less, not only later.
+            // Attempts stay at the standard three.
+            .retry_config(RetryConfig::adaptive())
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(CONNECT_TIMEOUT)
