@@ -119,7 +119,7 @@ impl Throttle {
                 shown(rate),
                 self.unit
             );
-            tracing::warn!("{msg}");
+            tracing::info!("{msg}");
             if let Some(n) = self.notice.lock().expect("throttle lock").as_ref() {
                 n(msg);
             }
@@ -181,20 +181,28 @@ mod tests {
         assert_eq!(t.rate(), Some(25.0));
         assert_eq!(
             *said.lock().unwrap(),
-            ["`milvus_q` pushes back (rate limit exceeded[rate=2]); planrun slows down to 50 \
-              requests/s and retries"]
+            [
+                "`milvus_q` pushes back (rate limit exceeded[rate=2]); planrun slows down to 50 \
+              requests/s and retries"
+            ]
         );
         for _ in 0..20 * 10 {
             t.succeeded();
         }
-        assert_eq!(t.rate(), Some(100.0), "it grows back to the cap, not beyond");
+        assert_eq!(
+            t.rate(),
+            Some(100.0),
+            "it grows back to the cap, not beyond"
+        );
     }
 
     #[test]
     fn an_uncapped_throttle_starts_from_what_it_let_through() {
         let t = Throttle::new("`b`", "requests", None);
         assert_eq!(t.rate(), None);
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         rt.block_on(async {
             for _ in 0..8 {
                 t.acquire(1.0).await;

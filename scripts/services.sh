@@ -4,10 +4,13 @@
 #   S3 B (Garage)    127.0.0.1:9100   a second, separate S3 server with the same buckets and demo key
 #   Milvus A 2.3.5   127.0.0.1:19530  data in bucket-a:files, auth on (root / Milvus), mgmt :9091
 #   Milvus B 2.3.5   127.0.0.1:19540  data in bucket-b:files, auth off, mgmt :9092
+#   Milvus Q 2.3.5   127.0.0.1:19550  data in bucket-b:files-q, auth on (root / Milvus), its rate
+#                                     limits switched on and set low (quotaAndLimits: 2 queries/s),
+#                                     mgmt :9093
 #   Milvus Lite      127.0.0.1:19560  milvus-lite 3.2.2 (pure Python)
 #   Milvus Lite 2.5  127.0.0.1:19570  milvus-lite 2.5.1 (the C++ core of Milvus 2.5; no GetVersion,
 #                                     no databases)
-# Usage: scripts/services.sh up|down|status|install|install-peers [s3|s3-b|milvus-a|milvus-b|lite|lite25 ...]
+# Usage: scripts/services.sh up|down|status|install|install-peers [s3|s3-b|milvus-a|milvus-b|milvus-q|lite|lite25 ...]
 # What the servers run from is installed once per machine into a per-user cache (PLANRUN_CACHE,
 # default ~/.cache/planrun) and shared by every clone: the Python servers into a venv named after
 # the hash of its pinned requirements (scripts/requirements.txt; Lite 2.5 into one of its own from
@@ -38,7 +41,7 @@ venv25="$cache/venv-lite25-$(hash_of "$pins25")"
 garage_release=2.5.0
 tools="$cache/garage-$garage_release"
 garage="$tools/bin/garage"
-all=(s3 s3-b milvus-a milvus-b lite lite25)
+all=(s3 s3-b milvus-a milvus-b milvus-q lite lite25)
 
 demo_key=GK706c616e72756e2d64656d6f
 demo_secret=706c616e72756e2d64656d6f2d7365637265742d6b65792d6e6f742d7265616c
@@ -310,6 +313,40 @@ EOF
     --index-node-port 21131 --data-coord-port 13343 --data-node-port 21134 --etcd-port 2389
 }
 
+# A third instance with its quotas on and low, for the tests of back-off under rate limits.
+# Queries only: 2 per second, which a rows backup of a few partitions exceeds at once. (Insert
+# limits are in MB/s with a burst of one second's worth: an insert larger than that would be
+# refused for ever, which tests nothing of planrun.)
+milvus_q_limits=(
+  --extra-config quotaAndLimits.enabled=true
+  --extra-config quotaAndLimits.quotaCenterCollectInterval=1
+  --extra-config quotaAndLimits.dql.enabled=true
+  --extra-config quotaAndLimits.dql.queryRate.max=2
+)
+
+start_milvus_q() {
+  running milvus-q && return 0
+  port_open 19550 && { log "port 19550 is taken by another process"; return 1; }
+  reset_if_stale milvus-q
+  mkdir -p "$dir/milvus-q/data"
+  cat >"$dir/milvus-q/etcd.yaml" <<EOF
+name: milvus_q
+listen-peer-urls: http://127.0.0.1:2400
+listen-client-urls: http://127.0.0.1:2399
+advertise-client-urls: http://127.0.0.1:2399
+initial-advertise-peer-urls: http://127.0.0.1:2400
+initial-cluster: milvus_q=http://127.0.0.1:2400
+data-dir: $dir/milvus-q/data/etcd.data
+EOF
+  spawn milvus-q env -u AWS_CA_BUNDLE METRICS_PORT=9093 ETCD_CONFIG_PATH="$dir/milvus-q/etcd.yaml" \
+    "$venv/bin/milvus-server" --data "$dir/milvus-q" \
+    "${milvus_common[@]}" --extra-config minio.bucketName=bucket-b --extra-config minio.rootPath=files-q \
+    "${milvus_q_limits[@]}" --authorization-enabled true \
+    --proxy-port 19550 --proxy-internal-port 19549 --root-coord-port 53120 \
+    --query-coord-port 19551 --query-node-port 21143 --index-coord-port 22950 \
+    --index-node-port 21141 --data-coord-port 13353 --data-node-port 21144 --etcd-port 2399
+}
+
 start_lite() {
   running lite && return 0
   port_open 19560 && { log "port 19560 is taken by another process"; return 1; }
@@ -332,7 +369,7 @@ up() {
   local want=("$@"); [ ${#want[@]} -gt 0 ] || want=("${all[@]}")
   local w
   for w in "${want[@]}"; do
-    case $w in s3|s3-b|milvus-a|milvus-b|lite|lite25) ;; *) log "unknown service '$w' (known: ${all[*]})"; return 2;; esac
+    case $w in s3|s3-b|milvus-a|milvus-b|milvus-q|lite|lite25) ;; *) log "unknown service '$w' (known: ${all[*]})"; return 2;; esac
   done
   # The health checks use pymilvus from .venv, so it is installed whatever is started; the
   # Garage build runs beside the pip installs.
@@ -353,10 +390,16 @@ up() {
     wait_for milvus-a 60 port_open 9091 || true
   fi
   if printf '%s\n' "${want[@]}" | grep -qx milvus-b; then start_milvus_b; fi
+  # After B has its HTTP port: the launcher takes the first free one from 9091.
+  if printf '%s\n' "${want[@]}" | grep -qx milvus-q; then
+    wait_for milvus-b 60 port_open 9092 || true
+    start_milvus_q
+  fi
   if printf '%s\n' "${want[@]}" | grep -qx lite; then start_lite; fi
   if printf '%s\n' "${want[@]}" | grep -qx lite25; then start_lite25; fi
   if printf '%s\n' "${want[@]}" | grep -qx milvus-a; then wait_for milvus-a 180 milvus_healthy 19530 root:Milvus; fi
   if printf '%s\n' "${want[@]}" | grep -qx milvus-b; then wait_for milvus-b 180 milvus_healthy 19540; fi
+  if printf '%s\n' "${want[@]}" | grep -qx milvus-q; then wait_for milvus-q 180 milvus_healthy 19550 root:Milvus; fi
   if printf '%s\n' "${want[@]}" | grep -qx lite; then wait_for lite 60 milvus_healthy 19560; fi
   if printf '%s\n' "${want[@]}" | grep -qx lite25; then wait_for lite25 60 milvus_healthy 19570; fi
   status "${want[@]}"
@@ -376,7 +419,7 @@ stop_one() {
 }
 
 down() {
-  local want=("$@"); [ ${#want[@]} -gt 0 ] || want=(lite25 lite milvus-b milvus-a s3-b s3)
+  local want=("$@"); [ ${#want[@]} -gt 0 ] || want=(lite25 lite milvus-q milvus-b milvus-a s3-b s3)
   local w; for w in "${want[@]}"; do stop_one "$w"; done
 }
 
@@ -398,5 +441,5 @@ case $cmd in
   # The Garage build (the long one) runs beside the pip installs.
   install) install_garage & garage_build=$!; install; install_lite25; install_peers; wait "$garage_build" ;;
   install-peers) install_peers ;;
-  *) echo "usage: $0 up|down|status|install|install-peers [s3|s3-b|milvus-a|milvus-b|lite|lite25 ...]" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|install|install-peers [s3|s3-b|milvus-a|milvus-b|milvus-q|lite|lite25 ...]" >&2; exit 2 ;;
 esac

@@ -18,4 +18,5 @@ mod stall;
 mod state_dir;
 mod storage;
 mod support;
+mod throttle;
 mod verify;

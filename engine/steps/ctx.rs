@@ -12,13 +12,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{CheckpointError, TaskState, Tasks};
 use crate::events::{Event, Events};
-use crate::throttle::Throttle;
 use crate::format::FormatError;
 use crate::format::meta::BackupInfo;
 use crate::milvus::{MilvusClient, MilvusConfig, MilvusError};
 use crate::plan::{Location, Plan};
 use crate::steps::feed::{Ended, Feed, Unit};
 use crate::storage::{self, Storage, StorageConfig, StorageError};
+use crate::throttle::Throttle;
 
 /// Why a step failed. Messages name the step's instance, bucket, collection or key and what to do.
 #[derive(Debug, thiserror::Error)]

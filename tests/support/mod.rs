@@ -77,6 +77,11 @@ pub const MILVUS_B: Service = Service {
     name: "milvus-b",
     port: 19540,
 };
+/// Milvus 2.3.5 with its rate limits on and low (2 queries/s), auth on (root / Milvus).
+pub const MILVUS_Q: Service = Service {
+    name: "milvus-q",
+    port: 19550,
+};
 pub const LITE: Service = Service {
     name: "lite",
     port: 19560,

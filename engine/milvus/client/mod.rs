@@ -24,10 +24,10 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use super::error::{CallSite, MilvusError, check_status};
-use crate::throttle::Throttle;
 use super::pb::common::{KeyValuePair, Status};
 use super::pb::milvus as m;
 use super::pb::milvus::milvus_service_client::MilvusServiceClient;
+use crate::throttle::Throttle;
 
 pub use collection::{CollectionInfo, PartitionInfo};
 pub use import::ImportTask;
