@@ -17,6 +17,7 @@ const EXAMPLES: &str = "\
 Examples:
   planrun plan plans/migrate.toml
   planrun apply plans/migrate.toml
+  planrun plan plans/migrate.toml -o reviewed.json && planrun apply reviewed.json
   planrun validate plans/migrate.toml
   planrun graph plans/migrate.toml --format mermaid
   planrun schema > schemas/plan.schema.json
@@ -92,10 +93,13 @@ Examples:
   planrun plan plans/migrate.toml
   planrun plan plans/migrate.toml --json | jq .summary
   planrun plan plans/migrate.toml --detailed-exitcode; echo $?
+  planrun plan plans/migrate.toml -o reviewed.json
 
 Per step: the collections, partitions, segments, rows, objects and bytes it would move, what an
 unfinished run already did, and conflicts (existing target, existing backup, unreachable server).
 With --detailed-exitcode: 0 nothing to do, 2 changes to apply, 1 error or conflict.
+With -o FILE the preview is also saved, with the plan's fingerprint, for `planrun apply FILE` to
+run exactly that; a plan with conflicts is not saved.
 The JSON shape is versioned and documented in docs/plan-output.md.")]
     Plan {
         /// The plan file (TOML).
@@ -106,6 +110,9 @@ The JSON shape is versioned and documented in docs/plan-output.md.")]
         /// Exit 0 when there is nothing to do, 2 when there are changes, 1 on errors.
         #[arg(long)]
         detailed_exitcode: bool,
+        /// Also save this preview to FILE, for `planrun apply FILE` (see docs/plan-output.md).
+        #[arg(short, long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
     /// Run a plan, or resume its unfinished run.
     #[command(after_help = "\
@@ -113,12 +120,15 @@ Examples:
   planrun apply plans/migrate.toml
   planrun apply --yes --progress plain plans/migrate.toml
   planrun apply --restart plans/migrate.toml
+  planrun apply reviewed.json
 
-Shows the plan first and asks on a terminal. Every finished piece of work is recorded in the
+Shows the plan first and asks on a terminal. A plan saved by `planrun plan -o FILE` is not shown
+or asked about again: it runs only if its plan file is unchanged and a fresh preview says what
+the saved one said, else it is refused (exit 1), naming each difference. Every finished piece of work is recorded in the
 state dir; a run stopped at any point (Ctrl-C, kill -9, a failure) resumes with the next apply.
 Exit codes: 0 done, 1 failed, 2 invalid plan, 130 interrupted.")]
     Apply {
-        /// The plan file (TOML).
+        /// The plan file (TOML), or a plan saved by `planrun plan -o FILE`.
         plan: PathBuf,
         #[command(flatten)]
         flags: ApplyFlags,
@@ -232,7 +242,8 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             plan: path,
             json,
             detailed_exitcode,
-        } => return commands::plan(&path, json, detailed_exitcode),
+            out,
+        } => return commands::plan(&path, json, detailed_exitcode, out.as_deref()),
         Command::Apply { plan: path, flags } => return commands::apply(&path, &flags.into()),
         Command::Resume { run, state, flags } => {
             let dir = commands::state_dir(state.plan.as_deref(), state.state_dir)?;

@@ -12,6 +12,7 @@ mod milvus;
 mod modern;
 mod plan_load;
 mod preview_apply;
+mod reviewed;
 mod rows;
 mod secrets;
 mod stall;

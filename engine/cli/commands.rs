@@ -16,7 +16,9 @@ use planrun::plan::{self, Compiled};
 use tokio_util::sync::CancellationToken;
 
 use super::preview::render;
+use super::saved::{self, Reviewed};
 use crate::Failure;
+use planrun::exec::saved::SavedPlan;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -25,7 +27,7 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("a tokio runtime starts")
 }
 
-fn fail(msg: impl std::fmt::Display) -> Failure {
+pub(super) fn fail(msg: impl std::fmt::Display) -> Failure {
     Failure {
         report: miette::miette!("{msg}"),
         code: 1,
@@ -33,9 +35,20 @@ fn fail(msg: impl std::fmt::Display) -> Failure {
 }
 
 /// `planrun plan`: exit 0 with nothing to do, 2 with changes under --detailed-exitcode, 1 on error.
-pub fn plan(path: &Path, json: bool, detailed: bool) -> Result<ExitCode, Failure> {
+/// With `out`, the preview is saved there too (see `saved::save`).
+pub fn plan(
+    path: &Path,
+    json: bool,
+    detailed: bool,
+    out: Option<&Path>,
+) -> Result<ExitCode, Failure> {
+    // A saved plan is applied from any directory: it names, and is made from, the absolute path.
+    let from = match out {
+        Some(_) => run::plan_file(path),
+        None => path.to_path_buf(),
+    };
     // Under --detailed-exitcode, 2 means "changes": an invalid plan is an error (1) there.
-    let compiled = plan::load(path).map_err(|e| {
+    let compiled = plan::load(&from).map_err(|e| {
         let mut f = Failure::from(e);
         if detailed {
             f.code = 1;
@@ -53,14 +66,18 @@ pub fn plan(path: &Path, json: bool, detailed: bool) -> Result<ExitCode, Failure
         return Ok(interrupted());
     };
     let p = p?;
-    let mut out = std::io::stdout().lock();
+    let mut stdout = std::io::stdout().lock();
     // Messages from servers may quote values that came from the environment: mask them.
     let text = if json {
         serde_json::to_string_pretty(&p).map_err(fail)? + "\n"
     } else {
         render(&p)
     };
-    write!(out, "{}", compiled.plan.redact(&text))?;
+    write!(stdout, "{}", compiled.plan.redact(&text))?;
+    drop(stdout);
+    if let Some(out) = out {
+        saved::save(&compiled, &p, out, path)?;
+    }
     // Conflicts stop apply: the dry run fails too (as Terraform's plan does on errors).
     if p.summary.conflicts > 0 {
         return Ok(ExitCode::from(1));
@@ -78,12 +95,32 @@ pub struct ApplyArgs {
     pub style: Style,
 }
 
+/// `planrun apply FILE`: a plan file, or a plan saved by `plan -o` (told apart by content).
 pub fn apply(path: &Path, args: &ApplyArgs) -> Result<ExitCode, Failure> {
+    // An unreadable file is left to the plan loader, which says so in its usual words.
+    if let Ok(text) = std::fs::read_to_string(path) {
+        match SavedPlan::detect(&text) {
+            Ok(Some(s)) => return saved::apply(path, s, args),
+            Ok(None) => {}
+            Err(why) => {
+                return Err(fail(format!(
+                    "`{}` is neither a plan nor a saved plan: {why}",
+                    path.display()
+                )));
+            }
+        }
+    }
     let compiled = plan::load(path)?;
-    apply_compiled(&compiled, args)
+    apply_compiled(&compiled, args, None)
 }
 
-fn apply_compiled(compiled: &Compiled, args: &ApplyArgs) -> Result<ExitCode, Failure> {
+/// Previews, shows, asks, then applies. A `reviewed` (saved) plan is instead checked against
+/// the fresh preview and runs without showing or asking again.
+pub(super) fn apply_compiled(
+    compiled: &Compiled,
+    args: &ApplyArgs,
+    reviewed: Option<&Reviewed>,
+) -> Result<ExitCode, Failure> {
     let rt = runtime();
     let started = Instant::now();
     let previewed = unless_interrupted(&rt, async {
@@ -102,8 +139,13 @@ fn apply_compiled(compiled: &Compiled, args: &ApplyArgs) -> Result<ExitCode, Fai
         return Ok(interrupted());
     };
     let p: Preview = p?;
+    if let Some(r) = reviewed {
+        r.check(&p, compiled)?;
+    }
     let mut err = std::io::stderr().lock();
-    if p.summary.steps_to_run == 0 && p.resumes.is_none() {
+    if reviewed.is_some() {
+        // Shown when it was saved; `check` said it is unchanged.
+    } else if p.summary.steps_to_run == 0 && p.resumes.is_none() {
         // Fall through: apply itself recognises a finished plan and says so.
     } else {
         write!(err, "{}", compiled.plan.redact(&render(&p)))?;
@@ -122,7 +164,12 @@ fn apply_compiled(compiled: &Compiled, args: &ApplyArgs) -> Result<ExitCode, Fai
             blocking.join("\n")
         ))));
     }
-    if !args.yes && std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+    // A saved plan was reviewed before it was saved: that was the confirmation.
+    if !args.yes
+        && reviewed.is_none()
+        && std::io::stdin().is_terminal()
+        && std::io::stderr().is_terminal()
+    {
         write!(err, "\nApply this plan? Only `yes` is accepted: ")?;
         err.flush()?;
         // The preview's listener left Ctrl-C caught for good (tokio never gives a signal back):
@@ -465,5 +512,5 @@ pub fn resume(dir: &Path, run: &str, args: &ApplyArgs) -> Result<ExitCode, Failu
             run::json_diff(&r.plan, &compiled.plan.describe_json())
         )));
     }
-    apply_compiled(&compiled, args)
+    apply_compiled(&compiled, args, None)
 }

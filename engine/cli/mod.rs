@@ -3,3 +3,4 @@
 pub mod commands;
 pub mod preview;
 pub mod report;
+pub mod saved;

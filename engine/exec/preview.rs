@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{RunRecord, Store, Tasks};
 use crate::plan::{Compiled, Location};
@@ -19,7 +19,7 @@ use crate::steps::{
 
 pub const FORMAT_VERSION: u32 = 1;
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Preview {
     pub format_version: u32,
     pub plan: String,
@@ -30,13 +30,13 @@ pub struct Preview {
     pub summary: Summary,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunSummary {
     pub id: String,
     pub tasks_done: usize,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Summary {
     pub steps_to_run: usize,
     pub steps_done: usize,

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::ctx::Resources;
 use crate::checkpoint::Tasks;
@@ -87,7 +87,7 @@ impl Produced {
 }
 
 /// What one step would do.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct StepPreview {
     pub id: String,
     #[serde(rename = "type")]
@@ -101,6 +101,50 @@ pub struct StepPreview {
     pub conflicts: Vec<String>,
     /// Estimates taken from an earlier step because the data does not exist yet.
     pub estimated: bool,
+    /// The collections the step reads or writes as found on the servers, one each: what a
+    /// saved plan compares to name what changed since ("the source now holds 250 rows").
+    #[serde(default)]
+    pub seen: Vec<Seen>,
+}
+
+/// One collection a step reads (`source`) or writes (`target`), as the preview found it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seen {
+    /// `source` or `target`.
+    pub role: String,
+    pub instance: String,
+    /// `database.name`, as the step's change lines name it.
+    pub collection: String,
+    /// Whether it exists now: a target that does not is created.
+    pub exists: bool,
+    /// A source's rows; the rows a target receives.
+    pub rows: Option<u64>,
+    /// A source's sealed segments (binlog backups only).
+    pub segments: Option<u64>,
+}
+
+impl Seen {
+    pub fn source(instance: &str, db: &str, name: &str, rows: u64, segments: Option<u64>) -> Seen {
+        Seen {
+            role: "source".into(),
+            instance: instance.into(),
+            collection: format!("{db}.{name}"),
+            exists: true,
+            rows: Some(rows),
+            segments,
+        }
+    }
+
+    pub fn target(instance: &str, db: &str, name: &str, exists: bool, rows: Option<u64>) -> Seen {
+        Seen {
+            role: "target".into(),
+            instance: instance.into(),
+            collection: format!("{db}.{name}"),
+            exists,
+            rows,
+            segments: None,
+        }
+    }
 }
 
 impl StepPreview {
@@ -115,7 +159,7 @@ impl StepPreview {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     pub collections: u64,
     pub partitions: u64,

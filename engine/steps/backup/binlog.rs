@@ -17,7 +17,7 @@ use crate::milvus::pb::common::SegmentLevel;
 use crate::milvus::version;
 use crate::plan::{BackupStep, Location};
 use crate::steps::ctx::{Resources, Result, StepCtx, StepError, fail};
-use crate::steps::preview::{Look, StepPreview};
+use crate::steps::preview::{Look, Seen, StepPreview};
 use crate::storage::{self, Storage};
 use crate::text::human_bytes;
 
@@ -576,6 +576,9 @@ pub(super) async fn preview(
         p.counts.rows += rows;
         p.counts.objects += objects;
         p.counts.bytes += bytes;
+        let segments = Some(segs.len() as u64);
+        p.seen
+            .push(Seen::source(&step.instance, db, name, rows, segments));
         p.changes.push(format!(
             "+ {db}.{name}: {} partitions, {} sealed segments, {shown} rows, {objects} binlogs ({}); growing rows are flushed first",
             parts.len(),

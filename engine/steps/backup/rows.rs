@@ -27,7 +27,7 @@ use crate::plan::BackupStep;
 use crate::schema::CollectionSchema;
 use crate::steps::ctx::{Result, StepCtx, StepError, fail, to_json};
 use crate::steps::feed::Unit;
-use crate::steps::preview::StepPreview;
+use crate::steps::preview::{Seen, StepPreview};
 use crate::storage::Storage;
 
 /// Bytes per page (and so per Parquet file and per insert), well under gRPC's message limits.
@@ -432,6 +432,8 @@ pub(super) async fn preview(
         p.counts.collections += 1;
         p.counts.partitions += parts.len() as u64;
         p.counts.rows += rows;
+        p.seen
+            .push(Seen::source(client.name(), db, name, rows, None));
         p.changes.push(format!(
             "+ {db}.{name}: {} partitions, {shown} rows read by primary key into Parquet files",
             parts.len(),

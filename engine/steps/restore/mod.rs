@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use crate::steps::ctx::{Result, StepCtx, StepError, Units, fail};
 use crate::steps::feed::Unit;
-use crate::steps::preview::{Look, StepPreview};
+use crate::steps::preview::{Look, Seen, StepPreview};
 use crate::storage::Storage;
 use refusals::{alias_refusals, name_refusals, refusals};
 use target::{Mode, aliases, exists, key_partitions};
@@ -326,6 +326,9 @@ pub async fn preview(look: &mut Look<'_>, step: &RestoreStep, p: &mut StepPrevie
                 continue;
             }
         };
+        let rows = info.planrun_row_count;
+        p.seen
+            .push(Seen::target(&step.instance, &t.db, &t.name, exists, rows));
         let mut refused = refusals(client, step, &p.id, mode, t, exists, source.as_deref());
         refused.extend(
             damage
