@@ -217,6 +217,14 @@ pub struct Failure {
     pub code: u8,
 }
 
+/// A failure said in planrun's words, exit code 1.
+pub(crate) fn fail(msg: impl std::fmt::Display) -> Failure {
+    Failure {
+        report: miette::miette!("{msg}"),
+        code: 1,
+    }
+}
+
 impl From<PlanError> for Failure {
     fn from(e: PlanError) -> Self {
         Failure {
@@ -306,9 +314,9 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
-impl From<ApplyFlags> for commands::ApplyArgs {
+impl From<ApplyFlags> for cli::apply::ApplyArgs {
     fn from(f: ApplyFlags) -> Self {
-        commands::ApplyArgs {
+        cli::apply::ApplyArgs {
             yes: f.yes,
             restart: f.restart,
             style: match f.progress {

@@ -1,5 +1,6 @@
 //! The binary's side: the commands, and rendering for people (the preview text, the reporter).
 
+pub mod apply;
 pub mod commands;
 pub mod preview;
 pub mod report;

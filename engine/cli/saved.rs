@@ -7,8 +7,8 @@ use planrun::exec::preview::Preview;
 use planrun::exec::saved::SavedPlan;
 use planrun::plan::{self, Compiled};
 
-use super::commands::{ApplyArgs, apply_compiled, fail};
-use crate::Failure;
+use super::apply::{ApplyArgs, Reviewed, apply_compiled};
+use crate::{Failure, fail};
 
 /// Writes the saved plan of `preview` to `out`; refuses one with conflicts, which apply could
 /// not run: a reviewed plan must be applicable.
@@ -48,48 +48,6 @@ pub fn save(compiled: &Compiled, p: &Preview, out: &Path, given: &Path) -> Resul
         out.display()
     );
     Ok(())
-}
-
-/// A saved plan being applied: the file it came from and what it holds.
-pub struct Reviewed {
-    pub file: std::path::PathBuf,
-    pub saved: SavedPlan,
-}
-
-impl Reviewed {
-    /// What to do when it is refused.
-    fn again(&self) -> String {
-        format!(
-            "run `planrun plan {} -o {}` again and review it",
-            self.saved.plan.path,
-            self.file.display()
-        )
-    }
-
-    fn refuse(&self, why: &str, details: &str) -> Failure {
-        fail(format!(
-            "not applying the saved plan `{}`: {why} since it was saved ({}):\n{details}\n{}",
-            self.file.display(),
-            self.saved.saved_at,
-            self.again()
-        ))
-    }
-
-    /// Refuses when the fresh preview `p` says anything the saved one did not.
-    pub fn check(&self, p: &Preview, compiled: &Compiled) -> Result<(), Failure> {
-        let diffs = self.saved.differences(p, &compiled.plan);
-        if diffs.is_empty() {
-            eprintln!(
-                "Applying the saved plan `{}` (saved {}): the plan file and the servers are as it \
-                 saw them.",
-                self.file.display(),
-                self.saved.saved_at
-            );
-            return Ok(());
-        }
-        let lines: Vec<String> = diffs.iter().map(|d| format!("  {d}")).collect();
-        Err(self.refuse("what it would do changed", &lines.join("\n")))
-    }
 }
 
 /// `planrun apply FILE` of a saved plan: the plan file it names must be unchanged, and a fresh
