@@ -290,61 +290,46 @@ start_milvus_a() {
     --authorization-enabled true
 }
 
-start_milvus_b() {
-  running milvus-b && return 0
-  port_open 19540 && { log "port 19540 is taken by another process"; return 1; }
-  reset_if_stale milvus-b
-  mkdir -p "$dir/milvus-b/data"
+# A Milvus beside A on the same host: every port moved by 10 x `shift` (B: 1, Q: 2), the HTTP port
+# 9091 + shift, its binlogs in bucket-b under `root`; more arguments go to the launcher.
+start_neighbour() { # name shift root extra...
+  local name=$1 k=$2 root=$3; shift 3
+  local p=$((19530 + 10 * k)) e=$((2379 + 10 * k))
+  running "$name" && return 0
+  port_open "$p" && { log "port $p is taken by another process"; return 1; }
+  reset_if_stale "$name"
+  mkdir -p "$dir/$name/data"
   # The embedded etcd's peer port is fixed unless it gets a config file of its own.
-  cat >"$dir/milvus-b/etcd.yaml" <<EOF
-name: milvus_b
-listen-peer-urls: http://127.0.0.1:2390
-listen-client-urls: http://127.0.0.1:2389
-advertise-client-urls: http://127.0.0.1:2389
-initial-advertise-peer-urls: http://127.0.0.1:2390
-initial-cluster: milvus_b=http://127.0.0.1:2390
-data-dir: $dir/milvus-b/data/etcd.data
+  cat >"$dir/$name/etcd.yaml" <<EOF
+name: ${name/-/_}
+listen-peer-urls: http://127.0.0.1:$((e + 1))
+listen-client-urls: http://127.0.0.1:$e
+advertise-client-urls: http://127.0.0.1:$e
+initial-advertise-peer-urls: http://127.0.0.1:$((e + 1))
+initial-cluster: ${name/-/_}=http://127.0.0.1:$((e + 1))
+data-dir: $dir/$name/data/etcd.data
 EOF
-  spawn milvus-b env -u AWS_CA_BUNDLE METRICS_PORT=9092 ETCD_CONFIG_PATH="$dir/milvus-b/etcd.yaml" \
-    "$venv/bin/milvus-server" --data "$dir/milvus-b" \
-    "${milvus_common[@]}" --extra-config minio.bucketName=bucket-b \
-    --proxy-port 19540 --proxy-internal-port 19539 --root-coord-port 53110 \
-    --query-coord-port 19541 --query-node-port 21133 --index-coord-port 22940 \
-    --index-node-port 21131 --data-coord-port 13343 --data-node-port 21134 --etcd-port 2389
+  spawn "$name" env -u AWS_CA_BUNDLE METRICS_PORT=$((9091 + k)) ETCD_CONFIG_PATH="$dir/$name/etcd.yaml" \
+    "$venv/bin/milvus-server" --data "$dir/$name" \
+    "${milvus_common[@]}" --extra-config minio.bucketName=bucket-b --extra-config minio.rootPath="$root" \
+    --proxy-port "$p" --proxy-internal-port $((p - 1)) --root-coord-port $((53100 + 10 * k)) \
+    --query-coord-port $((p + 1)) --query-node-port $((21123 + 10 * k)) \
+    --index-coord-port $((22930 + 10 * k)) --index-node-port $((21121 + 10 * k)) \
+    --data-coord-port $((13333 + 10 * k)) --data-node-port $((21124 + 10 * k)) --etcd-port "$e" "$@"
 }
+
+start_milvus_b() { start_neighbour milvus-b 1 files; }
 
 # A third instance with its quotas on and low, for the tests of back-off under rate limits.
 # Queries only: 2 per second, which a rows backup of a few partitions exceeds at once. (Insert
 # limits are in MB/s with a burst of one second's worth: an insert larger than that would be
 # refused for ever, which tests nothing of planrun.)
-milvus_q_limits=(
-  --extra-config quotaAndLimits.enabled=true
-  --extra-config quotaAndLimits.quotaCenterCollectInterval=1
-  --extra-config quotaAndLimits.dql.enabled=true
-  --extra-config quotaAndLimits.dql.queryRate.max=2
-)
-
 start_milvus_q() {
-  running milvus-q && return 0
-  port_open 19550 && { log "port 19550 is taken by another process"; return 1; }
-  reset_if_stale milvus-q
-  mkdir -p "$dir/milvus-q/data"
-  cat >"$dir/milvus-q/etcd.yaml" <<EOF
-name: milvus_q
-listen-peer-urls: http://127.0.0.1:2400
-listen-client-urls: http://127.0.0.1:2399
-advertise-client-urls: http://127.0.0.1:2399
-initial-advertise-peer-urls: http://127.0.0.1:2400
-initial-cluster: milvus_q=http://127.0.0.1:2400
-data-dir: $dir/milvus-q/data/etcd.data
-EOF
-  spawn milvus-q env -u AWS_CA_BUNDLE METRICS_PORT=9093 ETCD_CONFIG_PATH="$dir/milvus-q/etcd.yaml" \
-    "$venv/bin/milvus-server" --data "$dir/milvus-q" \
-    "${milvus_common[@]}" --extra-config minio.bucketName=bucket-b --extra-config minio.rootPath=files-q \
-    "${milvus_q_limits[@]}" --authorization-enabled true \
-    --proxy-port 19550 --proxy-internal-port 19549 --root-coord-port 53120 \
-    --query-coord-port 19551 --query-node-port 21143 --index-coord-port 22950 \
-    --index-node-port 21141 --data-coord-port 13353 --data-node-port 21144 --etcd-port 2399
+  start_neighbour milvus-q 2 files-q --authorization-enabled true \
+    --extra-config quotaAndLimits.enabled=true \
+    --extra-config quotaAndLimits.quotaCenterCollectInterval=1 \
+    --extra-config quotaAndLimits.dql.enabled=true \
+    --extra-config quotaAndLimits.dql.queryRate.max=2
 }
 
 start_lite() {

@@ -414,69 +414,8 @@ async fn check_exactly(
 
 #[cfg(test)]
 mod tests {
+    use super::super::import::fixtures::{collection, release};
     use super::*;
-    use crate::format::meta::{Binlog as Log, FieldBinlog, PartitionBackupInfo};
-
-    fn release(v: &str) -> Binlog {
-        version::binlog("b", v).unwrap()
-    }
-
-    /// A segment as milvus-backup records one of a Milvus 2.4+ server (facts §3), not captured.
-    fn seg(
-        id: i64,
-        partition: i64,
-        l0: bool,
-        deletes: bool,
-        storage_version: i64,
-    ) -> SegmentBackupInfo {
-        let logs = |on: bool| {
-            on.then(|| FieldBinlog {
-                field_id: 0,
-                binlogs: vec![Log {
-                    log_id: 1,
-                    ..Default::default()
-                }],
-            })
-            .into_iter()
-            .collect()
-        };
-        SegmentBackupInfo {
-            segment_id: id,
-            collection_id: 1,
-            partition_id: partition,
-            group_id: if partition == -1 { 0 } else { id },
-            is_l0: l0,
-            deltalogs: logs(l0 || deletes),
-            storage_version,
-            ..Default::default()
-        }
-    }
-
-    fn collection() -> CollectionBackupInfo {
-        let part = |id: i64, name: &str, segs: Vec<SegmentBackupInfo>| PartitionBackupInfo {
-            partition_id: id,
-            partition_name: name.into(),
-            segment_backups: segs,
-            ..Default::default()
-        };
-        CollectionBackupInfo {
-            collection_name: "c".into(),
-            partition_backups: vec![
-                part(
-                    2,
-                    "_default",
-                    vec![seg(21, 2, true, false, 0), seg(20, 2, false, true, 0)],
-                ),
-                part(
-                    3,
-                    "p",
-                    vec![seg(30, 3, false, false, 0), seg(31, 3, true, false, 0)],
-                ),
-            ],
-            l0_segments: vec![seg(9, -1, true, false, 0)],
-            ..Default::default()
-        }
-    }
 
     #[test]
     fn refusals_name_what_the_release_cannot_import() {

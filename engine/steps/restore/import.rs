@@ -319,18 +319,20 @@ async fn wait_import(
     }
 }
 
+/// Backups of Milvus 2.4+ servers as milvus-backup records them, for this file's tests and the
+/// binlog restore's.
 #[cfg(test)]
-mod tests {
+pub(super) mod fixtures {
     use super::*;
     use crate::format::meta::{Binlog as Log, FieldBinlog, PartitionBackupInfo};
     use crate::milvus::version;
 
-    fn release(v: &str) -> Binlog {
+    pub fn release(v: &str) -> Binlog {
         version::binlog("b", v).unwrap()
     }
 
     /// A segment as milvus-backup records one of a Milvus 2.4+ server (facts §3), not captured.
-    fn seg(
+    pub fn seg(
         id: i64,
         partition: i64,
         l0: bool,
@@ -360,7 +362,7 @@ mod tests {
         }
     }
 
-    fn collection() -> CollectionBackupInfo {
+    pub fn collection() -> CollectionBackupInfo {
         let part = |id: i64, name: &str, segs: Vec<SegmentBackupInfo>| PartitionBackupInfo {
             partition_id: id,
             partition_name: name.into(),
@@ -385,6 +387,12 @@ mod tests {
             ..Default::default()
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::*;
+    use super::*;
 
     #[test]
     fn imports_go_ordinary_then_partition_l0_then_collection_l0() {
