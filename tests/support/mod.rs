@@ -1,8 +1,10 @@
 //! Shared test helpers: the real servers and how to demand them, the `planrun` binary, plan steps.
 #![allow(dead_code)]
 
+pub mod clients;
 pub mod migrate;
 pub mod scenario;
+pub mod stores;
 
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Output};
