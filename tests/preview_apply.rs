@@ -287,14 +287,14 @@ fn the_dry_run_and_apply_agree_on_pausing_gc() {
         .collect();
     assert_eq!(preview.len(), 1, "{:?}", out.changes["backup"]);
     assert!(
-        preview[0].starts_with(&format!("! {said}")),
+        preview[0].starts_with(&format!("~ {said}")),
         "{}",
         preview[0]
     );
     let warned = out.warnings.get("backup").cloned().unwrap_or_default();
     let line = warned.iter().find(|w| w.contains("garbage collection"));
     assert_eq!(
-        line.map(|w| format!("! {w}")),
+        line.map(|w| format!("~ {w}")),
         Some(preview[0].clone()),
         "apply warns in the preview's words: {warned:?}"
     );

@@ -154,7 +154,21 @@ pub async fn preview(
             };
             cannot_use.get_or_insert(why);
         }
-        // What the run takes from each instance, said where the plan first uses it.
+        // What the run takes from each instance and S3 bucket, said where the plan first uses it.
+        for loc in step.kind.reads().into_iter().chain(step.kind.writes()) {
+            if let crate::storage::StorageConfig::S3(s3) = &plan.buckets[&loc.bucket].config
+                && capped.insert(format!("bucket {}", loc.bucket))
+            {
+                let bytes = s3
+                    .bytes_per_second
+                    .map(|b| format!(" and {}/s", crate::text::human_bytes(b)))
+                    .unwrap_or_default();
+                p.changes.push(format!(
+                    "~ at most {} requests/s{bytes} to bucket `{}`",
+                    s3.requests_per_second, loc.bucket
+                ));
+            }
+        }
         for inst in steps::instances(&step.kind) {
             if capped.insert(inst.to_string()) {
                 p.changes.push(format!(

@@ -165,6 +165,8 @@ impl Plan {
                         session_token,
                         path_style,
                         instance_metadata,
+                        requests_per_second,
+                        bytes_per_second,
                     }) => json!({
                         "type": "s3",
                         "endpoint": os(endpoint),
@@ -175,6 +177,8 @@ impl Plan {
                         "session_token": set(session_token),
                         "path_style": path_style,
                         "instance_metadata": instance_metadata,
+                        "requests_per_second": requests_per_second,
+                        "bytes_per_second": bytes_per_second,
                     }),
                     StorageConfig::Local(LocalConfig { name: _, path: p }) => json!({
                         "type": "local",

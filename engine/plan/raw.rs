@@ -206,6 +206,11 @@ pub struct RawS3 {
     /// credentials. Default: true for AWS itself (no `endpoint`), false with an `endpoint`,
     /// whose server cannot take an EC2 role's keys.
     pub instance_metadata: Option<Sp<bool>>,
+    /// At most this many requests per second to this bucket (default 1000).
+    pub requests_per_second: Option<Sp<u64>>,
+    /// At most this many bytes per second moved through planrun to or from this bucket
+    /// (streamed copies, rows files, backups read for checks). Default: no cap.
+    pub bytes_per_second: Option<Sp<u64>>,
 }
 
 /// `[buckets.<id>]` with `type = "local"`.

@@ -72,6 +72,8 @@ pub fn s3_config_with(name: &str, bucket: &str, endpoint: &str, key: (&str, &str
         session_token: None,
         path_style: true,
         instance_metadata: false,
+        requests_per_second: 1000,
+        bytes_per_second: None,
     }
 }
 

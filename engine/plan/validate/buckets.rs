@@ -9,6 +9,12 @@ use crate::plan::raw::{RawBucket, RawS3, Sp};
 use crate::storage::{LocalConfig, S3Config, StorageConfig};
 
 use super::context::Ctx;
+use super::settings::in_range;
+
+/// What a bucket takes at most from planrun when the plan says nothing: well under what one
+/// S3 prefix serves (thousands of requests a second on AWS), so a copy of many small binlogs
+/// leaves room for the cluster's own traffic.
+const DEFAULT_BUCKET_REQUESTS_PER_SECOND: u64 = 1000;
 use super::names::check_http_url;
 
 pub(super) fn buckets(cx: &mut Ctx, raw: &RawPlan) -> BTreeMap<String, Bucket> {
@@ -75,6 +81,23 @@ fn s3(cx: &mut Ctx, id: &str, s: &RawS3) -> S3Config {
         secret_access_key,
         session_token: cx.secret(&s.session_token),
         instance_metadata,
+        requests_per_second: in_range(
+            cx.diags,
+            &s.requests_per_second,
+            1..=1_000_000,
+            "requests_per_second",
+            "between 1 and 1000000",
+            DEFAULT_BUCKET_REQUESTS_PER_SECOND,
+        )
+        .unwrap_or(DEFAULT_BUCKET_REQUESTS_PER_SECOND),
+        bytes_per_second: in_range(
+            cx.diags,
+            &s.bytes_per_second,
+            1..=u64::MAX,
+            "bytes_per_second",
+            "at least 1",
+            0,
+        ),
     }
 }
 

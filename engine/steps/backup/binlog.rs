@@ -530,7 +530,7 @@ pub(super) async fn preview(
                 "~ garbage collection of `{}` paused through {url} while its binlogs are copied",
                 step.instance
             ),
-            Err(e) => format!("! {}", gc_not_paused(&step.instance, &e)),
+            Err(e) => format!("~ {}", gc_not_paused(&step.instance, &e)),
         },
         None => format!(
             "! garbage collection of `{}` is not paused (no `management` address and its uri is \

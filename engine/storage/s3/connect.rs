@@ -20,6 +20,7 @@ use aws_config::web_identity_token::WebIdentityTokenCredentialsProvider;
 use super::{MAX_PART, MIB, MIN_PART, S3Storage};
 use crate::secret::Secret;
 use crate::storage::{Place, StorageError};
+use crate::throttle::Throttle;
 
 /// One S3 bucket as a plan declares it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,6 +42,10 @@ pub struct S3Config {
     /// Without keys, whether the credential chain may ask the EC2 instance metadata service (a
     /// link-local address off this machine).
     pub instance_metadata: bool,
+    /// The most requests per second sent to the bucket.
+    pub requests_per_second: u64,
+    /// The most bytes per second moved through planrun to or from the bucket (`None`: no cap).
+    pub bytes_per_second: Option<u64>,
 }
 
 /// How long connecting to the S3 server may take: quick, or not happening.
@@ -203,6 +208,16 @@ impl S3Storage {
             bucket: config.bucket.clone(),
             endpoint,
             limits: TransferLimits::default(),
+            requests: Throttle::new(
+                format!("bucket `{}`", config.name),
+                "requests",
+                Some(config.requests_per_second as f64),
+            ),
+            bytes: Throttle::new(
+                format!("bucket `{}`", config.name),
+                "bytes",
+                config.bytes_per_second.map(|b| b as f64),
+            ),
         })
     }
 
@@ -249,6 +264,8 @@ mod tests {
             session_token: None,
             path_style: true,
             instance_metadata: false,
+            requests_per_second: 1000,
+            bytes_per_second: None,
         };
         let err = S3Storage::connect(&config).await.unwrap_err();
         assert!(

@@ -23,6 +23,7 @@ impl S3Storage {
         // Pins the copy to the version we looked at, so the MD5 we know is the MD5 copied.
         let if_match = src_meta.etag.as_ref().map(|e| format!("\"{e}\""));
         if src_meta.size <= self.limits.copy_threshold.min(MAX_PART) {
+            self.pace(0).await;
             let out = self
                 .client
                 .copy_object()
@@ -87,6 +88,7 @@ impl S3Storage {
             let mut n: i32 = 1;
             while start < size {
                 let end = (start + part_size).min(size) - 1;
+                self.pace(0).await;
                 let out = self
                     .client
                     .upload_part_copy()

@@ -17,6 +17,7 @@ use sdk_error::{answered_404, chain_text};
 use upload::PartReader;
 
 use super::{ByteStream, ObjectMeta, Place, Storage, StorageError, key_problem, md5_from_etag};
+use crate::throttle::Throttle;
 
 const MIB: u64 = 1024 * 1024;
 /// S3's smallest allowed part (all but the last part of a multipart upload).
@@ -35,6 +36,20 @@ pub struct S3Storage {
     bucket: String,
     endpoint: Option<String>,
     limits: TransferLimits,
+    /// Requests and bytes per second this bucket is sent at most (`requests_per_second`,
+    /// `bytes_per_second` of the plan).
+    requests: Arc<Throttle>,
+    bytes: Arc<Throttle>,
+}
+
+impl S3Storage {
+    /// Waits for a request's turn (and for `bytes` sent in it) under the bucket's caps.
+    async fn pace(&self, bytes: u64) {
+        self.requests.acquire(1.0).await;
+        if bytes > 0 {
+            self.bytes.acquire(bytes as f64).await;
+        }
+    }
 }
 
 // By hand: the SDK client's own Debug is long and we want no chance of printing credentials.
@@ -155,6 +170,7 @@ impl Storage for S3Storage {
             let prefix = prefix.clone();
             async move {
                 let Some(token) = state else { return Ok(None) };
+                self.pace(0).await;
                 let out = self
                     .client
                     .list_objects_v2()
@@ -186,6 +202,7 @@ impl Storage for S3Storage {
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StorageError> {
         self.check_key(key)?;
+        self.pace(0).await;
         match self
             .client
             .head_object()
@@ -211,6 +228,7 @@ impl Storage for S3Storage {
 
     async fn get_with_meta(&self, key: &str) -> Result<(ObjectMeta, ByteStream), StorageError> {
         self.check_key(key)?;
+        self.pace(0).await;
         let out = self
             .client
             .get_object()
@@ -228,12 +246,18 @@ impl Storage for S3Storage {
         );
         let place = self.place.clone();
         let key = key.to_string();
+        let bytes = self.bytes.clone();
         let body = stream::try_unfold(out.body, move |mut body| {
             let place = place.clone();
             let key = key.clone();
+            let bytes = bytes.clone();
             async move {
                 match body.try_next().await {
-                    Ok(Some(chunk)) => Ok(Some((chunk, body))),
+                    Ok(Some(chunk)) => {
+                        // Read no faster than the bucket's bytes per second.
+                        bytes.acquire(chunk.len() as f64).await;
+                        Ok(Some((chunk, body)))
+                    }
                     Ok(None) => Ok(None),
                     // Mid-body failures are dropped or stalled connections: worth a retry.
                     Err(e) => Err(StorageError::Request {
@@ -290,6 +314,7 @@ impl Storage for S3Storage {
                 .quiet(true)
                 .build()
                 .map_err(|e| self.request_error("delete", &batch[0], e.to_string(), false))?;
+            self.pace(0).await;
             let out = self
                 .client
                 .delete_objects()
@@ -313,6 +338,7 @@ impl Storage for S3Storage {
     }
 
     async fn check(&self) -> Result<(), StorageError> {
+        self.pace(0).await;
         match self.client.head_bucket().bucket(&self.bucket).send().await {
             Ok(_) => Ok(()),
             Err(e) if answered_404(&e) => Err(StorageError::BucketNotFound {

@@ -210,6 +210,8 @@ mod tests {
             session_token: None,
             path_style: true,
             instance_metadata: false,
+            requests_per_second: 1000,
+            bytes_per_second: None,
         })
         .await
         .unwrap()

@@ -33,6 +33,7 @@ impl S3Storage {
         let md5 = Md5::digest(&body);
         let md5_hex = hex::encode(md5);
         let size = body.len() as u64;
+        self.pace(size).await;
         let out = self
             .client
             .put_object()
@@ -99,6 +100,7 @@ impl S3Storage {
                     .content_length(part.len() as i64);
                 // The part's own MD5 is computed in its task, in parallel with the whole
                 // object's here: hashing is most of the CPU a streamed copy costs.
+                self.pace(part.len() as u64).await;
                 uploads.spawn(async move {
                     let md5 = Md5::digest(&part);
                     let sent = request
@@ -209,6 +211,7 @@ impl S3Storage {
     /// Gives up on an upload so its parts stop being stored (and billed); a failure is only logged:
     /// the error that caused the abort is the one worth returning.
     pub(super) async fn abort(&self, key: &str, upload_id: &str) {
+        self.pace(0).await;
         if let Err(e) = self
             .client
             .abort_multipart_upload()
@@ -233,6 +236,7 @@ impl S3Storage {
         &self,
         key: &str,
     ) -> Result<String, SdkError<CreateMultipartUploadError, HttpResponse>> {
+        self.pace(0).await;
         let created = self
             .client
             .create_multipart_upload()
@@ -251,6 +255,7 @@ impl S3Storage {
         upload_id: &str,
         parts: Vec<CompletedPart>,
     ) -> Result<CompleteMultipartUploadOutput, StorageError> {
+        self.pace(0).await;
         self.client
             .complete_multipart_upload()
             .bucket(&self.bucket)
