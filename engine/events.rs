@@ -51,9 +51,10 @@ pub enum Event {
         step: String,
         message: String,
     },
-    /// A server pushed back (a rate limit) and planrun slowed down what it sends there; said
-    /// once per run and server (`target`: an instance or bucket id).
-    Throttled {
+    /// A server pushed back (a rate limit, busy) and planrun slowed down what it sends there, or
+    /// it cannot be reached and planrun waits for it to come back; said once per run and server
+    /// and cause (`target`: an instance id).
+    Backoff {
         target: String,
         message: String,
     },
@@ -97,7 +98,7 @@ impl Event {
                 ..
             } => vec![step, collection, phase],
             Event::Info { step, message } | Event::Warning { step, message } => vec![step, message],
-            Event::Throttled { target, message } => vec![target, message],
+            Event::Backoff { target, message } => vec![target, message],
             Event::Unit { step, unit, error } => {
                 let mut v = vec![step, unit];
                 v.extend(error.as_mut());

@@ -68,6 +68,14 @@ impl Throttle {
         *self.notice.lock().expect("throttle lock") = Some(notice);
     }
 
+    /// Says `msg` where the first slow-down is said (the caller says each cause once).
+    pub fn say(&self, msg: String) {
+        tracing::info!("{msg}");
+        if let Some(n) = self.notice.lock().expect("throttle lock").as_ref() {
+            n(msg);
+        }
+    }
+
     /// The rate calls are let through at now, per second (`None`: not limited).
     pub fn rate(&self) -> Option<f64> {
         self.state.lock().expect("throttle lock").rate

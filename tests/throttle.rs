@@ -100,7 +100,7 @@ fn a_rate_limited_source_is_read_slower_not_failed() {
             );
         } else {
             let event: serde_json::Value = serde_json::from_str(said[0]).unwrap();
-            assert_eq!(event["event"], "throttled", "{event}");
+            assert_eq!(event["event"], "backoff", "{event}");
             assert_eq!(event["target"], "milvus_q", "{event}");
             assert!(
                 event["message"].as_str().unwrap().starts_with(pushed_back),

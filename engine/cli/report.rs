@@ -155,7 +155,7 @@ pub async fn render(mut rx: mpsc::UnboundedReceiver<Event>, style: Style) -> Rep
             Event::Warning { step, message } if style != Style::Json => {
                 line(format!("{step}: warning: {message}"))
             }
-            Event::Throttled { message, .. } if style != Style::Json => {
+            Event::Backoff { message, .. } if style != Style::Json => {
                 line(format!("warning: {message}"))
             }
             Event::StepFinished { step, summary } => {

@@ -240,14 +240,16 @@ impl MilvusError {
         }
     }
 
-    /// The server's words when it refused the call for a rate limit or quota (RateLimit,
-    /// `rate limit exceeded`, RESOURCE_EXHAUSTED): it asks for fewer calls, not for none.
-    pub fn rate_limited(&self) -> Option<&str> {
+    /// The server's words when it refused the call for a rate limit, a quota or being busy
+    /// (RateLimit, `rate limit exceeded`, `all DataNodes are busy`, RESOURCE_EXHAUSTED): it
+    /// asks for fewer calls, or later ones, not for none.
+    pub fn pushed_back(&self) -> Option<&str> {
         match self {
             MilvusError::Status {
                 error_code, reason, ..
             } if *error_code == ErrorCode::RateLimit as i32
-                || reason.to_ascii_lowercase().contains("rate limit") =>
+                || reason.to_ascii_lowercase().contains("rate limit")
+                || reason.to_ascii_lowercase().contains("busy") =>
             {
                 Some(reason)
             }

@@ -63,6 +63,8 @@ pub struct MilvusConfig {
     /// What every call waits for; a rate-limit answer slows it down and the call is repeated
     /// (not counted against `retries`). Shared by every client of the instance.
     pub throttle: Arc<Throttle>,
+    /// Once connected, how long a server that cannot be reached (a restart) is waited for.
+    pub outage: Duration,
 }
 
 impl MilvusConfig {
@@ -83,6 +85,7 @@ impl MilvusConfig {
             server_name: None,
             timeout: Duration::from_secs(30),
             retries: 3,
+            outage: Duration::from_secs(300),
         }
     }
 }

@@ -133,7 +133,7 @@ impl Resources {
         for (id, t) in &self.throttles {
             let (events, target) = (events.clone(), id.clone());
             t.tell(Arc::new(move |message| {
-                events.send(Event::Throttled {
+                events.send(Event::Backoff {
                     target: target.clone(),
                     message,
                 })

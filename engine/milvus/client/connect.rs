@@ -259,6 +259,8 @@ impl MilvusClient {
                 timeout: cfg.timeout,
                 retries: cfg.retries,
                 throttle: cfg.throttle.clone(),
+                established: false,
+                outage: cfg.outage,
             }),
             db: String::new(),
         };
@@ -315,6 +317,7 @@ impl MilvusClient {
     /// not every server reports. `lite`: what Connect's server info said.
     async fn detect(&self, lite: bool) -> Result<Info, MilvusError> {
         let mut info = Info::clone(&self.info);
+        info.established = true;
         let lite2 = match self
             .call(
                 "GetVersion",

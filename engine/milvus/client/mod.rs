@@ -73,6 +73,8 @@ impl Interceptor for Headers {
 
 /// How long one call keeps asking a server that answers it with rate limits before it fails.
 const RATE_LIMIT_PATIENCE: Duration = Duration::from_secs(600);
+/// How often a server that cannot be reached is tried again while it is waited for.
+const OUTAGE_POLL: Duration = Duration::from_secs(2);
 
 /// Facts about the connection that every clone shares.
 #[derive(Clone)]
@@ -95,6 +97,9 @@ struct Info {
     timeout: Duration,
     retries: u32,
     throttle: Arc<Throttle>,
+    /// Connected once: from then on a server that cannot be reached is waited for `outage`.
+    established: bool,
+    outage: Duration,
 }
 
 /// A connection to one Milvus instance. Cheap to clone; clones share the HTTP/2 channel.
@@ -346,6 +351,7 @@ impl MilvusClient {
         let timeout = self.info.timeout;
         let mut attempt = 0;
         let mut pushed_back: Option<Instant> = None;
+        let mut unreachable: Option<Instant> = None;
         loop {
             self.info.throttle.acquire(1.0).await;
             let mut r = tonic::Request::new(req.clone());
@@ -390,11 +396,35 @@ impl MilvusClient {
             let may_repeat = (repeat == Repeat::Always || not_applied) && !left_in_flight;
             // A rate limit is the server asking for less, not a failure: slow down and ask
             // again, for as long as it keeps pushing back within RATE_LIMIT_PATIENCE.
-            if let Some(why) = err.rate_limited()
+            if let Some(why) = err.pushed_back()
                 && may_repeat
                 && pushed_back.get_or_insert_with(Instant::now).elapsed() < RATE_LIMIT_PATIENCE
             {
                 tokio::time::sleep(self.info.throttle.slow_down(why)).await;
+                continue;
+            }
+            // A server that went away under an open connection (a restart) is waited for:
+            // nothing was applied, and it usually comes back within a minute or two.
+            if let MilvusError::Unreachable { reason, .. } = &err
+                && self.info.established
+                && let Some(left) = self.info.outage.checked_sub(
+                    unreachable
+                        .get_or_insert_with(|| {
+                            self.info.throttle.say(format!(
+                                "`{}` cannot be reached ({}) since {}; planrun waits up to {} s \
+                                 for it to come back",
+                                self.info.name,
+                                reason,
+                                crate::checkpoint::format_time(crate::checkpoint::now()),
+                                self.info.outage.as_secs()
+                            ));
+                            Instant::now()
+                        })
+                        .elapsed(),
+                )
+                && !left.is_zero()
+            {
+                tokio::time::sleep(OUTAGE_POLL.min(left)).await;
                 continue;
             }
             if !(err.is_transient() && may_repeat && attempt < self.info.retries) {

@@ -190,9 +190,34 @@ async fn import_segment(
     let tasks: Vec<i64> = match ctx.state(&task)? {
         Some(TaskState::Done(v)) => return Ok(serde_json::from_value(v).unwrap_or(0)),
         Some(TaskState::Started(v)) => {
-            serde_json::from_value::<Started>(v)
+            let recorded = serde_json::from_value::<Started>(v)
                 .map_err(|e| StepError::Failed(format!("checkpoint of {task}: {e}")))?
-                .tasks
+                .tasks;
+            // Started by an earlier apply and failed since (a server restart fails the imports
+            // it had in flight): a failed import leaves no rows, so it is started anew instead
+            // of failing the collection again. One that failed in this apply fails its unit.
+            let mut failed = None;
+            for id in &recorded {
+                let st = client.get_import_state(*id, &|_| {}).await?;
+                if st.state.failed() {
+                    failed = Some(st.failed_reason);
+                }
+            }
+            match failed {
+                None => recorded,
+                Some(why) => {
+                    ctx.events.warn(
+                        &ctx.step,
+                        format!(
+                            "the import of segment {} into `{target}` started by an earlier apply \
+                             failed on `{}` ({why}); importing it again",
+                            seg.segment_id,
+                            client.name()
+                        ),
+                    );
+                    start_import(ctx, client, &task, target, partition, &files, &options).await?
+                }
+            }
         }
         state => {
             // An intent without a task id: the import may have started before the crash.
@@ -212,18 +237,7 @@ async fn import_segment(
                 Vec::new()
             };
             if adopted.is_empty() {
-                ctx.check_cancel()?;
-                ctx.set(&task, TaskState::Intent(to_json(&files))).await?;
-                let ids = client
-                    .import(target, Some(partition), files.clone(), &options)
-                    .await?;
-                crate::fault::point("import-started");
-                ctx.set(
-                    &task,
-                    TaskState::Started(to_json(&Started { tasks: ids.clone() })),
-                )
-                .await?;
-                ids
+                start_import(ctx, client, &task, target, partition, &files, &options).await?
             } else {
                 ctx.set(
                     &task,
@@ -255,6 +269,30 @@ async fn import_segment(
     }
     ctx.set(&task, TaskState::Done(to_json(&rows))).await?;
     Ok(rows)
+}
+
+/// Starts the import of `files`, its intent recorded first and its task ids after.
+async fn start_import(
+    ctx: &StepCtx,
+    client: &MilvusClient,
+    task: &str,
+    target: &str,
+    partition: &str,
+    files: &[String],
+    options: &[(String, String)],
+) -> Result<Vec<i64>> {
+    ctx.check_cancel()?;
+    ctx.set(task, TaskState::Intent(to_json(&files))).await?;
+    let ids = client
+        .import(target, Some(partition), files.to_vec(), options)
+        .await?;
+    crate::fault::point("import-started");
+    ctx.set(
+        task,
+        TaskState::Started(to_json(&Started { tasks: ids.clone() })),
+    )
+    .await?;
+    Ok(ids)
 }
 
 async fn wait_import(
