@@ -298,6 +298,17 @@ start_neighbour() { # name shift root extra...
   running "$name" && return 0
   port_open "$p" && { log "port $p is taken by another process"; return 1; }
   reset_if_stale "$name"
+  # After a crash (a test kills Q) its ports linger in TIME_WAIT for up to a minute, and the
+  # launcher would move each to the next free one, where nobody looks for it: wait them out.
+  local ports=("$p" $((p - 1)) $((p + 1)) $((53100 + 10 * k)) $((21123 + 10 * k)) \
+    $((22930 + 10 * k)) $((21121 + 10 * k)) $((13333 + 10 * k)) $((21124 + 10 * k)) \
+    "$e" $((e + 1)) $((9091 + k)))
+  local port deadline=$((SECONDS + 120))
+  for port in "${ports[@]}"; do
+    while [ -n "$(ss -Htan "sport = :$port" 2>/dev/null)" ] && [ $SECONDS -lt $deadline ]; do
+      sleep 1
+    done
+  done
   mkdir -p "$dir/$name/data"
   # The embedded etcd's peer port is fixed unless it gets a config file of its own.
   cat >"$dir/$name/etcd.yaml" <<EOF

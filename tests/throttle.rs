@@ -31,6 +31,7 @@ fn a_rate_limited_source_is_read_slower_not_failed() {
     for s in [&S3, &MILVUS_Q, &MILVUS_B] {
         s.require();
     }
+    let _alone = support::milvus_q_alone();
     let dir = tempfile::tempdir().unwrap();
     let q = MILVUS_Q.uri();
     let pushed_back = "`milvus_q` pushes back (request is rejected by grpc RateLimiter middleware, \

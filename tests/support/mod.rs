@@ -84,6 +84,12 @@ pub const MILVUS_Q: Service = Service {
     name: "milvus-q",
     port: 19550,
 };
+/// Milvus Q to one test at a time: one test restarts it, another counts on its rate limits.
+pub fn milvus_q_alone() -> std::sync::MutexGuard<'static, ()> {
+    static Q: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    Q.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 pub const LITE: Service = Service {
     name: "lite",
     port: 19560,
