@@ -34,12 +34,24 @@ pub fn publishes(kind: &StepKind) -> bool {
 
 /// Runs one step to its end; the summary line is recorded as the step's result.
 pub async fn run(ctx: &StepCtx, kind: &StepKind) -> Result<String> {
-    match kind {
+    let r = match kind {
         StepKind::Backup(b) => backup::run(ctx, b).await,
         StepKind::Copy(c) => copy::run(ctx, c).await,
         StepKind::Restore(r) => restore::run(ctx, r).await,
         StepKind::Verify(v) => verify::run(ctx, v).await,
         StepKind::Alias(a) => alias::run(ctx, a).await,
+    };
+    // However the step ends, no collection stays loaded because it read it: a step is not
+    // recorded done while it still holds a load, so a resume comes back to release it.
+    match (r, ctx.release_reads().await) {
+        (Ok(summary), Ok(())) => Ok(summary),
+        (Ok(_), Err(e)) => Err(e),
+        (Err(e), released) => {
+            if let Err(why) = released {
+                ctx.events.warn(&ctx.step, why.to_string());
+            }
+            Err(e)
+        }
     }
 }
 

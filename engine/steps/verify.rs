@@ -267,14 +267,17 @@ fn loaded_key(side: &Side) -> String {
 
 async fn ensure_loaded(ctx: &StepCtx, c: &MilvusClient, side: &Side) -> Result<()> {
     match c.get_load_state(&side.collection).await? {
-        LoadState::Loaded => Ok(()),
         LoadState::NotExist => fail(format!(
             "collection `{side}` does not exist; check the step's `source`/`target`"
         )),
-        _ => {
+        state => {
             // Queries on Milvus 2.3 need the collection in memory.
-            ctx.events
-                .info(&ctx.step, format!("loading `{side}` to read its rows"));
+            if state != LoadState::Loaded {
+                ctx.events
+                    .info(&ctx.step, format!("loading `{side}` to read its rows"));
+            }
+            // Also when loaded: it may be a load a killed run of this step made, which the
+            // record says to undo; a collection loaded before the run is recorded as such.
             ctx.load_to_read(c, &side.collection, &loaded_key(side))
                 .await
                 .map(|_| ())

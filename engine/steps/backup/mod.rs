@@ -60,6 +60,6 @@ async fn look_at(look: &Look<'_>, step: &BackupStep, p: &mut StepPreview) -> Opt
     };
     match step.mode {
         Mode::Binlog => binlog::preview(look, step, &client, &selected, p).await,
-        Mode::Rows => rows::preview(&client, &selected, p).await,
+        Mode::Rows => rows::preview(&client, &selected, look.tasks, p).await,
     }
 }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::common::{
     backup_info, collection_info, load_state_name, preview_info, preview_rows, start,
 };
-use crate::checkpoint::TaskState;
+use crate::checkpoint::{TaskState, Tasks};
 use crate::codec::{
     self,
     arrow::{Col, columns, output_fields, page_to_batch, to_parquet},
@@ -25,7 +25,7 @@ use crate::format::rows::{self, RowsCollection, RowsFile, RowsMeta, RowsPartitio
 use crate::milvus::{MilvusClient, Pk};
 use crate::plan::BackupStep;
 use crate::schema::CollectionSchema;
-use crate::steps::ctx::{Result, StepCtx, StepError, fail, to_json};
+use crate::steps::ctx::{Result, StepCtx, StepError, fail, load_record, to_json};
 use crate::steps::feed::Unit;
 use crate::steps::preview::{Seen, StepPreview};
 use crate::storage::Storage;
@@ -134,28 +134,21 @@ async fn read_unit(
     limit: usize,
     written: &(dyn Fn(&RowsFile) + Sync),
 ) -> Result<Vec<RowsFile>> {
-    let task = |seq: usize| format!("{key}/{}/{seq:06}", safe(partition));
+    let task = |seq: usize| file_task(key, partition, seq);
     let output = output_fields(cols);
     let output = &output;
     let cols: Arc<Vec<Col>> = Arc::new(cols.to_vec());
-    let mut files = Vec::new();
-    let mut after: Option<Pk> = None;
-    let mut seq = 0;
-    // Finished files of an earlier run, in order. Past the first gap nothing recorded is
-    // trusted: pages are queried again from the last key before it and rewritten.
-    loop {
-        match ctx.done::<Option<Written>>(&task(seq))? {
-            Some(Some(w)) => {
-                ctx.events.progress_rows(&ctx.step, w.file.rows);
-                written(&w.file);
-                after = Some(Pk::from(&w.file.last));
-                files.push(w.file);
-                seq += 1;
-            }
-            Some(None) => return Ok(files),
-            None => break,
-        }
+    let (files, ended) = recorded(ctx, key, partition)?;
+    for f in &files {
+        ctx.events.progress_rows(&ctx.step, f.rows);
+        written(f);
     }
+    if ended {
+        return Ok(files);
+    }
+    let mut files = files;
+    let mut after: Option<Pk> = files.last().map(|f| Pk::from(&f.last));
+    let mut seq = files.len();
     // One page queued and two being written: with the one being queried, at most four pages
     // (16 MiB each, plus their Arrow and Parquet copies while encoding) are held at once.
     let (pages_tx, pages_rx) = tokio::sync::mpsc::channel(1);
@@ -254,6 +247,36 @@ async fn read_unit(
     Ok(files)
 }
 
+/// The task recording file `seq` of one partition (or, past the last file, its end).
+fn file_task(key: &str, partition: &str, seq: usize) -> String {
+    format!("{key}/{}/{seq:06}", safe(partition))
+}
+
+/// The files of one partition an earlier run recorded, in order, and whether its end is
+/// recorded too (all of it read). Past the first gap nothing recorded is trusted: pages are
+/// queried again from the last key before it and rewritten.
+fn recorded(ctx: &StepCtx, key: &str, partition: &str) -> Result<(Vec<RowsFile>, bool)> {
+    let mut files = Vec::new();
+    loop {
+        match ctx.done::<Option<Written>>(&file_task(key, partition, files.len()))? {
+            Some(Some(w)) => files.push(w.file),
+            Some(None) => return Ok((files, true)),
+            None => return Ok((files, false)),
+        }
+    }
+}
+
+/// The task recording the load the backup makes to read a collection, and the load state the
+/// collection had before: the preview of a resumed run reads it too.
+fn loaded_task(db: &str, name: &str) -> String {
+    format!("{}/loaded", coll_key(db, name))
+}
+
+/// The prefix of a collection's tasks.
+fn coll_key(db: &str, name: &str) -> String {
+    format!("coll/{db}.{name}")
+}
+
 async fn backup_collection(
     ctx: &StepCtx,
     c: &MilvusClient,
@@ -262,7 +285,7 @@ async fn backup_collection(
     db: &str,
     name: &str,
 ) -> Result<(CollectionBackupInfo, RowsCollection)> {
-    let key = format!("coll/{db}.{name}");
+    let key = coll_key(db, name);
     let desc = c.describe_collection(name).await?;
     let schema = CollectionSchema::from(&desc.schema);
     let cols = columns(&schema).map_err(|e| StepError::Failed(format!("`{db}.{name}`: {e}")))?;
@@ -272,12 +295,6 @@ async fn backup_collection(
             step.instance
         ));
     };
-    // Read by query, so loaded; a released source is released again once read.
-    let loaded_task = format!("{key}/loaded");
-    let was_loaded = ctx.load_to_read(c, name, &loaded_task).await?;
-    if let Ok(n) = c.query_count(name, &[], "").await {
-        ctx.events.planned_rows(&ctx.step, n);
-    }
     let partitions = c.show_partitions(name).await?;
     let indexes = c.describe_index(name).await?;
     let limit = codec::page_limit(&schema, PAGE_BYTES);
@@ -292,6 +309,26 @@ async fn backup_collection(
         vec![String::new()]
     } else {
         partitions.iter().map(|p| p.name.clone()).collect()
+    };
+    // Read by query, so loaded; a released source is released again once read. One an
+    // earlier run read to the end is not loaded again just to find that out.
+    let loaded_task = loaded_task(db, name);
+    let mut read = 0;
+    let mut unread = false;
+    for unit in &units {
+        let (files, ended) = recorded(ctx, &key, unit)?;
+        read += files.iter().map(|f| f.rows).sum::<u64>();
+        unread |= !ended;
+    }
+    let was_loaded = if unread {
+        let was_loaded = ctx.load_to_read(c, name, &loaded_task).await?;
+        if let Ok(n) = c.query_count(name, &[], "").await {
+            ctx.events.planned_rows(&ctx.step, n);
+        }
+        was_loaded
+    } else {
+        ctx.events.planned_rows(&ctx.step, read);
+        ctx.loaded_before(c, name, &loaded_task).await?
     };
     // The files so far, published as each is written. Not when a field's size limit is taken
     // from the values read: the target is created from the schema before all of them are read.
@@ -392,9 +429,12 @@ async fn unreadable(
 }
 
 /// What a rows backup would read, by counting (no bucket access needed).
+/// `tasks`: the records of the run apply would resume, whose load states are shown, not the
+/// ones its killed runs left.
 pub(super) async fn preview(
     client: &MilvusClient,
     selected: &[(String, String)],
+    tasks: Option<&Tasks>,
     p: &mut StepPreview,
 ) -> Option<BackupInfo> {
     let mut info = BackupInfo {
@@ -439,8 +479,19 @@ pub(super) async fn preview(
             parts.len(),
         ));
         p.changes.extend(notes);
-        info.collection_backups
-            .push(preview_info(&c, db, name, &parts, desc.as_ref(), Some(rows)).await);
+        let mut backup = preview_info(&c, db, name, &parts, desc.as_ref(), Some(rows)).await;
+        if let Some(t) = tasks
+            && let Ok(Some(r)) = load_record(t, &p.id, &loaded_task(db, name))
+        {
+            backup.load_state = load_state_name(r.was_loaded);
+            if r.held {
+                p.changes.push(format!(
+                    "  ~ {db}.{name}: loaded by the stopped run to read it, released again once \
+                     read"
+                ));
+            }
+        }
+        info.collection_backups.push(backup);
     }
     Some(info)
 }
