@@ -10,6 +10,7 @@ pub mod copy;
 pub mod ctx;
 pub mod feed;
 pub mod keys;
+pub mod loads;
 pub mod preview;
 pub mod restore;
 pub mod verify;

@@ -25,8 +25,9 @@ use crate::format::rows::{self, RowsCollection, RowsFile, RowsMeta, RowsPartitio
 use crate::milvus::{MilvusClient, Pk};
 use crate::plan::BackupStep;
 use crate::schema::CollectionSchema;
-use crate::steps::ctx::{Result, StepCtx, StepError, fail, load_record, to_json};
+use crate::steps::ctx::{Result, StepCtx, StepError, fail, to_json};
 use crate::steps::feed::Unit;
+use crate::steps::loads::load_record;
 use crate::steps::preview::{Seen, StepPreview};
 use crate::storage::Storage;
 
