@@ -13,7 +13,6 @@ mod milvus_connect;
 mod modern;
 mod plan_load;
 mod preview_apply;
-mod restart;
 mod reviewed;
 mod rows;
 mod secrets;

@@ -4,7 +4,7 @@
 //! waited for.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
@@ -20,6 +20,8 @@ use crate::steps::ctx::{Result, StepCtx, StepError, fail, to_json};
 use crate::storage::{self, Storage};
 
 const IMPORT_TIMEOUT: Duration = Duration::from_secs(3600);
+/// An import whose state and progress have not changed for this long is said to be stuck.
+const STUCK_AFTER: Duration = Duration::from_secs(180);
 
 #[derive(Serialize, Deserialize)]
 struct Started {
@@ -309,6 +311,8 @@ async fn wait_import(
         seg.segment_id
     );
     let stalled = |msg: String| ctx.events.warn(&ctx.step, format!("{what}: {msg}"));
+    // What the server last said of the task, and since when: a wait that does not move is said.
+    let mut seen: Option<(ImportState, String, Instant, bool)> = None;
     loop {
         // One poll at a time, never cancelled (see `MilvusClient::get_import_state`): Ctrl-C
         // ends this wait, while the poll in flight runs on by itself.
@@ -329,6 +333,28 @@ async fn wait_import(
             st = poll => st?,
             _ = ctx.cancel.cancelled() => return Err(StepError::Interrupted),
         };
+        let progress = st.info("progress_percent").unwrap_or_default().to_string();
+        match &mut seen {
+            Some((state, p, since, said)) if *state == st.state && *p == progress => {
+                if !*said && since.elapsed() >= STUCK_AFTER {
+                    *said = true;
+                    stalled(format!(
+                        "`{}` has answered {:?}{} since {} s ago, without progress; still \
+                         waiting (up to {} min in all)",
+                        client.name(),
+                        st.state,
+                        if progress.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" at {progress} %")
+                        },
+                        since.elapsed().as_secs(),
+                        IMPORT_TIMEOUT.as_secs() / 60
+                    ));
+                }
+            }
+            _ => seen = Some((st.state, progress, Instant::now(), false)),
+        }
         match st.state {
             ImportState::ImportCompleted => return Ok(st.row_count),
             s if s.failed() => {
