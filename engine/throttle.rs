@@ -2,6 +2,7 @@
 //! waits for, halved when the server answers that it is overloaded and grown back as calls
 //! succeed, so a migration yields to a live cluster instead of failing on it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,9 @@ pub struct Throttle {
     cap: Option<f64>,
     state: Mutex<State>,
     notice: Mutex<Option<Notice>>,
+    /// An outage of the server was said and no call has gone through since: every call that
+    /// waits for the server to come back would otherwise say it again.
+    outage_said: AtomicBool,
 }
 
 struct State {
@@ -60,6 +64,7 @@ impl Throttle {
                 noticed: false,
             }),
             notice: Mutex::new(None),
+            outage_said: AtomicBool::new(false),
         })
     }
 
@@ -68,8 +73,12 @@ impl Throttle {
         *self.notice.lock().expect("throttle lock") = Some(notice);
     }
 
-    /// Says `msg` where the first slow-down is said (the caller says each cause once).
-    pub fn say(&self, msg: String) {
+    /// Says that the server cannot be reached (`msg`), once per outage: until a call succeeds.
+    pub fn say_outage(&self, msg: impl FnOnce() -> String) {
+        if self.outage_said.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let msg = msg();
         tracing::info!("{msg}");
         if let Some(n) = self.notice.lock().expect("throttle lock").as_ref() {
             n(msg);
@@ -137,6 +146,7 @@ impl Throttle {
 
     /// A call went through: after enough in a row, the rate grows back towards the cap.
     pub fn succeeded(&self) {
+        self.outage_said.store(false, Ordering::SeqCst);
         let mut s = self.state.lock().expect("throttle lock");
         let Some(rate) = s.rate else { return };
         s.ok_in_a_row += 1;

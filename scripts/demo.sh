@@ -4,13 +4,14 @@
 # Milvus B), then shows what `coll_bak` holds. Safe to run again: it resets the demo's own data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/cache.sh
 py=.venv/bin/python
 data() { "$py" scripts/milvus_data.py "$@"; }
 
 scripts/services.sh up
 echo "== building planrun"
 cargo build --locked --quiet
-bin="${CARGO_TARGET_DIR:-target}/debug/planrun"
+bin="$CARGO_TARGET_DIR/debug/planrun"
 
 echo "== resetting the demo's collections, backups and run state"
 data drop coll >/dev/null

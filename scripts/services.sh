@@ -31,7 +31,7 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 dir="${PLANRUN_SERVICES_DIR:-$root/.services}"
-cache="${PLANRUN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/planrun}"
+. "$root/scripts/cache.sh"
 pins="$root/scripts/requirements.txt"
 pins25="$root/scripts/requirements-lite25.txt"
 hash_of() { sha256sum "$1" | cut -c1-12; }

@@ -6,9 +6,9 @@ cd "$(dirname "$0")/.."
 if ! command -v cargo >/dev/null; then
   echo "cargo not found: install the Rust toolchain (https://rustup.rs) first" >&2; exit 1
 fi
-# Compiled dependencies are kept per machine, like the servers (scripts/services.sh): a second
-# clone compiles only planrun itself. Set CARGO_TARGET_DIR to build elsewhere.
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${PLANRUN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/planrun}/target}"
+# Compiled dependencies are kept per machine, like the servers: a second clone compiles only
+# planrun itself.
+. scripts/cache.sh
 # No test reaches an address outside 127.0.0.1: the AWS credential and region chains of planrun
 # and of the servers skip the EC2 instance metadata service.
 export AWS_EC2_METADATA_DISABLED=true

@@ -106,21 +106,7 @@ fn backup_objects(bk: &str) -> usize {
 
 fn clean(coll: &str, bk: &str) {
     data(&["drop", coll]);
-    data(&[
-        "drop",
-        "--uri",
-        &MILVUS_B.uri(),
-        "--token",
-        "",
-        &format!("{coll}_bak"),
-    ]);
-    data(&[
-        "s3-clean",
-        "--bucket",
-        "bucket-b",
-        "--prefix",
-        &format!("backup/{bk}/"),
-    ]);
+    support::forget_copy(coll, bk);
 }
 
 /// Inserts `n` more rows into the seeded `coll` on Milvus A, and flushes them.

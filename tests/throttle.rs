@@ -70,21 +70,7 @@ fn a_rate_limited_source_is_read_slower_not_failed() {
             &format!("{coll}_bak"),
         ]);
         data(&["drop", "--uri", &q, "--token", "root:Milvus", &coll]);
-        data(&[
-            "drop",
-            "--uri",
-            &MILVUS_B.uri(),
-            "--token",
-            "",
-            &format!("{coll}_bak"),
-        ]);
-        data(&[
-            "s3-clean",
-            "--bucket",
-            "bucket-b",
-            "--prefix",
-            &format!("backup/{bk}/"),
-        ]);
+        support::forget_copy(&coll, &bk);
 
         assert!(
             succeeded,

@@ -16,11 +16,8 @@ const MAX_RESPONSE: u64 = 64 * 1024;
 /// backup that copies binlogs does not lose files halfway. `management_url` is e.g.
 /// `http://127.0.0.1:9091`. Milvus 2.3.5 lacks the endpoint: that is `GcUnsupported`.
 pub async fn pause_gc(management_url: &str, seconds: u64) -> Result<(), MilvusError> {
-    get(
-        management_url,
-        &format!("{GC_PATH}/pause?pause_seconds={seconds}"),
-    )
-    .await
+    let path = format!("{GC_PATH}/pause?pause_seconds={seconds}");
+    answered(management_url, ask(management_url, &path).await?)
 }
 
 /// Finds out, without pausing anything, what [`pause_gc`] would find: a pause of 0 seconds. A
@@ -28,15 +25,18 @@ pub async fn pause_gc(management_url: &str, seconds: u64) -> Result<(), MilvusEr
 /// with it answers anything else (a 0-second pause, or a refusal of 0), which pauses nothing.
 /// The dry run asks this, so it says what apply will do.
 pub async fn probe_gc(management_url: &str) -> Result<(), MilvusError> {
-    match get(management_url, &format!("{GC_PATH}/pause?pause_seconds=0")).await {
-        Err(MilvusError::Gc { reason, .. }) if reason.starts_with("HTTP ") => Ok(()),
-        r => r,
+    match ask(management_url, &format!("{GC_PATH}/pause?pause_seconds=0")).await? {
+        (404, body) => answered(management_url, (404, body)),
+        _ => Ok(()),
     }
 }
 
 /// Lets garbage collection run again before the pause runs out.
 pub async fn resume_gc(management_url: &str) -> Result<(), MilvusError> {
-    get(management_url, &format!("{GC_PATH}/resume")).await
+    answered(
+        management_url,
+        ask(management_url, &format!("{GC_PATH}/resume")).await?,
+    )
 }
 
 struct Target {
@@ -74,7 +74,8 @@ fn parse_url(url: &str) -> Result<Target, String> {
     })
 }
 
-async fn get(url: &str, path: &str) -> Result<(), MilvusError> {
+/// Sends `GET path` to the management port: the HTTP status and body it answered.
+async fn ask(url: &str, path: &str) -> Result<(u16, String), MilvusError> {
     let err = |reason: String| MilvusError::Gc {
         url: url.to_string(),
         reason,
@@ -96,7 +97,15 @@ async fn get(url: &str, path: &str) -> Result<(), MilvusError> {
         .await
         .map_err(|_| err(format!("no answer within {HTTP_TIMEOUT:?}")))?
         .map_err(|e| err(format!("cannot reach it: {e}")))?;
-    let (status, body) = parse_response(&raw).map_err(err)?;
+    parse_response(&raw).map_err(err)
+}
+
+/// What a pause or resume answer means: done, no such endpoint (`GcUnsupported`), or refused.
+fn answered(url: &str, (status, body): (u16, String)) -> Result<(), MilvusError> {
+    let err = |reason: String| MilvusError::Gc {
+        url: url.to_string(),
+        reason,
+    };
     match status {
         200..=299 => {
             // 2.4+ answers `{"msg": "OK"}`; an error travels as a non-OK msg with status 200.

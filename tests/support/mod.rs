@@ -236,6 +236,26 @@ pub fn seed_small(server: &Service, token: &str, coll: &str, extra: &[&str]) {
     ok(data(&args));
 }
 
+/// Removes what a migration of `coll` left on Milvus B and in bucket-b: the copy `<coll>_bak`
+/// and the backup at `backup/<bk>/`.
+pub fn forget_copy(coll: &str, bk: &str) {
+    data(&[
+        "drop",
+        "--uri",
+        &MILVUS_B.uri(),
+        "--token",
+        "",
+        &format!("{coll}_bak"),
+    ]);
+    data(&[
+        "s3-clean",
+        "--bucket",
+        "bucket-b",
+        "--prefix",
+        &format!("backup/{bk}/"),
+    ]);
+}
+
 /// Whether `coll` exists on `server`.
 pub fn exists_on(server: &Service, token: &str, coll: &str) -> bool {
     let names = ok(data(&[

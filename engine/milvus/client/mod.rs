@@ -407,25 +407,24 @@ impl MilvusClient {
             // nothing was applied, and it usually comes back within a minute or two.
             if let MilvusError::Unreachable { reason, .. } = &err
                 && self.info.established
-                && let Some(left) = self.info.outage.checked_sub(
-                    unreachable
-                        .get_or_insert_with(|| {
-                            self.info.throttle.say(format!(
-                                "`{}` cannot be reached ({}) since {}; planrun waits up to {} s \
-                                 for it to come back",
-                                self.info.name,
-                                reason,
-                                crate::checkpoint::format_time(crate::checkpoint::now()),
-                                self.info.outage.as_secs()
-                            ));
-                            Instant::now()
-                        })
-                        .elapsed(),
-                )
-                && !left.is_zero()
+                && may_repeat
             {
-                tokio::time::sleep(OUTAGE_POLL.min(left)).await;
-                continue;
+                let since = *unreachable.get_or_insert_with(Instant::now);
+                if let Some(left) = self.info.outage.checked_sub(since.elapsed())
+                    && !left.is_zero()
+                {
+                    self.info.throttle.say_outage(|| {
+                        format!(
+                            "`{}` cannot be reached ({reason}) since {}; planrun waits up to {} s \
+                             for it to come back",
+                            self.info.name,
+                            crate::checkpoint::format_time(crate::checkpoint::now()),
+                            self.info.outage.as_secs()
+                        )
+                    });
+                    tokio::time::sleep(OUTAGE_POLL.min(left)).await;
+                    continue;
+                }
             }
             if !(err.is_transient() && may_repeat && attempt < self.info.retries) {
                 return Err(err);

@@ -96,7 +96,7 @@ fn s3(cx: &mut Ctx, id: &str, s: &RawS3) -> S3Config {
             1..=u64::MAX,
             "bytes_per_second",
             "at least 1",
-            0,
+            "no cap (leave it out)",
         ),
     }
 }

@@ -175,7 +175,7 @@ pub(super) fn in_range(
     range: std::ops::RangeInclusive<u64>,
     key: &str,
     bounds: &str,
-    default: u64,
+    default: impl std::fmt::Display,
 ) -> Option<u64> {
     let v = value.as_ref()?;
     if range.contains(v.get()) {
