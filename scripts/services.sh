@@ -361,6 +361,18 @@ start_lite25() {
     "$dir/lite25" "$lib"
 }
 
+# Waits for a Milvus to answer; one that did not is started once more. Seen here: Milvus A's
+# proxy, started beside B, Q and Lite, once found a server without QueryCoord on its QueryCoord
+# port, gave up and left its launcher running with nothing behind it.
+healthy_or_again() { # name port [user:password]
+  local name=$1; shift
+  wait_for "$name" 180 milvus_healthy "$@" && return 0
+  log "starting $name once more"
+  stop_one "$name"
+  "start_${name/-/_}"
+  wait_for "$name" 180 milvus_healthy "$@"
+}
+
 up() {
   local want=("$@"); [ ${#want[@]} -gt 0 ] || want=("${all[@]}")
   local w
@@ -393,9 +405,9 @@ up() {
   fi
   if printf '%s\n' "${want[@]}" | grep -qx lite; then start_lite; fi
   if printf '%s\n' "${want[@]}" | grep -qx lite25; then start_lite25; fi
-  if printf '%s\n' "${want[@]}" | grep -qx milvus-a; then wait_for milvus-a 180 milvus_healthy 19530 root:Milvus; fi
-  if printf '%s\n' "${want[@]}" | grep -qx milvus-b; then wait_for milvus-b 180 milvus_healthy 19540; fi
-  if printf '%s\n' "${want[@]}" | grep -qx milvus-q; then wait_for milvus-q 180 milvus_healthy 19550 root:Milvus; fi
+  if printf '%s\n' "${want[@]}" | grep -qx milvus-a; then healthy_or_again milvus-a 19530 root:Milvus; fi
+  if printf '%s\n' "${want[@]}" | grep -qx milvus-b; then healthy_or_again milvus-b 19540; fi
+  if printf '%s\n' "${want[@]}" | grep -qx milvus-q; then healthy_or_again milvus-q 19550 root:Milvus; fi
   if printf '%s\n' "${want[@]}" | grep -qx lite; then wait_for lite 60 milvus_healthy 19560; fi
   if printf '%s\n' "${want[@]}" | grep -qx lite25; then wait_for lite25 60 milvus_healthy 19570; fi
   status "${want[@]}"
