@@ -15,6 +15,7 @@ mod plan_load;
 mod preview_apply;
 mod reviewed;
 mod rows;
+mod rows_import;
 mod secrets;
 mod stall;
 mod state_dir;

@@ -20,6 +20,37 @@ pub const ROWS_META: &str = "meta/rows_meta.json";
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RowsMeta {
     pub collections: Vec<RowsCollection>,
+    /// How the Parquet columns are typed. `Default` is what a backup writes now; a meta without
+    /// the key is from a backup written before it, in the first layout.
+    #[serde(default = "Layout::first")]
+    pub layout: Layout,
+}
+
+impl RowsMeta {
+    /// Whether Milvus's own bulk import reads these files as they are, so a restore may import
+    /// them server-side instead of inserting their rows.
+    pub fn importable(&self) -> bool {
+        self.layout == Layout::Import
+    }
+}
+
+/// The column types of a rows backup's files (`codec::arrow` reads both).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Layout {
+    /// planrun's first layout: float vectors as fixed-size lists, JSON and `$meta` as bytes,
+    /// arrays as protobuf bytes, other vectors as fixed-size binary. Only an insert reads it.
+    First,
+    /// Milvus's import layout: the column types its Parquet import accepts (`codec::arrow`'s
+    /// schema names them), which pyarrow and DuckDB read as plain lists and strings too.
+    #[default]
+    Import,
+}
+
+impl Layout {
+    fn first() -> Layout {
+        Layout::First
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -95,4 +126,22 @@ pub fn safe(name: &str) -> String {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_meta_without_a_layout_is_an_older_backup_and_not_importable() {
+        let old: RowsMeta = serde_json::from_str(r#"{"collections":[]}"#).unwrap();
+        assert_eq!(old.layout, Layout::First);
+        assert!(!old.importable());
+        let new = RowsMeta::default();
+        assert!(new.importable());
+        let text = serde_json::to_string(&new).unwrap();
+        assert!(text.contains(r#""layout":"import""#), "{text}");
+        let back: RowsMeta = serde_json::from_str(&text).unwrap();
+        assert!(back.importable());
+    }
 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use arrow_schema::{DataType as Arrow, Field, Schema, TimeUnit};
+use arrow_schema::{DataType as Arrow, Field, Schema};
 
 use crate::milvus::pb::schema::DataType;
 use crate::schema::CollectionSchema;
@@ -78,11 +78,14 @@ pub(super) fn vector_width(c: &Col) -> usize {
     }
 }
 
-/// The zone of TIMESTAMPTZ columns: they hold instants, whatever zone the server wrote them in.
-pub(super) const UTC: &str = "UTC";
+/// A list column's type, its items named and nullable as Milvus's own import schema has them.
+pub(super) fn list_of(item: Arrow) -> Arrow {
+    Arrow::List(Arc::new(Field::new("item", item, true)))
+}
 
-fn arrow_type(c: &Col) -> Arrow {
-    match c.ty {
+/// The Arrow type of one value of a scalar type (a column's, or an array's element).
+fn scalar_type(ty: DataType) -> Arrow {
+    match ty {
         DataType::Bool => Arrow::Boolean,
         DataType::Int8 => Arrow::Int8,
         DataType::Int16 => Arrow::Int16,
@@ -90,20 +93,26 @@ fn arrow_type(c: &Col) -> Arrow {
         DataType::Int64 => Arrow::Int64,
         DataType::Float => Arrow::Float32,
         DataType::Double => Arrow::Float64,
-        // A geometry keeps the WKT text the server answered with.
-        DataType::VarChar | DataType::String | DataType::Geometry => Arrow::Utf8,
-        DataType::Timestamptz => Arrow::Timestamp(TimeUnit::Microsecond, Some(UTC.into())),
-        DataType::FloatVector => Arrow::FixedSizeList(
-            Arc::new(Field::new("item", Arrow::Float32, true)),
-            c.dim as i32,
-        ),
-        DataType::BinaryVector
-        | DataType::Float16Vector
-        | DataType::BFloat16Vector
-        | DataType::Int8Vector => Arrow::FixedSizeBinary(vector_width(c) as i32),
-        // JSON keeps its exact bytes; an array keeps its protobuf encoding (element type and
-        // all); a sparse vector its wire encoding, (u32 index, f32 value) pairs little-endian.
-        _ => Arrow::Binary,
+        _ => Arrow::Utf8,
+    }
+}
+
+/// The column types of Milvus's own Parquet import (`Layout::Import`), so a file is imported
+/// as it is. Source: Milvus's `internal/util/importutilv2/parquet/util.go`,
+/// `convertToArrowDataType` (2.4 to 2.6), and for 2.3.5 the types verified by importing
+/// (`shared/reference/milvus-parquet-import.md`). JSON, `$meta`, TIMESTAMPTZ (RFC 3339) and
+/// GEOMETRY (WKT) are their text; a sparse vector is the JSON text
+/// `{"indices":[..],"values":[..]}`, the one form every import since 2.4 reads (2.6 also
+/// takes a struct). Nulls are Arrow nulls.
+fn arrow_type(c: &Col) -> Arrow {
+    match c.ty {
+        DataType::Array => list_of(scalar_type(c.element)),
+        DataType::FloatVector => list_of(Arrow::Float32),
+        DataType::BinaryVector | DataType::Float16Vector | DataType::BFloat16Vector => {
+            list_of(Arrow::UInt8)
+        }
+        DataType::Int8Vector => list_of(Arrow::Int8),
+        other => scalar_type(other),
     }
 }
 

@@ -273,6 +273,7 @@ async fn a_rows_backup_with_a_missing_parquet_file_is_reported() {
                 ],
             }],
         }],
+        ..Default::default()
     };
     store
         .put_bytes(

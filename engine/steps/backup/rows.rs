@@ -108,6 +108,7 @@ fn publish(
         backup: backup_info(ctx, step, c, vec![info.clone()], rows::FORMAT, files),
         rows: Some(RowsMeta {
             collections: vec![rc.clone()],
+            ..RowsMeta::default()
         }),
         partial,
     });

@@ -567,6 +567,7 @@ mod tests {
                     partitions: vec![part("p1", &["f1", "f2"]), part("p2", &["f3"])],
                     ..Default::default()
                 }],
+                ..Default::default()
             }),
             partial: true,
         };
