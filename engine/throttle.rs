@@ -2,7 +2,7 @@
 //! waits for, halved when the server answers that it is overloaded and grown back as calls
 //! succeed, so a migration yields to a live cluster instead of failing on it.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,8 @@ pub struct Throttle {
     /// An outage of the server was said and no call has gone through since: every call that
     /// waits for the server to come back would otherwise say it again.
     outage_said: AtomicBool,
+    /// Outages seen so far: what was in flight on the server before one may be gone.
+    outages: AtomicU64,
 }
 
 struct State {
@@ -65,6 +67,7 @@ impl Throttle {
             }),
             notice: Mutex::new(None),
             outage_said: AtomicBool::new(false),
+            outages: AtomicU64::new(0),
         })
     }
 
@@ -78,11 +81,18 @@ impl Throttle {
         if self.outage_said.swap(true, Ordering::SeqCst) {
             return;
         }
+        self.outages.fetch_add(1, Ordering::SeqCst);
         let msg = msg();
         tracing::info!("{msg}");
         if let Some(n) = self.notice.lock().expect("throttle lock").as_ref() {
             n(msg);
         }
+    }
+
+    /// How many outages of the server were seen (each said once): a count that moved while
+    /// something ran on the server means the server may have restarted under it.
+    pub fn outages(&self) -> u64 {
+        self.outages.load(Ordering::SeqCst)
     }
 
     /// The rate calls are let through at now, per second (`None`: not limited).

@@ -331,7 +331,9 @@ EOF
 
 start_milvus_b() { start_neighbour milvus-b 1 files; }
 
-# A third instance with its quotas on and low, for the tests of back-off under rate limits.
+# A third instance with its quotas on and low, for the tests of back-off under rate limits; a
+# test kills it during imports, and an import it was running then blocks its import queue until
+# it expires (15 min by default, 2 min here).
 # Queries only: 2 per second, which a rows backup of a few partitions exceeds at once. (Insert
 # limits are in MB/s with a burst of one second's worth: an insert larger than that would be
 # refused for ever, which tests nothing of planrun.)
@@ -340,7 +342,8 @@ start_milvus_q() {
     --extra-config quotaAndLimits.enabled=true \
     --extra-config quotaAndLimits.quotaCenterCollectInterval=1 \
     --extra-config quotaAndLimits.dql.enabled=true \
-    --extra-config quotaAndLimits.dql.queryRate.max=2
+    --extra-config quotaAndLimits.dql.queryRate.max=2 \
+    --extra-config rootCoord.importTaskExpiration=120
 }
 
 start_lite() {

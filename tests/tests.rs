@@ -13,6 +13,7 @@ mod milvus_connect;
 mod modern;
 mod plan_load;
 mod preview_apply;
+mod restart;
 mod reviewed;
 mod rows;
 mod rows_import;

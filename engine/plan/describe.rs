@@ -246,6 +246,11 @@ impl Plan {
                 {
                     o.insert("auto_id".into(), json!(r.keys.as_str()));
                 }
+                if let StepKind::Restore(r) = &st.kind
+                    && let Some(m) = r.method
+                {
+                    o.insert("method".into(), json!(m.as_str()));
+                }
                 v
             })
             .collect();

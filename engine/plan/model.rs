@@ -185,6 +185,8 @@ pub struct RestoreStep {
     pub load: Option<bool>,
     /// What a rows-mode restore does with the keys of an auto_id collection.
     pub keys: Keys,
+    /// How a rows-mode restore writes rows; `None`: by import where it can, else by insert.
+    pub method: Option<Method>,
 }
 
 /// One collection of one instance, as a verify step names it.
@@ -236,6 +238,23 @@ impl Naming {
             Naming::Suffix(s) => format!("{name}{s}"),
             Naming::Rename(map) => map.get(name).cloned().unwrap_or_else(|| name.to_string()),
             Naming::Keep => name.to_string(),
+        }
+    }
+}
+
+/// How a rows-mode restore writes its rows, when the plan says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Import,
+    Insert,
+}
+
+impl Method {
+    /// As the plan spells it (`method = "..."`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Import => "import",
+            Method::Insert => "insert",
         }
     }
 }

@@ -256,6 +256,17 @@ pub enum RawAutoId {
     NewKeys,
 }
 
+/// `method` of a restore step.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[schemars(rename = "Method")]
+#[serde(rename_all = "snake_case")]
+pub enum RawMethod {
+    /// Milvus's bulk import of the backup's Parquet files; refused where it cannot be done.
+    Import,
+    /// Inserts through the proxy, batch by batch.
+    Insert,
+}
+
 /// `[steps.<id>]` with `type = "backup"`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -315,6 +326,11 @@ pub struct RawRestore {
     /// Rows mode, collections with auto_id: `keep_keys` (default: the copy has the source's
     /// keys and auto_id off) or `new_keys` (the copy keeps auto_id and gets new keys).
     pub auto_id: Option<Sp<RawAutoId>>,
+    /// Rows mode: how the rows go in. By default by Milvus's bulk import of the backup's
+    /// Parquet files where the instance has `data` and its release takes every field's type,
+    /// by insert otherwise (the preview says which, and why). `import` refuses a collection
+    /// that cannot be imported; `insert` always inserts.
+    pub method: Option<Sp<RawMethod>>,
 }
 
 /// `source`/`target` of a verify step: `{ instance = "...", collection = "..." }`.

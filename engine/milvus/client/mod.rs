@@ -216,6 +216,11 @@ fn backoff(attempt: u32) -> Duration {
 
 impl MilvusClient {
     /// The plan's id for this instance.
+    /// Outages of this instance seen so far (see `Throttle::outages`).
+    pub fn outages(&self) -> u64 {
+        self.info.throttle.outages()
+    }
+
     pub fn name(&self) -> &str {
         &self.info.name
     }

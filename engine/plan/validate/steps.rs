@@ -6,10 +6,11 @@ use std::ops::Range;
 use crate::plan::diag::{Diag, suggest};
 use crate::plan::load::{Entry, RawPlan};
 use crate::plan::model::{
-    BackupStep, CopyStep, Instance, Keys, Mode, Naming, OnConflict, RestoreStep, Step, StepKind,
+    BackupStep, CopyStep, Instance, Keys, Method, Mode, Naming, OnConflict, RestoreStep, Step,
+    StepKind,
 };
 use crate::plan::raw::{
-    RawAutoId, RawBackup, RawCopy, RawMode, RawOnConflict, RawRestore, RawStep, Sp,
+    RawAutoId, RawBackup, RawCopy, RawMethod, RawMode, RawOnConflict, RawRestore, RawStep, Sp,
 };
 
 use super::context::{Ctx, Known, Spans};
@@ -235,6 +236,10 @@ fn restore(
             None | Some(RawAutoId::KeepKeys) => Keys::Keep,
             Some(RawAutoId::NewKeys) => Keys::New,
         },
+        method: r.method.as_ref().map(|v| match v.get() {
+            RawMethod::Import => Method::Import,
+            RawMethod::Insert => Method::Insert,
+        }),
     }))
 }
 

@@ -16,6 +16,7 @@ pub(crate) fn step() -> RestoreStep {
         aliases: true,
         load: None,
         keys: Keys::Keep,
+        method: None,
     }
 }
 

@@ -1,32 +1,19 @@
 //! Importing a binlog backup's segments: staged into the instance's bucket when the backup is
 //! elsewhere, in milvus-backup's order, each with the request its release takes, started once
-//! (an intent first; a resumed run adopts the server's task instead of starting another) and
-//! waited for.
+//! and waited for (`import_task`).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use serde::{Deserialize, Serialize};
 
+use super::import_task::{Request, import_once};
 use super::target::Target;
-use crate::checkpoint::TaskState;
 use crate::format::meta::{CollectionBackupInfo, SegmentBackupInfo};
-use crate::milvus::pb::common::ImportState;
+use crate::milvus::MilvusClient;
 use crate::milvus::version::Binlog;
-use crate::milvus::{MilvusClient, MilvusError};
 use crate::plan::{Location, RestoreStep};
-use crate::steps::ctx::{Result, StepCtx, StepError, fail, to_json};
+use crate::steps::ctx::{Result, StepCtx, StepError};
 use crate::storage::{self, Storage};
-
-const IMPORT_TIMEOUT: Duration = Duration::from_secs(3600);
-/// An import whose state and progress have not changed for this long is said to be stuck.
-const STUCK_AFTER: Duration = Duration::from_secs(180);
-
-#[derive(Serialize, Deserialize)]
-struct Started {
-    tasks: Vec<i64>,
-}
 
 /// Imports every segment of `t` (staging its files first when `stage` is the instance's bucket),
 /// batch after batch, `concurrency` at a time: the rows the imports reported.
@@ -163,6 +150,7 @@ fn import_request(
     (files, options)
 }
 
+/// Imports one segment (see [`import_request`]), started once and waited for.
 #[allow(clippy::too_many_arguments)]
 async fn import_segment(
     ctx: &StepCtx,
@@ -174,213 +162,18 @@ async fn import_segment(
     root: &Location,
     release: &Binlog,
 ) -> Result<i64> {
-    let task = format!("{key}/import/{}", seg.segment_id);
-    // One of the instance's import slots (`settings.imports`), held while the import runs and
-    // is waited for: collections restored at once queue here instead of flooding the server.
-    let _slot = if matches!(ctx.state(&task)?, Some(TaskState::Done(_))) {
-        None
-    } else {
-        Some(
-            ctx.res
-                .imports(client.name())
-                .acquire_owned()
-                .await
-                .expect("never closed"),
-        )
-    };
     let (files, options) = import_request(release, root, seg);
-    let tasks: Vec<i64> = match ctx.state(&task)? {
-        Some(TaskState::Done(v)) => return Ok(serde_json::from_value(v).unwrap_or(0)),
-        Some(TaskState::Started(v)) => {
-            let recorded = serde_json::from_value::<Started>(v)
-                .map_err(|e| StepError::Failed(format!("checkpoint of {task}: {e}")))?
-                .tasks;
-            // Started by an earlier apply and failed since (a server restart fails the imports
-            // it had in flight): a failed import leaves no rows, so it is started anew instead
-            // of failing the collection again. One that failed in this apply fails its unit.
-            let mut failed = None;
-            for id in &recorded {
-                let st = client.get_import_state(*id, &|_| {}).await?;
-                if st.state.failed() {
-                    failed = Some(st.failed_reason);
-                }
-            }
-            match failed {
-                None => recorded,
-                Some(why) => {
-                    ctx.events.warn(
-                        &ctx.step,
-                        format!(
-                            "the import of segment {} into `{target}` started by an earlier apply \
-                             failed on `{}` ({why}); importing it again",
-                            seg.segment_id,
-                            client.name()
-                        ),
-                    );
-                    start_import(ctx, client, &task, target, partition, &files, &options).await?
-                }
-            }
-        }
-        state => {
-            // An intent without a task id: the import may have started before the crash.
-            let adopted = if matches!(state, Some(TaskState::Intent(_))) {
-                client
-                    .list_import_tasks(target, 0)
-                    .await?
-                    .into_iter()
-                    .filter(|t| {
-                        !t.state.failed()
-                            && t.info("files")
-                                .is_some_and(|f| f.contains(files[0].as_str()))
-                    })
-                    .map(|t| t.id)
-                    .collect::<Vec<_>>()
-            } else {
-                Vec::new()
-            };
-            if adopted.is_empty() {
-                start_import(ctx, client, &task, target, partition, &files, &options).await?
-            } else {
-                ctx.set(
-                    &task,
-                    TaskState::Started(to_json(&Started {
-                        tasks: adopted.clone(),
-                    })),
-                )
-                .await?;
-                adopted
-            }
-        }
+    let req = Request {
+        task: format!("{key}/import/{}", seg.segment_id),
+        target,
+        partition,
+        files,
+        options,
+        what: format!("segment {}", seg.segment_id),
+        // With deletes, fewer rows than the segment's (or none) is right.
+        rows: (!seg.has_deletes()).then_some(seg.num_of_rows),
     };
-    let mut rows = 0;
-    for id in tasks {
-        rows += wait_import(ctx, client, target, seg, id).await?;
-    }
-    // Milvus 2.3 "completes" an import of a path it cannot see with 0 rows and no error.
-    if rows == 0 && seg.num_of_rows > 0 && !seg.has_deletes() {
-        return fail(format!(
-            "importing segment {} into `{target}` on `{}` read 0 of its {} rows from `{}`: \
-             the instance does not see those files; check that `data` of `{}` names its \
-             minio.bucketName and minio.rootPath",
-            seg.segment_id,
-            client.name(),
-            seg.num_of_rows,
-            files[0],
-            client.name()
-        ));
-    }
-    ctx.set(&task, TaskState::Done(to_json(&rows))).await?;
-    Ok(rows)
-}
-
-/// Starts the import of `files`, its intent recorded first and its task ids after.
-async fn start_import(
-    ctx: &StepCtx,
-    client: &MilvusClient,
-    task: &str,
-    target: &str,
-    partition: &str,
-    files: &[String],
-    options: &[(String, String)],
-) -> Result<Vec<i64>> {
-    ctx.check_cancel()?;
-    ctx.set(task, TaskState::Intent(to_json(&files))).await?;
-    let ids = client
-        .import(target, Some(partition), files.to_vec(), options)
-        .await?;
-    crate::fault::point("import-started");
-    ctx.set(
-        task,
-        TaskState::Started(to_json(&Started { tasks: ids.clone() })),
-    )
-    .await?;
-    Ok(ids)
-}
-
-async fn wait_import(
-    ctx: &StepCtx,
-    client: &MilvusClient,
-    target: &str,
-    seg: &SegmentBackupInfo,
-    id: i64,
-) -> Result<i64> {
-    let deadline = tokio::time::Instant::now() + IMPORT_TIMEOUT;
-    let mut delay = Duration::from_millis(500);
-    let what = format!(
-        "import task {id} (segment {} into `{target}`)",
-        seg.segment_id
-    );
-    let stalled = |msg: String| ctx.events.warn(&ctx.step, format!("{what}: {msg}"));
-    // What the server last said of the task, and since when: a wait that does not move is said.
-    let mut seen: Option<(ImportState, String, Instant, bool)> = None;
-    loop {
-        // One poll at a time, never cancelled (see `MilvusClient::get_import_state`): Ctrl-C
-        // ends this wait, while the poll in flight runs on by itself.
-        let poll = ctx.retry("import state", || async {
-            match client.get_import_state(id, &stalled).await {
-                // Still in flight: asking again would put a second poll beside it.
-                Err(MilvusError::Timeout { timeout, .. }) => fail(format!(
-                    "`{}` has not answered about {what} for {timeout:?}: the link or the server \
-                     is stalled; the question was left in flight, not cancelled (Milvus 2.3.5 \
-                     dies of a cancelled GetImportState), the import goes on on the server and \
-                     the next apply waits for it",
-                    client.name()
-                )),
-                r => Ok(r?),
-            }
-        });
-        let st = tokio::select! {
-            st = poll => st?,
-            _ = ctx.cancel.cancelled() => return Err(StepError::Interrupted),
-        };
-        let progress = st.info("progress_percent").unwrap_or_default().to_string();
-        match &mut seen {
-            Some((state, p, since, said)) if *state == st.state && *p == progress => {
-                if !*said && since.elapsed() >= STUCK_AFTER {
-                    *said = true;
-                    stalled(format!(
-                        "`{}` has answered {:?}{} since {} s ago, without progress; still \
-                         waiting (up to {} min in all)",
-                        client.name(),
-                        st.state,
-                        if progress.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" at {progress} %")
-                        },
-                        since.elapsed().as_secs(),
-                        IMPORT_TIMEOUT.as_secs() / 60
-                    ));
-                }
-            }
-            _ => seen = Some((st.state, progress, Instant::now(), false)),
-        }
-        match st.state {
-            ImportState::ImportCompleted => return Ok(st.row_count),
-            s if s.failed() => {
-                return fail(format!(
-                    "import of segment {} into `{target}` on `{}` failed: {}",
-                    seg.segment_id,
-                    client.name(),
-                    st.failed_reason
-                ));
-            }
-            _ => {}
-        }
-        if tokio::time::Instant::now() > deadline {
-            return fail(format!(
-                "import task {id} (segment {} into `{target}`) did not finish within {:?}; \
-                 apply again to keep waiting for it",
-                seg.segment_id, IMPORT_TIMEOUT
-            ));
-        }
-        // Interrupted while waiting: the task id is recorded, a resumed run waits for it.
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = ctx.cancel.cancelled() => return Err(StepError::Interrupted),
-        }
-        delay = (delay * 2).min(crate::milvus::POLL_MAX);
-    }
+    import_once(ctx, client, &req).await
 }
 
 /// Backups of Milvus 2.4+ servers as milvus-backup records them, for this file's tests and the

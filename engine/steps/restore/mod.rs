@@ -6,8 +6,10 @@ mod capability;
 #[cfg(test)]
 pub(crate) mod fixtures;
 mod import;
+mod import_task;
 mod refusals;
 mod rows;
+mod rows_import;
 mod target;
 
 use crate::format::meta::{self, BackupInfo};

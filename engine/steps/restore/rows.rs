@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 
+use super::rows_import::{self, Way, import_files};
 use super::target::{Target, create_aliases, create_target, discard};
 use crate::checkpoint::TaskState;
 use crate::codec::arrow::{Col, batch_to_fields, columns, from_parquet};
@@ -83,7 +84,17 @@ async fn restore_one(
             step.from, t.info.collection_name
         ));
     };
-    restore_collection(ctx, step, client, from, t, rc, partial).await
+    restore_collection(
+        ctx,
+        step,
+        client,
+        from,
+        t,
+        rc,
+        rows_meta.importable(),
+        partial,
+    )
+    .await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -94,6 +105,7 @@ async fn restore_collection(
     from: &Arc<dyn Storage>,
     t: &Target<'_>,
     rc: &RowsCollection,
+    importable: bool,
     partial: bool,
 ) -> Result<String> {
     let (db, info, target) = (t.db.as_str(), t.info, t.name.as_str());
@@ -164,12 +176,18 @@ async fn restore_collection(
         .flat_map(|p| &p.files)
         .map(|f| f.rows)
         .sum();
-    // Planned as files come to be inserted: once per file, also when the files of a running
+    let way = rows_import::way(&ctx.res, step, Some(client), info, importable)
+        .map_err(StepError::Failed)?;
+    let verb = match way {
+        Way::Import => "import",
+        Way::Insert(_) => "insert",
+    };
+    // Planned as files come to be written: once per file, also when the files of a running
     // backup arrive over several calls.
     let mut planned = 0;
     for f in files() {
         if !matches!(
-            ctx.state(&format!("{key}/insert/{}", f.key))?,
+            ctx.state(&format!("{key}/{verb}/{}", f.key))?,
             Some(TaskState::Done(_))
         ) {
             planned += f.rows;
@@ -177,6 +195,88 @@ async fn restore_collection(
     }
     ctx.events.planned_rows(&ctx.step, planned);
     let started = std::time::Instant::now();
+    let c = &c;
+    let writes = async {
+        match way {
+            Way::Import => import_files(ctx, step, c, &key, target, rc, from).await,
+            Way::Insert(_) => {
+                let (key, pk) = (&key, &pk);
+                insert_files(
+                    ctx, step, c, key, target, info, rc, from, cols, pk, new_keys,
+                )
+                .await
+            }
+        }
+    };
+    // Files still arriving from a running backup: index and load beside the first inserts, so
+    // that little is left for the end. (On a finished backup this only moves those seconds.)
+    let early = async {
+        match partial && t.loads(step) {
+            true => make_queryable(ctx, c, target, info, true).await,
+            false => Ok(()),
+        }
+    };
+    let (written, early) = futures::join!(writes, early);
+    written?;
+    early?;
+    if partial {
+        return Ok(String::new());
+    }
+    ctx.events.phase(&ctx.step, target, verb, started);
+    let started = std::time::Instant::now();
+    let loads = t.loads(step);
+    if step.indexes || loads {
+        make_queryable(ctx, c, target, info, loads).await?;
+    }
+    let counted = if loads {
+        let got = c.query_count(target, &[], "").await?;
+        if got != total {
+            let why = format!(
+                "`{target}` on `{}` holds {got} rows after the restore, the backup of `{}` had \
+                 {total}",
+                step.instance, info.collection_name
+            );
+            return discard(ctx, c, t, why).await;
+        }
+        format!(", {got} rows verified by count")
+    } else {
+        count_unloaded(ctx, c, t, rc, total).await?
+    };
+    if step.indexes || loads {
+        ctx.events
+            .phase(&ctx.step, target, "index and load", started);
+    }
+    let line = format!(
+        "`{}` → `{target}`: {} partitions, {total} rows {verb}ed from Parquet{counted}",
+        info.collection_name,
+        rc.partitions.len()
+    );
+    let made = create_aliases(&client.with_database(db), step, t).await?;
+    let line = if made.is_empty() {
+        line
+    } else {
+        format!("{line}, aliases {}", made.join(", "))
+    };
+    ctx.set(&key, TaskState::Done(to_json(&line))).await?;
+    Ok(line)
+}
+
+/// Inserts the files of `rc` not inserted yet into `target`, `concurrency` at a time; a file a
+/// crashed run may have inserted is reconciled first.
+#[allow(clippy::too_many_arguments)]
+async fn insert_files(
+    ctx: &StepCtx,
+    step: &RestoreStep,
+    c: &MilvusClient,
+    key: &str,
+    target: &str,
+    info: &CollectionBackupInfo,
+    rc: &RowsCollection,
+    from: &Arc<dyn Storage>,
+    cols: Vec<Col>,
+    pk: &str,
+    new_keys: bool,
+) -> Result<()> {
     // Files a crashed run may have inserted are reconciled first, one by one: count the file's
     // key range in the target; all there → done, some → delete them and insert the file again.
     let mut queryable = false;
@@ -188,7 +288,7 @@ async fn restore_collection(
                 Some(TaskState::Done(_)) => continue,
                 Some(TaskState::Intent(_)) => {
                     if !queryable {
-                        make_queryable(ctx, &c, target, info, true).await?;
+                        make_queryable(ctx, c, target, info, true).await?;
                         queryable = true;
                     }
                     let range = format!(
@@ -203,7 +303,7 @@ async fn restore_collection(
                         continue;
                     }
                     if have > 0 {
-                        let keys = file_keys(from, step, &cols, &pk, f).await?;
+                        let keys = file_keys(from, step, &cols, pk, f).await?;
                         c.delete(target, None, &format!("{pk} in [{keys}]")).await?;
                         // Deleted rows stay in flushed segments' counts until compaction.
                         let redo = format!("{key}/redo/{}", f.key);
@@ -218,9 +318,6 @@ async fn restore_collection(
     // The rest, `concurrency` files at a time (files never share a key, so their inserts are
     // independent): the target server works on one insert while the next file is decoded.
     let cols = Arc::new(cols);
-    let c = &c;
-    let key = key.as_str();
-    let pk = pk.as_str();
     let inserts = futures::stream::iter(todo)
         .map(|(partition, f): (String, RowsFile)| {
             let cols = cols.clone();
@@ -254,57 +351,8 @@ async fn restore_collection(
         })
         .buffer_unordered(ctx.concurrency())
         .try_collect::<Vec<()>>();
-    // Files still arriving from a running backup: index and load beside the first inserts, so
-    // that little is left for the end. (On a finished backup this only moves those seconds.)
-    let early = async {
-        match partial && t.loads(step) {
-            true => make_queryable(ctx, c, target, info, true).await,
-            false => Ok(()),
-        }
-    };
-    let (inserted, early) = futures::join!(inserts, early);
-    inserted?;
-    early?;
-    if partial {
-        return Ok(String::new());
-    }
-    ctx.events.phase(&ctx.step, target, "insert", started);
-    let started = std::time::Instant::now();
-    let loads = t.loads(step);
-    if step.indexes || loads {
-        make_queryable(ctx, c, target, info, loads).await?;
-    }
-    let counted = if loads {
-        let got = c.query_count(target, &[], "").await?;
-        if got != total {
-            let why = format!(
-                "`{target}` on `{}` holds {got} rows after the restore, the backup of `{}` had \
-                 {total}",
-                step.instance, info.collection_name
-            );
-            return discard(ctx, c, t, why).await;
-        }
-        format!(", {got} rows verified by count")
-    } else {
-        count_unloaded(ctx, c, t, rc, total).await?
-    };
-    if step.indexes || loads {
-        ctx.events
-            .phase(&ctx.step, target, "index and load", started);
-    }
-    let line = format!(
-        "`{}` → `{target}`: {} partitions, {total} rows inserted from Parquet{counted}",
-        info.collection_name,
-        rc.partitions.len()
-    );
-    let made = create_aliases(&client.with_database(db), step, t).await?;
-    let line = if made.is_empty() {
-        line
-    } else {
-        format!("{line}, aliases {}", made.join(", "))
-    };
-    ctx.set(key, TaskState::Done(to_json(&line))).await?;
-    Ok(line)
+    inserts.await?;
+    Ok(())
 }
 
 /// Checks the rows of a restored collection left released (as its source): a count needs a
