@@ -16,6 +16,7 @@ mod preview_apply;
 mod restart;
 mod reviewed;
 mod rows;
+mod rows_by_import;
 mod rows_import;
 mod secrets;
 mod stall;

@@ -23,6 +23,7 @@ use crate::steps::feed::Unit;
 use crate::steps::preview::{Look, Seen, StepPreview};
 use crate::storage::Storage;
 use refusals::{alias_refusals, name_refusals, refusals};
+use rows_import::Way;
 use target::{Mode, aliases, exists, key_partitions};
 pub use target::{Target, selected};
 
@@ -184,6 +185,12 @@ async fn restore(
                 .cloned(),
         );
         why.extend(alias_refusals(&client, step, &ctx.step, t).await?);
+        if let Some(rows) = &unit.rows
+            && let Err(e) =
+                rows_import::way(&ctx.res, step, Some(&client), t.info, rows.importable())
+        {
+            why.push(e);
+        }
         if !why.is_empty() {
             refused.insert(t.unit(), why.join("; "));
         }
@@ -269,6 +276,8 @@ pub async fn preview(look: &mut Look<'_>, step: &RestoreStep, p: &mut StepPrevie
     let source = look.res.plan.backup_source(&step.from);
     // A backup that exists is checked against its meta, as apply checks it.
     let mut damage = BTreeMap::new();
+    // A backup still to be written is written in the import layout.
+    let mut importable = true;
     if !p.estimated {
         let checked = async {
             let s = look.res.storage(&step.from.bucket).await?;
@@ -276,10 +285,11 @@ pub async fn preview(look: &mut Look<'_>, step: &RestoreStep, p: &mut StepPrevie
                 Mode::Rows => Some(crate::format::read_rows_meta(s.as_ref(), &step.from).await?),
                 Mode::Binlog => None,
             };
-            damaged(s.as_ref(), step, &backup, rows.as_ref()).await
+            let damage = damaged(s.as_ref(), step, &backup, rows.as_ref()).await?;
+            Ok::<_, StepError>((damage, rows.is_none_or(|r| r.importable())))
         };
         match checked.await {
-            Ok(d) => damage = d,
+            Ok((d, i)) => (damage, importable) = (d, i),
             Err(e) => p.conflict(e),
         }
     }
@@ -357,6 +367,25 @@ pub async fn preview(look: &mut Look<'_>, step: &RestoreStep, p: &mut StepPrevie
                     info.collection_name, t.name, step.instance
                 ),
             });
+        }
+        if mode == Mode::Rows {
+            match rows_import::way(look.res, step, Some(client), info, importable) {
+                Ok(Way::Import) => p.changes.push(format!(
+                    "  ~ `{}`: the rows go in by `{}`'s own bulk import of the backup's Parquet \
+                     files{}, then are counted per partition",
+                    t.name,
+                    step.instance,
+                    match binlog::target_ok(look.res, step) {
+                        Ok(Some(stage)) => format!(" (staged into `{stage}`, its own bucket)"),
+                        _ => String::new(),
+                    }
+                )),
+                Ok(Way::Insert(why)) => p.changes.push(format!(
+                    "  ~ `{}`: the rows go in by insert through the proxy ({why})",
+                    t.name
+                )),
+                Err(e) => refused.push(e),
+            }
         }
         if mode == Mode::Binlog && step.keys == Keys::New && info.schema.auto_id() {
             p.changes.push(format!(
