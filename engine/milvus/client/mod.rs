@@ -461,6 +461,8 @@ impl MilvusClient {
             }
             match tokio::time::timeout(self.info.timeout.min(left), &mut call).await {
                 Ok(done) => return Some(done.expect("a gRPC call neither panics nor is aborted")),
+                // During an outage, already said, the call waits for the server to come back.
+                Err(_) if self.info.throttle.in_outage() => {}
                 Err(_) if started.elapsed() < STALL_LIMIT => stalled(format!(
                     "no answer from `{}` to {rpc} for {} s; still waiting, without cancelling \
                      it (the link or the server may be stalled)",
