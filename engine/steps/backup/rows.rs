@@ -193,6 +193,7 @@ async fn read_unit(
                 };
                 let rows = page.num_rows;
                 let longest = limits::observe(missing, &page.fields);
+                let keys = key_digest(&page.fields, pk, rows);
                 // Encoding is CPU work: off the async threads, so queries and puts go on.
                 let body = tokio::task::spawn_blocking(move || {
                     let batch = page_to_batch(&cols, &page.fields, page.num_rows)?;
@@ -223,6 +224,7 @@ async fn read_unit(
                     size: Some(put.size),
                     md5: put.md5,
                     longest,
+                    keys,
                 };
                 ctx.set(
                     &task(seq),
@@ -247,6 +249,18 @@ async fn read_unit(
     )
     .await?;
     Ok(files)
+}
+
+/// The digest of a page's primary keys, hex, as `RowsFile::keys` records it.
+fn key_digest(
+    fields: &[crate::milvus::pb::schema::FieldData],
+    pk: &str,
+    rows: usize,
+) -> Option<String> {
+    let col = fields.iter().find(|f| f.field_name == pk)?;
+    let hashed = crate::codec::digest::hash_rows(std::slice::from_ref(col), pk, rows, true).ok()?;
+    let sum = hashed.iter().fold(0u128, |s, (_, h)| s.wrapping_add(*h));
+    Some(format!("{sum:032x}"))
 }
 
 /// The task recording file `seq` of one partition (or, past the last file, its end).

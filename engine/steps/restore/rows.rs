@@ -262,9 +262,37 @@ async fn restore_collection(
                 return discard(ctx, c, t, why).await;
             }
         }
-        match by_import {
-            true => format!(", {got} rows verified by count in each partition"),
-            false => format!(", {got} rows verified by count"),
+        // And their keys, against the digests the backup's files record (none in older ones).
+        let mut keyed = by_import;
+        for p in rc.partitions.iter().filter(|_| by_import) {
+            let Some(want) = crate::format::rows::key_digest(&p.files) else {
+                keyed = false;
+                continue;
+            };
+            let named: Vec<String> = (!p.name.is_empty())
+                .then(|| p.name.clone())
+                .into_iter()
+                .collect();
+            let (_, keys) = crate::steps::keys::key_digest(ctx, c, target, &named, &pk).await?;
+            if keys != want {
+                let why = format!(
+                    "the primary keys of {} of `{target}` on `{}` are not the backup's after \
+                     the restore (key digest {keys:032x}, the backup's {want:032x})",
+                    match p.name.as_str() {
+                        "" => "the whole".to_string(),
+                        name => format!("partition `{name}`"),
+                    },
+                    step.instance
+                );
+                return discard(ctx, c, t, why).await;
+            }
+        }
+        match (by_import, keyed) {
+            (true, true) => {
+                format!(", {got} rows verified by count and key digest in each partition")
+            }
+            (true, false) => format!(", {got} rows verified by count in each partition"),
+            (false, _) => format!(", {got} rows verified by count"),
         }
     } else {
         count_unloaded(ctx, c, t, rc, total).await?
@@ -557,6 +585,7 @@ mod tests {
             size: None,
             md5: None,
             longest: Default::default(),
+            keys: None,
         }
     }
 
