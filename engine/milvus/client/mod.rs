@@ -33,7 +33,7 @@ pub use collection::{CollectionInfo, PartitionInfo};
 pub use import::ImportTask;
 pub use index::IndexInfo;
 pub use poll::POLL_MAX;
-pub use rows::{InsertResult, MAX_QUERY_LIMIT, QueryPage};
+pub use rows::{Fresh, InsertResult, MAX_QUERY_LIMIT, QueryPage};
 pub use segment::{FlushResult, SegmentInfo};
 
 /// Milvus's own name for the database a request without one addresses.
