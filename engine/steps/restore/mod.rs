@@ -10,6 +10,7 @@ mod import_task;
 mod refusals;
 mod rows;
 mod rows_import;
+mod rows_insert;
 mod target;
 
 use crate::format::meta::{self, BackupInfo};
@@ -23,7 +24,6 @@ use crate::steps::feed::Unit;
 use crate::steps::preview::{Look, Seen, StepPreview};
 use crate::storage::Storage;
 use refusals::{alias_refusals, name_refusals, refusals};
-use rows_import::Way;
 use target::{Mode, aliases, exists, key_partitions};
 pub use target::{Target, selected};
 
@@ -369,21 +369,8 @@ pub async fn preview(look: &mut Look<'_>, step: &RestoreStep, p: &mut StepPrevie
             });
         }
         if mode == Mode::Rows {
-            match rows_import::way(look.res, step, Some(client), info, importable) {
-                Ok(Way::Import) => p.changes.push(format!(
-                    "  ~ `{}`: the rows go in by `{}`'s own bulk import of the backup's Parquet \
-                     files{}, then are counted per partition",
-                    t.name,
-                    step.instance,
-                    match binlog::target_ok(look.res, step) {
-                        Ok(Some(stage)) => format!(" (staged into `{stage}`, its own bucket)"),
-                        _ => String::new(),
-                    }
-                )),
-                Ok(Way::Insert(why)) => p.changes.push(format!(
-                    "  ~ `{}`: the rows go in by insert through the proxy ({why})",
-                    t.name
-                )),
+            match rows_import::said(look.res, step, client, t, importable) {
+                Ok(line) => p.changes.push(line),
                 Err(e) => refused.push(e),
             }
         }

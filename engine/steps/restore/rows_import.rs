@@ -7,6 +7,7 @@ use std::sync::Arc;
 use futures::{StreamExt, TryStreamExt};
 
 use super::import_task::{Request, import_once};
+use super::target::Target;
 use crate::format::meta::CollectionBackupInfo;
 use crate::format::rows::{RowsCollection, RowsFile};
 use crate::milvus::MilvusClient;
@@ -46,6 +47,32 @@ pub(super) fn way(
         )),
         (None, Some(why)) => Ok(Way::Insert(why)),
     }
+}
+
+/// The preview's line of how `t`'s rows go in (or why `method = "import"` is refused).
+pub(super) fn said(
+    res: &Resources,
+    step: &RestoreStep,
+    client: &MilvusClient,
+    t: &Target<'_>,
+    importable: bool,
+) -> std::result::Result<String, String> {
+    Ok(match way(res, step, Some(client), t.info, importable)? {
+        Way::Import => format!(
+            "  ~ `{}`: the rows go in by `{}`'s own bulk import of the backup's Parquet files{}, \
+             then are checked by count and key digest per partition",
+            t.name,
+            step.instance,
+            match super::binlog::target_ok(res, step) {
+                Ok(Some(stage)) => format!(" (staged into `{stage}`, its own bucket)"),
+                _ => String::new(),
+            }
+        ),
+        Way::Insert(why) => format!(
+            "  ~ `{}`: the rows go in by insert through the proxy ({why})",
+            t.name
+        ),
+    })
 }
 
 fn why_not(

@@ -1,5 +1,6 @@
 //! The targets of a restore: which collections of the backup, under which names and databases,
-//! the refusals checked before anything is created, and creating the target collection.
+//! the refusals checked before anything is created, creating the target collection, and indexing
+//! and loading it.
 
 use crate::checkpoint::TaskState;
 use crate::format::meta::{BackupInfo, CollectionBackupInfo};
@@ -279,6 +280,57 @@ pub fn key_partitions(info: &CollectionBackupInfo) -> Option<i64> {
                 .filter(|p| p.partition_name != "_default")
                 .count() as i64
         })
+}
+
+/// Indexes (as in the backup) and load: needed to query the copy, and wanted at the end.
+pub(super) async fn make_queryable(
+    ctx: &StepCtx,
+    c: &MilvusClient,
+    target: &str,
+    info: &CollectionBackupInfo,
+    load: bool,
+) -> Result<()> {
+    let have = c.describe_index(target).await?;
+    for idx in &info.index_infos {
+        if !have.iter().any(|h| h.field_name == idx.field_name) {
+            let params: Vec<(String, String)> = idx.params.clone().into_iter().collect();
+            if let Err(e) = c
+                .create_index(target, &idx.field_name, &idx.index_name, &params)
+                .await
+            {
+                // Milvus Lite reports an index without its build params (no `nlist`), which
+                // another server may refuse: fall back to AUTOINDEX with the same metric.
+                let metric: Vec<(String, String)> = idx
+                    .params
+                    .iter()
+                    .filter(|(k, _)| k.as_str() == "metric_type")
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .chain([("index_type".to_string(), "AUTOINDEX".to_string())])
+                    .collect();
+                ctx.events.warn(
+                    &ctx.step,
+                    format!(
+                        "index `{}` of `{target}` could not be created as in the backup ({e}); \
+                         creating AUTOINDEX instead",
+                        idx.index_name
+                    ),
+                );
+                c.create_index(target, &idx.field_name, &idx.index_name, &metric)
+                    .await?;
+            }
+        }
+    }
+    if !load {
+        return Ok(());
+    }
+    ctx.once(&format!("coll/{}.{target}/load", c.database()), || async {
+        c.load_collection(target).await?;
+        c.wait_loaded(target, crate::steps::ctx::LOAD_TIMEOUT)
+            .await?;
+        Ok(true)
+    })
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]
