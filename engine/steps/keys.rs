@@ -100,7 +100,12 @@ impl<'a> Walk<'a> {
                             "",
                             self.limit,
                             self.output,
-                            crate::milvus::Fresh::Strong,
+                            // The first page waits for everything written before the walk;
+                            // the rest need not wait for the server's time tick again.
+                            match self.after {
+                                None => crate::milvus::Fresh::Strong,
+                                Some(_) => crate::milvus::Fresh::Held,
+                            },
                         )
                         .await?)
                 })
