@@ -2,11 +2,12 @@
 //!
 //! Layout under a backup location: `meta/backup_meta.json` and `meta/full_meta.json` (format
 //! `planrun-rows`, with schema, partitions and indexes), `meta/rows_meta.json` (the files of
-//! every partition and their key ranges), and `rows/<db>/<coll>/<partition>/r<range>-<seq>.parquet`
-//! in Milvus's own import layout (`layout`; `codec::arrow` names the column types). Each file holds consecutive primary-key pages (one row group each) up to `settings.file_bytes`,
-//! written as a stream, so memory stays bounded whatever the collection size; key ranges of
-//! files never overlap, which is what lets a restore reconcile a file it may have
-//! inserted before a crash by counting its range.
+//! every partition and their key ranges), and
+//! `rows/<db>/<coll>/<partition>/r<range>-<seq>.parquet` in Milvus's own import layout
+//! (`layout`; `codec::arrow` names the column types). Each file holds consecutive primary-key
+//! pages (one row group each) up to `settings.file_bytes`, written as a stream, so memory stays
+//! bounded whatever the collection size; key ranges of files never overlap, which is what lets
+//! a restore reconcile a file it may have inserted before a crash by counting its range.
 
 use std::collections::BTreeMap;
 
