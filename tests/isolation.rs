@@ -493,18 +493,18 @@ fn a_rows_backup_killed_while_reading_leaves_every_source_released_as_it_was() {
         "killed",
         // The first lines still belong to `[settings]`.
         &format!(
-            "collections = 1\npipeline = false\n{}\n[steps.verify]\ntype = \"verify\"\n\
-             restore = \"restore\"\n",
+            "collections = 1\npipeline = false\nreaders = 1\n{}\n[steps.verify]\n\
+             type = \"verify\"\nrestore = \"restore\"\n",
             BackupRestore::of(&[&format!("{prefix}_*")], &bk).rows()
         ),
     );
     let p = p.to_str().unwrap();
-    // The backup records that it started and what it reads, then per collection its load, its
-    // one file, its end and its release. Killed at the 4th record: the first collection is
-    // loaded and read. Resumed and killed at the 8th: the first two are read and released, the
-    // third is loaded and read; a resume must neither load the first two again nor forget
-    // that the third was released before the run.
-    for at in ["checkpoint:4", "checkpoint:8"] {
+    // Each collection is one file, read one collection at a time. Killed once the first file
+    // is written: the first collection is loaded and read. Resumed (the first read again) and
+    // killed at the third file: the first two are read and released, the third is loaded and
+    // read; a resume must neither load the first two again nor forget that the third was
+    // released before the run.
+    for at in ["rows-file-written:1", "rows-file-written:3"] {
         let out = support::planrun()
             .args(["apply", "--yes", "--progress", "plain", p])
             .env("PLANRUN_CRASH", at)
