@@ -12,7 +12,10 @@ use crate::support::{self, MILVUS_A, MILVUS_Q, S3, data, ok, unique};
 
 /// Kills every process of Milvus Q at once, as a crash would, and starts it again on its data.
 fn crash_and_restart_q() {
-    let pgid = std::fs::read_to_string(support::root().join(".services/milvus-q.pgid"))
+    let services = std::env::var_os("PLANRUN_SERVICES_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| support::root().join(".services"));
+    let pgid = std::fs::read_to_string(services.join("milvus-q.pgid"))
         .expect("Milvus Q was started by scripts/services.sh");
     let killed = Command::new("kill")
         .args(["-KILL", "--", &format!("-{}", pgid.trim())])

@@ -127,7 +127,7 @@ fn rows_mode_resumes_after_crashes_in_backup_and_restore_without_duplicates() {
 }
 
 /// Pipelined rows mode: the restore inserts each Parquet file as the backup writes it. The
-/// backup waits 1.5 s after each file (`PLANRUN_PAUSE`), so the restore's first insert
+/// backup waits 4 s after each file (`PLANRUN_PAUSE`, long enough for an insert on a busy machine), so the restore's first insert
 /// (progress) comes before the backup's end; the rows still match one by one.
 #[test]
 fn a_rows_restore_inserts_each_file_while_the_backup_still_reads() {
@@ -159,7 +159,7 @@ fn a_rows_restore_inserts_each_file_while_the_backup_still_reads() {
             "json",
             plan.to_str().unwrap(),
         ])
-        .env("PLANRUN_PAUSE", "rows-file-written:1500")
+        .env("PLANRUN_PAUSE", "rows-file-written:4000")
         .output()
         .expect("run planrun");
     let err = String::from_utf8_lossy(&out.stderr);
