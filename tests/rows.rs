@@ -127,8 +127,9 @@ fn rows_mode_resumes_after_crashes_in_backup_and_restore_without_duplicates() {
 }
 
 /// Pipelined rows mode: the restore inserts each Parquet file as the backup writes it. The
-/// backup waits 4 s after each file (`PLANRUN_PAUSE`, long enough for an insert on a busy machine), so the restore's first insert
-/// (progress) comes before the backup's end; the rows still match one by one.
+/// backup waits 4 s after each file (`PLANRUN_PAUSE`, long enough for an insert on a busy
+/// machine), so the restore's first insert (progress) comes before the backup's end; the rows
+/// still match one by one.
 #[test]
 fn a_rows_restore_inserts_each_file_while_the_backup_still_reads() {
     let from = milvus_a();
