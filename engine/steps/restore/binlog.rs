@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use futures::TryStreamExt;
 
 use super::import::import_all;
+use super::import_task::import_root;
 use super::target::{Target, create_aliases, create_target, discard};
 use crate::checkpoint::TaskState;
 use crate::format::binlog::{Files, Live};
@@ -115,23 +116,10 @@ pub(super) async fn run(
     targets: &[Target<'_>],
     refused: &BTreeMap<String, String>,
 ) -> Result<Units<String>> {
-    let data = ctx.res.plan.instances[&step.instance]
-        .data
-        .clone()
-        .expect("target_ok checked `data`");
     let release = release(client, step)?;
     let from_store = ctx.res.storage(&step.from.bucket).await?;
-    // Milvus imports only from its own bucket: stage the backup there when it lives elsewhere.
-    let staged = !ctx.res.same_bucket(&step.from.bucket, &data.bucket);
-    let import_root = if staged {
-        Location {
-            bucket: data.bucket.clone(),
-            path: data.join(&format!("planrun-staging/{}/{}", ctx.run, ctx.step)),
-        }
-    } else {
-        step.from.clone()
-    };
-    let data_store = ctx.res.storage(&data.bucket).await?;
+    let (import_root, staged) = import_root(ctx, step);
+    let data_store = ctx.res.storage(&import_root.bucket).await?;
 
     let (from_store, data_store, import_root) = (&from_store, &data_store, &import_root);
     let units = ctx

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::TaskState;
 use crate::milvus::pb::common::ImportState;
 use crate::milvus::{MilvusClient, MilvusError};
+use crate::plan::{Location, RestoreStep};
 use crate::steps::ctx::{Result, StepCtx, StepError, fail, to_json};
 
 const IMPORT_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -25,6 +26,27 @@ const REDO_LOST: usize = 2;
 #[derive(Serialize, Deserialize)]
 struct Started {
     tasks: Vec<i64>,
+}
+
+/// Where the step's instance imports the backup from: the backup's own location when it lives
+/// in the instance's bucket (`data`), else a staging folder there (`true`: staged), since
+/// Milvus imports only from its own bucket.
+pub(super) fn import_root(ctx: &StepCtx, step: &RestoreStep) -> (Location, bool) {
+    let data = ctx.res.plan.instances[&step.instance]
+        .data
+        .as_ref()
+        .expect("checked: the instance has `data`");
+    if ctx.res.same_bucket(&step.from.bucket, &data.bucket) {
+        return (step.from.clone(), false);
+    }
+    let path = data.join(&format!("planrun-staging/{}/{}", ctx.run, ctx.step));
+    (
+        Location {
+            bucket: data.bucket.clone(),
+            path,
+        },
+        true,
+    )
 }
 
 /// One import: its checkpoint task, where it goes, what it is given, and what it must bring.

@@ -6,14 +6,14 @@ use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 
-use super::import_task::{Request, import_once};
+use super::import_task::{Request, import_once, import_root};
 use super::target::Target;
 use crate::format::meta::CollectionBackupInfo;
 use crate::format::rows::{RowsCollection, RowsFile};
 use crate::milvus::MilvusClient;
 use crate::milvus::pb::schema::DataType;
 use crate::milvus::version;
-use crate::plan::{Keys, Location, Method, RestoreStep};
+use crate::plan::{Keys, Method, RestoreStep};
 use crate::steps::ctx::{Resources, Result, StepCtx, StepError, fail};
 use crate::storage::{self, Storage};
 
@@ -155,23 +155,11 @@ pub(super) async fn import_files(
     rc: &RowsCollection,
     from: &Arc<dyn Storage>,
 ) -> Result<()> {
-    let data = ctx.res.plan.instances[&step.instance]
-        .data
-        .clone()
-        .expect("`way` checked `data`");
-    // Milvus imports only from its own bucket: the files are staged there when the backup
-    // lives elsewhere, and removed once imported.
-    let staged = !ctx.res.same_bucket(&step.from.bucket, &data.bucket);
-    let root = if staged {
-        Location {
-            bucket: data.bucket.clone(),
-            path: data.join(&format!("planrun-staging/{}/{}", ctx.run, ctx.step)),
-        }
-    } else {
-        step.from.clone()
-    };
+    // The files are staged into the instance's bucket when the backup lives elsewhere, and
+    // removed once imported.
+    let (root, staged) = import_root(ctx, step);
     let stage = match staged {
-        true => Some(ctx.res.storage(&data.bucket).await?),
+        true => Some(ctx.res.storage(&root.bucket).await?),
         false => None,
     };
     let (root, stage) = (&root, &stage);
