@@ -89,6 +89,11 @@ impl Throttle {
         }
     }
 
+    /// Whether an outage was said and no call has gone through since.
+    pub fn in_outage(&self) -> bool {
+        self.outage_said.load(Ordering::SeqCst)
+    }
+
     /// How many outages of the server were seen (each said once): a count that moved while
     /// something ran on the server means the server may have restarted under it.
     pub fn outages(&self) -> u64 {

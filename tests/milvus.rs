@@ -8,7 +8,7 @@ use planrun::milvus::pb::common::{ConsistencyLevel, LoadState, SegmentState};
 use planrun::milvus::pb::schema::{
     CollectionSchema, DataType, FieldData, FieldSchema, field_data, scalar_field,
 };
-use planrun::milvus::{MilvusClient, MilvusConfig, MilvusError};
+use planrun::milvus::{Fresh, MilvusClient, MilvusConfig, MilvusError};
 
 use crate::support::clients::{DIM, client_a, config_a, field, kv, small_schema};
 use crate::support::{LITE, unique};
@@ -172,6 +172,7 @@ async fn walk(
                 "",
                 page,
                 output,
+                Fresh::Strong,
             )
             .await
             .expect("query page");
@@ -379,6 +380,7 @@ async fn milvus_a_collection_lifecycle() {
             "i8 >= 0",
             5,
             &out,
+            Fresh::Strong,
         )
         .await
         .unwrap();

@@ -76,7 +76,7 @@ fn a_rows_migration_through_import_resumes_after_a_kill_and_matches_row_by_row()
     assert!(good, "{first}\n{out}");
     assert!(
         out.contains("rows imported from Parquet, ")
-            && out.contains("rows verified by count in each partition"),
+            && out.contains("rows verified by count and key digest in each partition"),
         "{out}"
     );
     assert!(out.contains("equals"), "the plan's verify step: {out}");

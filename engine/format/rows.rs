@@ -80,6 +80,11 @@ pub struct RowsFile {
     /// Hex MD5 of the file as written; absent in older backups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub md5: Option<String>,
+    /// The sum of the hashes of the file's primary keys (`codec::digest::hash_rows` of the key
+    /// column, with the key), hex: what an imported collection's keys are checked against.
+    /// Absent in older backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<String>,
     /// The longest value read per size limit the source did not report (`codec::limits`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub longest: BTreeMap<String, u64>,
@@ -128,6 +133,14 @@ pub fn safe(name: &str) -> String {
         .collect()
 }
 
+/// The key digest of `files` (see [`RowsFile::keys`]), when every one of them records one.
+pub fn key_digest(files: &[RowsFile]) -> Option<u128> {
+    files.iter().try_fold(0u128, |sum, f| {
+        let d = u128::from_str_radix(f.keys.as_deref()?, 16).ok()?;
+        Some(sum.wrapping_add(d))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,5 +156,23 @@ mod tests {
         assert!(text.contains(r#""layout":"import""#), "{text}");
         let back: RowsMeta = serde_json::from_str(&text).unwrap();
         assert!(back.importable());
+    }
+
+    #[test]
+    fn a_key_digest_sums_every_file_or_is_unknown() {
+        let file = |keys: Option<&str>| RowsFile {
+            key: "f".into(),
+            rows: 1,
+            first: Key::Int(1),
+            last: Key::Int(1),
+            size: None,
+            md5: None,
+            keys: keys.map(String::from),
+            longest: Default::default(),
+        };
+        let max = format!("{:032x}", u128::MAX);
+        assert_eq!(key_digest(&[file(Some("02")), file(Some(&max))]), Some(1));
+        assert_eq!(key_digest(&[file(Some("02")), file(None)]), None);
+        assert_eq!(key_digest(&[]), Some(0));
     }
 }

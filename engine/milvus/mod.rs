@@ -14,7 +14,7 @@ use crate::secret::Secret;
 use crate::throttle::Throttle;
 
 pub use client::{
-    CollectionInfo, FlushResult, ImportTask, IndexInfo, InsertResult, MAX_QUERY_LIMIT,
+    CollectionInfo, FlushResult, Fresh, ImportTask, IndexInfo, InsertResult, MAX_QUERY_LIMIT,
     MilvusClient, POLL_MAX, PartitionInfo, QueryPage, SegmentInfo,
 };
 pub use data::Pk;

@@ -7,7 +7,10 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::location::Location;
-use super::model::{CollectionRef, Keys, Naming, Plan, Step, StepKind, VerifyStep};
+use super::model::{
+    CollectionRef, DEFAULT_FILE_BYTES, DEFAULT_READERS, Keys, Naming, Plan, Step, StepKind,
+    VerifyStep,
+};
 use crate::secret::Secret;
 use crate::storage::{LocalConfig, S3Config, StorageConfig};
 
@@ -254,12 +257,20 @@ impl Plan {
                 v
             })
             .collect();
+        let mut settings = json!({
+            "concurrency": self.settings.concurrency,
+            "retries": self.settings.retries,
+        });
+        // Only when set: plans written before these settings keep their fingerprint.
+        if self.settings.readers != DEFAULT_READERS {
+            settings["readers"] = json!(self.settings.readers);
+        }
+        if self.settings.file_bytes != DEFAULT_FILE_BYTES {
+            settings["file_bytes"] = json!(self.settings.file_bytes);
+        }
         json!({
             "name": self.name,
-            "settings": {
-                "concurrency": self.settings.concurrency,
-                "retries": self.settings.retries,
-            },
+            "settings": settings,
             "instances": instances,
             "buckets": buckets,
             "steps": steps,

@@ -46,7 +46,17 @@ pub struct Settings {
     pub pipeline: bool,
     /// Where run state is kept (default `.planrun` next to the plan file); absolute.
     pub state_dir: PathBuf,
+    /// Rows mode: readers per collection, each over its own key range (default 2).
+    pub readers: usize,
+    /// Rows mode: the size a backup's Parquet file grows to (default 256 MiB).
+    pub file_bytes: u64,
 }
+
+/// Readers per collection in rows mode when the plan says nothing: two keep a Milvus 2.3.5
+/// query node busy while each waits for its answers.
+pub const DEFAULT_READERS: usize = 2;
+/// A rows backup's file size when the plan says nothing: few files for an import to list.
+pub const DEFAULT_FILE_BYTES: u64 = 256 << 20;
 
 /// A Milvus server.
 #[derive(Debug, Clone)]

@@ -149,6 +149,13 @@ pub struct RawSettings {
     pub pipeline: Option<Sp<bool>>,
     /// Where run state is kept, relative to the plan file. Default `.planrun`.
     pub state_dir: Option<Sp<String>>,
+    /// Rows mode: how many readers read one collection at once, each over its own range of
+    /// primary keys. Default 2.
+    pub readers: Option<Sp<u64>>,
+    /// Rows mode: the size in bytes a Parquet file of a backup grows to before the next one is
+    /// begun (it holds whole pages of about 16 MiB each, at least one). Default 268435456
+    /// (256 MiB).
+    pub file_bytes: Option<Sp<u64>>,
 }
 
 /// `[instances.<id>]` with `type = "milvus"`.

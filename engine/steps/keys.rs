@@ -100,6 +100,7 @@ impl<'a> Walk<'a> {
                             "",
                             self.limit,
                             self.output,
+                            crate::milvus::Fresh::Strong,
                         )
                         .await?)
                 })

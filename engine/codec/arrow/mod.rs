@@ -6,7 +6,7 @@ mod parquet;
 mod schema;
 mod sparse;
 
-pub use self::parquet::{from_parquet, to_parquet};
+pub use self::parquet::{PageFile, from_parquet, row_group, row_groups, to_parquet};
 pub use insert::batch_to_fields;
 pub use page::page_to_batch;
 pub use schema::{Col, arrow_schema, columns, output_fields};

@@ -259,6 +259,7 @@ async fn a_rows_backup_with_a_missing_parquet_file_is_reported() {
         size: data.map(|d| d.len() as u64),
         md5: data.map(md5_of),
         longest: Default::default(),
+        keys: None,
     };
     let rows = RowsMeta {
         collections: vec![RowsCollection {

@@ -33,7 +33,7 @@ pub use collection::{CollectionInfo, PartitionInfo};
 pub use import::ImportTask;
 pub use index::IndexInfo;
 pub use poll::POLL_MAX;
-pub use rows::{InsertResult, MAX_QUERY_LIMIT, QueryPage};
+pub use rows::{Fresh, InsertResult, MAX_QUERY_LIMIT, QueryPage};
 pub use segment::{FlushResult, SegmentInfo};
 
 /// Milvus's own name for the database a request without one addresses.
@@ -461,6 +461,8 @@ impl MilvusClient {
             }
             match tokio::time::timeout(self.info.timeout.min(left), &mut call).await {
                 Ok(done) => return Some(done.expect("a gRPC call neither panics nor is aborted")),
+                // During an outage, already said, the call waits for the server to come back.
+                Err(_) if self.info.throttle.in_outage() => {}
                 Err(_) if started.elapsed() < STALL_LIMIT => stalled(format!(
                     "no answer from `{}` to {rpc} for {} s; still waiting, without cancelling \
                      it (the link or the server may be stalled)",

@@ -6,7 +6,7 @@ use minijinja::Value;
 
 use crate::plan::diag::Diag;
 use crate::plan::load::RawPlan;
-use crate::plan::model::Settings;
+use crate::plan::model::{DEFAULT_FILE_BYTES, DEFAULT_READERS, Settings};
 use crate::plan::raw::{RawSettings, Sp};
 
 use super::context::Ctx;
@@ -126,6 +126,8 @@ pub(super) fn settings(cx: &mut Ctx, raw: &Option<RawSettings>) -> Settings {
         retries: 5,
         pipeline: true,
         state_dir: cx.dir.join(".planrun"),
+        readers: DEFAULT_READERS,
+        file_bytes: DEFAULT_FILE_BYTES,
     };
     let Some(s) = raw else {
         return settings;
@@ -155,6 +157,26 @@ pub(super) fn settings(cx: &mut Ctx, raw: &Option<RawSettings>) -> Settings {
         ) {
             *slot = c as usize;
         }
+    }
+    if let Some(r) = in_range(
+        cx.diags,
+        &s.readers,
+        1..=64,
+        "readers",
+        "between 1 and 64",
+        DEFAULT_READERS,
+    ) {
+        settings.readers = r as usize;
+    }
+    if let Some(b) = in_range(
+        cx.diags,
+        &s.file_bytes,
+        1..=(1 << 40),
+        "file_bytes",
+        "between 1 and 1099511627776 (1 TiB)",
+        DEFAULT_FILE_BYTES,
+    ) {
+        settings.file_bytes = b;
     }
     if let Some(r) = in_range(cx.diags, &s.retries, 0..=100, "retries", "at most 100", 5) {
         settings.retries = r as u32;

@@ -3,7 +3,9 @@
 
 mod binlog;
 mod common;
+mod read;
 mod rows;
+mod split;
 #[cfg(test)]
 mod tests;
 

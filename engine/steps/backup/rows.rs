@@ -1,28 +1,31 @@
 //! A rows backup: every collection read by primary-key pages through the query API into Parquet
 //! files (`format::rows`), one checkpointed task per file.
 //!
-//! Each file records its last key: a resumed backup continues after the last recorded file, and
-//! rewrites a file that was written but not recorded (a put is atomic, the content is the same).
-//! Each file is published as it is recorded, so a restore reading `to` inserts it at once.
+//! A collection's keys are cut into `settings.readers` ranges (`split`), recorded first; each
+//! range of each partition is read on its own (`read`), and its files record their last key: a
+//! resumed backup continues each range after its last recorded file, and rewrites a file that
+//! was written but not recorded (a put is atomic). Each file is published as it is recorded,
+//! so a restore reading `to` inserts it at once.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
-use serde::{Deserialize, Serialize};
 
 use super::common::{
     backup_info, collection_info, load_state_name, preview_info, preview_rows, start,
 };
+use super::read::{PAGE_BYTES, Range, Reader, read_range, recorded};
+use super::split::split_points;
 use crate::checkpoint::{TaskState, Tasks};
 use crate::codec::{
     self,
-    arrow::{Col, columns, output_fields, page_to_batch, to_parquet},
+    arrow::{columns, output_fields},
     limits,
 };
 use crate::format::meta::{BackupInfo, CollectionBackupInfo};
-use crate::format::rows::{self, RowsCollection, RowsFile, RowsMeta, RowsPartition, safe};
-use crate::milvus::{MilvusClient, Pk};
+use crate::format::rows::{self, Key, RowsCollection, RowsFile, RowsMeta, RowsPartition};
+use crate::milvus::{Fresh, MAX_QUERY_LIMIT, MilvusClient, Pk};
 use crate::plan::BackupStep;
 use crate::schema::CollectionSchema;
 use crate::steps::ctx::{Result, StepCtx, StepError, fail, to_json};
@@ -30,14 +33,6 @@ use crate::steps::feed::Unit;
 use crate::steps::loads::load_record;
 use crate::steps::preview::{Seen, StepPreview};
 use crate::storage::Storage;
-
-/// Bytes per page (and so per Parquet file and per insert), well under gRPC's message limits.
-const PAGE_BYTES: usize = 16 << 20;
-
-#[derive(Serialize, Deserialize)]
-struct Written {
-    file: RowsFile,
-}
 
 pub async fn run(ctx: &StepCtx, step: &BackupStep) -> Result<String> {
     let client = ctx.res.milvus(&step.instance).await?;
@@ -114,160 +109,6 @@ fn publish(
     });
 }
 
-/// Reads one partition (or, with a partition key, the whole collection) page by page into
-/// Parquet files, passing each to `written` as it is recorded (and those an earlier run
-/// recorded). Queries follow the key cursor one after another; each page is encoded and
-/// written while the next one is queried, so the source server is kept busy instead of waiting
-/// for planrun's encoder and the bucket.
-#[allow(clippy::too_many_arguments)]
-async fn read_unit(
-    ctx: &StepCtx,
-    c: &MilvusClient,
-    dst: &Arc<dyn Storage>,
-    step: &BackupStep,
-    db: &str,
-    name: &str,
-    key: &str,
-    partition: &str,
-    names: &[String],
-    pk: &str,
-    cols: &[Col],
-    missing: &[String],
-    limit: usize,
-    written: &(dyn Fn(&RowsFile) + Sync),
-) -> Result<Vec<RowsFile>> {
-    let task = |seq: usize| file_task(key, partition, seq);
-    let output = output_fields(cols);
-    let output = &output;
-    let cols: Arc<Vec<Col>> = Arc::new(cols.to_vec());
-    let (files, ended) = recorded(ctx, key, partition)?;
-    for f in &files {
-        ctx.events.progress_rows(&ctx.step, f.rows);
-        written(f);
-    }
-    if ended {
-        return Ok(files);
-    }
-    let mut files = files;
-    let mut after: Option<Pk> = files.last().map(|f| Pk::from(&f.last));
-    let mut seq = files.len();
-    // One page queued and two being written: with the one being queried, at most four pages
-    // (16 MiB each, plus their Arrow and Parquet copies while encoding) are held at once.
-    let (pages_tx, pages_rx) = tokio::sync::mpsc::channel(1);
-    let query = async move {
-        loop {
-            ctx.check_cancel()?;
-            let page = ctx
-                .retry("query", || async {
-                    Ok(
-                        c.query_page(name, names, pk, after.as_ref(), "", limit, output)
-                            .await?,
-                    )
-                })
-                .await?;
-            if page.num_rows == 0 {
-                return Ok::<_, StepError>(());
-            }
-            after = page.last_pk.clone();
-            if pages_tx.send((seq, page)).await.is_err() {
-                return Ok(()); // the writer failed; its error is the one reported
-            }
-            seq += 1;
-        }
-    };
-    let pages = futures::stream::unfold(pages_rx, |mut rx| async move {
-        rx.recv().await.map(|page| (page, rx))
-    });
-    let write = pages
-        .map(|(seq, page): (usize, crate::milvus::QueryPage)| {
-            let cols = cols.clone();
-            async move {
-                let pks = page
-                    .fields
-                    .iter()
-                    .find(|f| f.field_name == pk)
-                    .and_then(crate::milvus::data::pks)
-                    .unwrap_or_default();
-                let (Some(first), Some(last)) = (pks.first().cloned(), pks.last().cloned()) else {
-                    return fail(format!("a page of `{db}.{name}` has no primary keys"));
-                };
-                let rows = page.num_rows;
-                let longest = limits::observe(missing, &page.fields);
-                // Encoding is CPU work: off the async threads, so queries and puts go on.
-                let body = tokio::task::spawn_blocking(move || {
-                    let batch = page_to_batch(&cols, &page.fields, page.num_rows)?;
-                    to_parquet(&batch)
-                })
-                .await
-                .map_err(|e| StepError::Failed(format!("encoding a page: {e}")))?
-                .map_err(|e| {
-                    StepError::Failed(format!(
-                        "reading `{db}.{name}` on `{}` into Parquet: {e}",
-                        step.instance
-                    ))
-                })?;
-                let rel = format!(
-                    "rows/{}/{}/{}/{seq:06}.parquet",
-                    safe(db),
-                    safe(name),
-                    safe(partition)
-                );
-                let put = dst.put_bytes(&step.to.join(&rel), body.into()).await?;
-                crate::fault::point("rows-file-written");
-                crate::fault::pause("rows-file-written").await;
-                let file = RowsFile {
-                    key: rel,
-                    rows: rows as u64,
-                    first: first.into(),
-                    last: last.into(),
-                    size: Some(put.size),
-                    md5: put.md5,
-                    longest,
-                };
-                ctx.set(
-                    &task(seq),
-                    TaskState::Done(to_json(&Some(Written { file: file.clone() }))),
-                )
-                .await?;
-                ctx.events.progress_rows(&ctx.step, rows as u64);
-                Ok(file)
-            }
-        })
-        .buffered(2)
-        .inspect_ok(|f| written(f))
-        .try_collect::<Vec<RowsFile>>();
-    let (queried, written) = futures::join!(query, write);
-    let written = written?;
-    queried?;
-    files.extend(written);
-    // Files are numbered from 0 without gaps: the end marker takes the next number.
-    ctx.set(
-        &task(files.len()),
-        TaskState::Done(to_json(&None::<Written>)),
-    )
-    .await?;
-    Ok(files)
-}
-
-/// The task recording file `seq` of one partition (or, past the last file, its end).
-fn file_task(key: &str, partition: &str, seq: usize) -> String {
-    format!("{key}/{}/{seq:06}", safe(partition))
-}
-
-/// The files of one partition an earlier run recorded, in order, and whether its end is
-/// recorded too (all of it read). Past the first gap nothing recorded is trusted: pages are
-/// queried again from the last key before it and rewritten.
-fn recorded(ctx: &StepCtx, key: &str, partition: &str) -> Result<(Vec<RowsFile>, bool)> {
-    let mut files = Vec::new();
-    loop {
-        match ctx.done::<Option<Written>>(&file_task(key, partition, files.len()))? {
-            Some(Some(w)) => files.push(w.file),
-            Some(None) => return Ok((files, true)),
-            None => return Ok((files, false)),
-        }
-    }
-}
-
 /// The task recording the load the backup makes to read a collection, and the load state the
 /// collection had before: the preview of a resumed run reads it too.
 fn loaded_task(db: &str, name: &str) -> String {
@@ -299,11 +140,7 @@ async fn backup_collection(
     };
     let partitions = c.show_partitions(name).await?;
     let indexes = c.describe_index(name).await?;
-    let limit = codec::page_limit(&schema, PAGE_BYTES);
     let missing = limits::missing(&schema);
-    let mut longest = BTreeMap::new();
-    let mut parts = Vec::new();
-    let mut total = 0;
     // With a partition key Milvus routes rows itself and refuses queries naming partitions:
     // the collection is read whole, into one unit with no partition name.
     let partition_key = schema.fields.iter().any(|f| f.is_partition_key);
@@ -315,16 +152,20 @@ async fn backup_collection(
     // Read by query, so loaded; a released source is released again once read. One an
     // earlier run read to the end is not loaded again just to find that out.
     let loaded_task = loaded_task(db, name);
+    let ranges_task = format!("{key}/ranges");
+    let points = ctx.done::<Vec<Key>>(&ranges_task)?;
     let mut read = 0;
-    let mut unread = false;
-    for unit in &units {
-        let (files, ended) = recorded(ctx, &key, unit)?;
+    let mut unread = points.is_none();
+    for (unit, range) in work(&units, points.as_deref().unwrap_or_default()) {
+        let (files, ended) = recorded(ctx, &key, &unit, range)?;
         read += files.iter().map(|f| f.rows).sum::<u64>();
         unread |= !ended;
     }
+    let mut total = None;
     let was_loaded = if unread {
         let was_loaded = ctx.load_to_read(c, name, &loaded_task).await?;
-        if let Ok(n) = c.query_count(name, &[], "").await {
+        total = c.query_count(name, &[], "").await.ok();
+        if let Some(n) = total {
             ctx.events.planned_rows(&ctx.step, n);
         }
         was_loaded
@@ -343,36 +184,74 @@ async fn backup_collection(
         partitions: Vec::new(),
     });
     let started = std::time::Instant::now();
-    for unit in units {
-        let names: Vec<String> = if unit.is_empty() {
-            Vec::new()
-        } else {
-            vec![unit.clone()]
-        };
-        let written = |f: &RowsFile| {
-            if !missing.is_empty() {
-                return;
-            }
-            let mut rc = so_far.lock().expect("rows lock");
-            match rc.partitions.iter_mut().find(|p| p.name == unit) {
-                Some(p) => p.files.push(f.clone()),
-                None => rc.partitions.push(RowsPartition {
-                    name: unit.clone(),
-                    files: vec![f.clone()],
-                }),
-            }
-            publish(ctx, step, c, &early, &rc, true);
-        };
-        let files = read_unit(
-            ctx, c, dst, step, db, name, &key, &unit, &names, &pk, &cols, &missing, limit, &written,
-        )
+    // Where the readers' key ranges meet: recorded before any file, so that a resumed backup
+    // reads the same ranges.
+    let points: Vec<Pk> = match points {
+        Some(p) => p.iter().map(Pk::from).collect(),
+        None => {
+            let p = split(ctx, c, name, &pk, total).await?;
+            let keys: Vec<Key> = p.iter().cloned().map(Key::from).collect();
+            ctx.set(&ranges_task, TaskState::Done(to_json(&keys)))
+                .await?;
+            p
+        }
+    };
+    let ranges = Range::between(&points);
+    let reader = Reader {
+        ctx,
+        c,
+        dst,
+        step,
+        db,
+        name,
+        key: &key,
+        pk: &pk,
+        cols: Arc::new(cols.clone()),
+        output: output_fields(&cols),
+        missing: missing.clone(),
+        limit: codec::page_limit(&schema, PAGE_BYTES),
+    };
+    let (reader, ranges, so_far) = (&reader, &ranges, &so_far);
+    let (missing, early) = (&missing, &early);
+    // Every key range of every partition, `settings.readers` at a time.
+    let read: Vec<(String, Vec<RowsFile>)> = futures::stream::iter(work(&units, &points))
+        .map(|(unit, index)| async move {
+            let names: Vec<String> = (!unit.is_empty())
+                .then(|| unit.clone())
+                .into_iter()
+                .collect();
+            let written = |f: &RowsFile| {
+                if !missing.is_empty() {
+                    return;
+                }
+                let mut rc = so_far.lock().expect("rows lock");
+                match rc.partitions.iter_mut().find(|p| p.name == unit) {
+                    Some(p) => p.files.push(f.clone()),
+                    None => rc.partitions.push(RowsPartition {
+                        name: unit.clone(),
+                        files: vec![f.clone()],
+                    }),
+                }
+                publish(ctx, step, c, early, &rc, true);
+            };
+            let files = read_range(reader, &unit, &names, index, &ranges[index], &written).await?;
+            Ok::<_, StepError>((unit, files))
+        })
+        .buffered(ctx.res.plan.settings.readers.max(1))
+        .try_collect()
         .await?;
-        total += files.iter().map(|f| f.rows).sum::<u64>();
+    let mut parts: Vec<RowsPartition> = Vec::new();
+    let mut longest = BTreeMap::new();
+    for (unit, files) in read {
         for f in &files {
             limits::merge(&mut longest, &f.longest);
         }
-        parts.push(RowsPartition { name: unit, files });
+        match parts.last_mut() {
+            Some(p) if p.name == unit => p.files.extend(files),
+            _ => parts.push(RowsPartition { name: unit, files }),
+        }
     }
+    let total: u64 = parts.iter().flat_map(|p| &p.files).map(|f| f.rows).sum();
     ctx.events.phase(&ctx.step, name, "read", started);
     ctx.release_read(c, name, &loaded_task).await?;
     let mut info = collection_info(db, name, &desc, &partitions, &indexes, Some(total));
@@ -388,6 +267,62 @@ async fn backup_collection(
             partitions: parts,
         },
     ))
+}
+
+/// The pieces of work of one collection: every key range of every partition, partition by
+/// partition (so that a partition's files come out together, in key order).
+fn work(units: &[String], points: &[impl Sized]) -> Vec<(String, usize)> {
+    let ranges = points.len() + 1;
+    units
+        .iter()
+        .flat_map(|u| (0..ranges).map(move |i| (u.clone(), i)))
+        .collect()
+}
+
+/// Split points for `settings.readers` readers of `name` (none for one reader, or when the
+/// collection is too small to split): from one page of its first keys and `count(*)` probes
+/// (`backup::split`, at most 8 per point).
+async fn split(
+    ctx: &StepCtx,
+    c: &MilvusClient,
+    name: &str,
+    pk: &str,
+    total: Option<u64>,
+) -> Result<Vec<Pk>> {
+    let readers = ctx.res.plan.settings.readers;
+    let Some(total) = total.filter(|_| readers > 1) else {
+        return Ok(Vec::new());
+    };
+    let keys = [pk.to_string()];
+    let first = ctx
+        .retry("query", || async {
+            let p = c.query_page(
+                name,
+                &[],
+                pk,
+                None,
+                "",
+                MAX_QUERY_LIMIT,
+                &keys,
+                Fresh::Strong,
+            );
+            Ok(p.await?)
+        })
+        .await?;
+    let first = first
+        .fields
+        .iter()
+        .find(|f| f.field_name == pk)
+        .and_then(crate::milvus::data::pks)
+        .unwrap_or_default();
+    split_points(&first, total, readers, |x: Pk| async move {
+        let below = format!("{pk} < {}", x.to_expr());
+        ctx.retry("count", || async {
+            Ok(c.count(name, &[], &below, Fresh::Held).await?)
+        })
+        .await
+    })
+    .await
 }
 
 /// The refusal both the preview and apply make for one collection: rows mode reads through

@@ -585,6 +585,7 @@ mod tests {
             size: None,
             md5: None,
             longest: Default::default(),
+            keys: None,
         };
         let part = |name: &str, keys: &[&str]| RowsPartition {
             name: name.into(),

@@ -12,7 +12,7 @@ use futures::{StreamExt, TryStreamExt};
 use super::rows_import::{self, Way, import_files};
 use super::target::{Target, create_aliases, create_target, discard};
 use crate::checkpoint::TaskState;
-use crate::codec::arrow::{Col, batch_to_fields, columns, from_parquet};
+use crate::codec::arrow::{Col, batch_to_fields, columns, from_parquet, row_group, row_groups};
 use crate::format::meta::CollectionBackupInfo;
 use crate::format::rows::{RowsCollection, RowsFile, RowsMeta};
 use crate::milvus::{MilvusClient, Pk};
@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use crate::steps::ctx::{Result, StepCtx, StepError, Units, fail, to_json};
 use crate::storage::Storage;
 
-/// One Parquet file of the backup, whole (a file is one page, bounded in bytes).
+/// One Parquet file of the backup, whole (up to the backup's `file_bytes`).
 async fn read_file(store: &dyn Storage, at: &Location, key: &str) -> Result<bytes::Bytes> {
     crate::format::read_all(store, &at.join(key))
         .await?
@@ -242,8 +242,13 @@ async fn restore_collection(
             return discard(ctx, c, t, why).await;
         }
         // Each partition too: an import names its partition, and a file imported into the
-        // wrong one would still add up in the whole.
-        for p in rc.partitions.iter().filter(|p| !p.name.is_empty()) {
+        // wrong one would still add up in the whole. (Milvus Lite, which only ever inserts,
+        // counts the whole collection whatever partition is named.)
+        let each = rc
+            .partitions
+            .iter()
+            .filter(|p| by_import && !p.name.is_empty());
+        for p in each {
             let want: u64 = p.files.iter().map(|f| f.rows).sum();
             let got = c
                 .query_count(target, std::slice::from_ref(&p.name), "")
@@ -257,7 +262,38 @@ async fn restore_collection(
                 return discard(ctx, c, t, why).await;
             }
         }
-        format!(", {got} rows verified by count in each partition")
+        // And their keys, against the digests the backup's files record (none in older ones).
+        let mut keyed = by_import;
+        for p in rc.partitions.iter().filter(|_| by_import) {
+            let Some(want) = crate::format::rows::key_digest(&p.files) else {
+                keyed = false;
+                continue;
+            };
+            let named: Vec<String> = (!p.name.is_empty())
+                .then(|| p.name.clone())
+                .into_iter()
+                .collect();
+            let (_, keys) = crate::steps::keys::key_digest(ctx, c, target, &named, &pk).await?;
+            if keys != want {
+                let why = format!(
+                    "the primary keys of {} of `{target}` on `{}` are not the backup's after \
+                     the restore (key digest {keys:032x}, the backup's {want:032x})",
+                    match p.name.as_str() {
+                        "" => "the whole".to_string(),
+                        name => format!("partition `{name}`"),
+                    },
+                    step.instance
+                );
+                return discard(ctx, c, t, why).await;
+            }
+        }
+        match (by_import, keyed) {
+            (true, true) => {
+                format!(", {got} rows verified by count and key digest in each partition")
+            }
+            (true, false) => format!(", {got} rows verified by count in each partition"),
+            (false, _) => format!(", {got} rows verified by count"),
+        }
     } else {
         count_unloaded(ctx, c, t, rc, total).await?
     };
@@ -315,7 +351,12 @@ async fn insert_files(
                         Pk::from(&f.first).to_expr(),
                         Pk::from(&f.last).to_expr()
                     );
-                    let have = c.query_count(target, &[], &range).await?;
+                    // In the file's partition: files of two partitions may share a range.
+                    let part: Vec<String> = (!p.name.is_empty())
+                        .then(|| p.name.clone())
+                        .into_iter()
+                        .collect();
+                    let have = c.query_count(target, &part, &range).await?;
                     if have == f.rows {
                         ctx.set(&task, TaskState::Done(to_json(&f.rows))).await?;
                         ctx.events.progress_rows(&ctx.step, f.rows);
@@ -345,18 +386,21 @@ async fn insert_files(
                 let task = format!("{key}/insert/{}", f.key);
                 let data = read_file(from.as_ref(), &step.from, &f.key).await?;
                 let where_ = format!("`{}/{}`", step.from, f.key);
-                let pages = tokio::task::spawn_blocking(move || {
-                    from_parquet(data)?
-                        .iter()
-                        .map(|b| Ok((batch_to_fields(&cols, b)?, b.num_rows() as u32)))
-                        .collect::<std::result::Result<Vec<_>, String>>()
-                })
-                .await
-                .map_err(|e| StepError::Failed(format!("decoding {where_}: {e}")))?
-                .map_err(|e| StepError::Failed(format!("reading {where_}: {e}")))?;
+                let groups = row_groups(&data)
+                    .map_err(|e| StepError::Failed(format!("reading {where_}: {e}")))?;
                 ctx.set(&task, TaskState::Intent(to_json(&f.rows))).await?;
                 let part = (!partition.is_empty()).then_some(partition.as_str());
-                for (mut fields, n) in pages {
+                // A row group (a page of the backup) per insert, decoded as the one before it
+                // goes in: one file's bytes and one page are held, however large the file.
+                for i in 0..groups {
+                    let (data, cols) = (data.clone(), cols.clone());
+                    let (mut fields, n) = tokio::task::spawn_blocking(move || {
+                        let b = row_group(&data, i)?;
+                        Ok::<_, String>((batch_to_fields(&cols, &b)?, b.num_rows() as u32))
+                    })
+                    .await
+                    .map_err(|e| StepError::Failed(format!("decoding {where_}: {e}")))?
+                    .map_err(|e| StepError::Failed(format!("reading {where_}: {e}")))?;
                     if new_keys {
                         fields.retain(|x| x.field_name != pk);
                     }
@@ -549,6 +593,7 @@ mod tests {
             size: None,
             md5: None,
             longest: Default::default(),
+            keys: None,
         }
     }
 
