@@ -205,12 +205,74 @@ def summary(shape, wall, rs):
     spans = [(r["started"], r["completed"]) for r in rs if "started" in r]
     overlap = max(sum(1 for a, b in spans if a <= t < b) for t, _ in spans) if spans else 0
     log(f"{shape}: {len(rs)} requests in {wall:.1f} s ({wall / len(rs):.2f} s per request); "
-        f"median s accepted->started {med('accepted', 'started')}, "
+        f"median s sent->started {med('sent', 'started')}, "
         f"started->persisted {med('started', 'persisted')}, "
         f"persisted->completed {med('persisted', 'completed')}, "
         f"request->completed {med('sent', 'completed')}; "
         f"median gap between one task's start and the next's {gap}, tasks Started at once: "
         f"at most {overlap}")
+
+
+def parquet_imports(coll, dim, poll, binary, in_flight=4):
+    """A planrun rows backup of `coll` (on A) into bucket-b, then each of its Parquet files
+    imported into a fresh target on B (one request per file, as planrun's rows restore sends
+    them, `in_flight` at a time), each task's transitions timed as above."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    tag = os.getpid()
+    prefix = f"backup/bench-parquet-{tag}"
+    work = tempfile.mkdtemp(prefix="parquet-")
+    plan = os.path.join(work, "backup.toml")
+    with open(plan, "w") as f:
+        f.write(mb.PLAN_HEAD.format(name=f"parquet-{tag}", state=os.path.join(work, "state"),
+                                    a_uri=mb.A["uri"], t_uri=mb.B["uri"], t_data="", s3=mb.S3,
+                                    local=os.path.join(work, "local")))
+        f.write(f'\n[steps.backup]\ntype = "backup"\ninstance = "milvus_a"\n'
+                f'collections = ["{coll}"]\nto = "bucket_b:{prefix}"\nmode = "rows"\n')
+    t0 = time.monotonic()
+    subprocess.run([binary, "apply", "--yes", plan], check=True, stdout=subprocess.DEVNULL)
+    log(f"rows backup of {coll} in {time.monotonic() - t0:.1f} s")
+    store = mb.s3()
+    files = []
+    for page in store.get_paginator("list_objects_v2").paginate(Bucket=mb.B["bucket"], Prefix=prefix + "/"):
+        files += [(o["Key"], o["Size"]) for o in page.get("Contents", []) if o["Key"].endswith(".parquet")]
+    b = mb.client(mb.B)
+    target = f"{coll}_parquet_{tag}"
+    mb.drop(mb.B, target)
+    b.create_collection(target, schema=mb.schema(b, dim), consistency_level="Strong", shards_num=1)
+    results = []
+    t0 = time.monotonic()
+
+    def one(job):
+        key, size = job
+        sent = time.monotonic() - t0
+        task = utility.do_bulk_insert(target, files=[key], using="tiny-b")
+        seen = {}
+        while True:
+            st = utility.get_bulk_insert_state(task, using="tiny-b")
+            now = time.monotonic() - t0
+            seen.setdefault(st.state_name, now)
+            if st.state_name == "Failed":
+                raise SystemExit(f"import of {key} failed: {st.failed_reason}")
+            if st.state_name == "Completed":
+                break
+            time.sleep(poll)
+        r = {"shape": "parquet", "file": key, "bytes": size, "rows": st.row_count,
+             "sent": round(sent, 3), **{k.lower(): round(seen[k], 3) for k in STATES if k in seen}}
+        print(json.dumps(r), flush=True)
+        results.append(r)
+
+    try:
+        with ThreadPoolExecutor(in_flight) as ex:
+            list(ex.map(one, files))
+        wall = time.monotonic() - t0
+        summary(f"parquet ({len(files)} files of {coll})", wall, results)
+    finally:
+        mb.drop(mb.B, target)
+        mb.delete_prefix(mb.B["bucket"], prefix)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def main():
@@ -221,7 +283,14 @@ def main():
     ap.add_argument("--poll", type=float, default=0.1)
     ap.add_argument("--segments-per-partition", type=int, default=1,
                     help="flushes per partition while seeding (segments, unless compacted)")
+    ap.add_argument("--parquet-from", help="instead: time the imports of a planrun rows backup "
+                    "of this collection on A (vectors-only schema), one request per file; needs PLANRUN")
+    ap.add_argument("--dim", type=int, default=128, help="with --parquet-from: its vectors' dims")
     args = ap.parse_args()
+    if args.parquet_from:
+        connections.connect(alias="tiny-b", uri=mb.B["uri"])
+        parquet_imports(args.parquet_from, args.dim, args.poll, os.environ["PLANRUN"])
+        return
     tag = f"{os.getpid()}"
     prefix = f"bench_tiny_{tag}"
     backup = f"backup/bench-tiny-{tag}"
