@@ -592,7 +592,7 @@ def report(results, args):
                          f"{c['durable_us_per_task']:.0f} us/task", "-", "-", "-"))
             rows.append(("6 checkpoint: lookup of a done task",
                          f"{c['lookup_us_per_task']:.1f} us/task", "-", "-", "-"))
-    if "binlog" in results or "rows" in results or "many" in results:
+    if "binlog" in results or "rows" in results or "many" in results or "import" in results:
         import milvus_bench
         rows += milvus_bench.report_rows(results)
     print("\n## planrun benchmark results" + (" (smoke: tiny sizes, numbers mean nothing)" if args.smoke else ""))
@@ -631,7 +631,7 @@ def machine():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, one round: checks the suite runs")
-    ap.add_argument("--only", default="1,2,3,4,5,6,7", help="comma-separated benchmark numbers")
+    ap.add_argument("--only", default="1,2,3,4,5,6,7,8", help="comma-separated benchmark numbers")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--objects", type=int, default=2000)
     ap.add_argument("--concurrency", type=int, default=4,
@@ -649,6 +649,14 @@ def main():
     ap.add_argument("--collections", type=int, default=50, help="collections of benchmark 7")
     ap.add_argument("--rows", type=int, default=5000, help="rows per collection (benchmark 7)")
     ap.add_argument("--many-rounds", type=int, default=1, help="rounds of benchmark 7")
+    ap.add_argument("--b8-rows", type=int, default=1_000_000,
+                    help="rows of benchmark 8's vectors-only collection (benchmark 3's collection)")
+    ap.add_argument("--b8-mixed-rows", type=int, default=300_000,
+                    help="rows of benchmark 8's collection with JSON, an array and dynamic fields")
+    ap.add_argument("--b8-variants", default="vectors,mixed", help="benchmark 8's collections")
+    ap.add_argument("--b8-sides", default="",
+                    help="benchmark 8's sides (default all): rows_import,rows_insert,binlog,script,"
+                         "read1,read2,read4")
     args = ap.parse_args()
     only = {int(x) for x in args.only.split(",")}
     if args.smoke:
@@ -659,6 +667,7 @@ def main():
         args.plan_collections, args.plan_steps, args.checkpoint_tasks = 200, 40, 2000
         args.binlog_rows, args.rows_rows, args.dim, args.milvus_rounds = 3000, 2000, 8, 1
         args.collections, args.rows, args.many_rounds = 3, 200, 1
+        args.b8_rows, args.b8_mixed_rows = 3000, 2000
     else:
         max_size = 8 * MIB
         args.big_sizes = [parse_size(s) for s in args.big.split(",")]
@@ -701,7 +710,7 @@ def main():
         if 5 in only:
             log("benchmark 5: resume after kill -9")
             results["resume"] = resume_benchmark(args, pr, b_s3, src, expect, sizes_by_key)
-        if only & {3, 4, 7}:
+        if only & {3, 4, 7, 8}:
             import milvus_bench
             if 3 in only:
                 log("benchmark 3: binlog migration, planrun vs a pymilvus + boto3 script")
@@ -712,6 +721,9 @@ def main():
             if 7 in only:
                 log("benchmark 7: many collections, planrun vs a script, one collection at a time")
                 results["many"] = milvus_bench.many_benchmark(args, binary, work)
+            if 8 in only:
+                log("benchmark 8: rows mode by import vs insert, binlog, the script and the read alone")
+                results["import"] = milvus_bench.import_benchmark(args, binary, work)
         if 6 in only:
             log("benchmark 6: engine overhead (offline)")
             results["engine"] = engine_benchmark(args, binary, work)

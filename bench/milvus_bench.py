@@ -68,10 +68,33 @@ def count(c, name):
     return c.query(name, filter="", output_fields=["count(*)"], consistency_level="Strong")[0]["count(*)"]
 
 
-def seed(name, rows, dim, log_every=200_000):
+def mixed_schema(c, dim):
+    """Benchmark 8's second collection: beside the vectors a JSON field, an INT64 array and the
+    dynamic field (two keys per row)."""
+    s = c.create_schema(auto_id=False, enable_dynamic_field=True)
+    s.add_field("pk", DataType.INT64, is_primary=True)
+    s.add_field("vec", DataType.FLOAT_VECTOR, dim=dim)
+    s.add_field("cat", DataType.INT32)
+    s.add_field("meta", DataType.JSON)
+    s.add_field("tags", DataType.ARRAY, element_type=DataType.INT64, max_capacity=8)
+    return s
+
+
+def plain_row(i, vec):
+    return {"pk": i, "vec": vec, "cat": i % 100}
+
+
+def mixed_row(i, vec):
+    return {"pk": i, "vec": vec, "cat": i % 100,
+            "meta": {"k": i % 7, "name": f"row-{i}", "odd": bool(i % 2)},
+            "tags": list(range(i % 8, i % 8 + i % 5)),
+            "score": (i % 1000) / 10, "label": f"l{i % 13}"}
+
+
+def seed(name, rows, dim, log_every=200_000, mixed=False):
     """A collection on Milvus A with `rows` rows of random `dim`-dimensional vectors, flushed,
     indexed and loaded. Kept between runs (seeding 1M rows takes minutes): reused when it holds
-    exactly `rows` rows."""
+    exactly `rows` rows. `mixed`: the schema of `mixed_schema`."""
     import numpy as np
 
     c = client(A)
@@ -82,16 +105,16 @@ def seed(name, rows, dim, log_every=200_000):
             return
         c.drop_collection(name)
     log(f"seeding `{name}` on Milvus A: {rows:,} rows x {dim} dims")
-    c.create_collection(name, schema=schema(c, dim), index_params=index_params(c),
-                        consistency_level="Strong", shards_num=1)
+    c.create_collection(name, schema=(mixed_schema if mixed else schema)(c, dim),
+                        index_params=index_params(c), consistency_level="Strong", shards_num=1)
     rng = np.random.default_rng(3)
+    row = mixed_row if mixed else plain_row
     batch = 20_000
     t0 = time.monotonic()
     for start in range(0, rows, batch):
         n = min(batch, rows - start)
         vecs = rng.random((n, dim), dtype=np.float32)
-        c.insert(name, [{"pk": start + i, "vec": vecs[i], "cat": (start + i) % 100}
-                        for i in range(n)])
+        c.insert(name, [row(start + i, vecs[i]) for i in range(n)])
         if (start + n) % log_every == 0:
             log(f"  {start + n:,} rows ({time.monotonic() - t0:.0f} s)")
     c.flush(name)
@@ -218,7 +241,7 @@ class Run:
         return out
 
 
-def planrun_migrate(binary, work, tag, coll, target, mode, target_inst, to):
+def planrun_migrate(binary, work, tag, coll, target, mode, target_inst, to, method=None):
     state = tempfile.mkdtemp(prefix="state-", dir=work)
     plan = os.path.join(work, f"{tag}.toml")
     t_data = 'data = "bucket_b:files"\n' if target_inst is B else ""
@@ -227,6 +250,8 @@ def planrun_migrate(binary, work, tag, coll, target, mode, target_inst, to):
         f.write(PLAN_HEAD.format(name=tag, state=state, a_uri=A["uri"], t_uri=target_inst["uri"],
                                  t_data=t_data, s3=S3, local=os.path.join(work, "local")))
         f.write(PLAN_STEPS.format(coll=coll, to=to, mode=mode, target=target))
+        if method:
+            f.write(f'method = "{method}"\n')
     r = Run(binary, plan, os.path.join(work, f"{tag}.log"))
     shutil.rmtree(state, ignore_errors=True)
     if r.rc != 0:
@@ -647,6 +672,132 @@ def many_benchmark(args, binary, work):
             if a.has_collection(name):
                 a.drop_collection(name)
 
+# ---------------------------------------------------------------------------------------------
+# Benchmark 8: rows mode by import (issue 21)
+
+
+def read_alone(coll, rows, threads, batch=16384):
+    """The source read and nothing written: pymilvus query_iterator over the whole collection
+    (every field), one iterator per thread on disjoint primary-key ranges of [0, rows). Returns
+    the rows read (every row is a Python dict, as a pymilvus reader gets them)."""
+    bounds = [rows * k // threads for k in range(threads + 1)]
+
+    def one(k):
+        c = client(A)
+        flt = f"pk >= {bounds[k]} and pk < {bounds[k + 1]}" if threads > 1 else ""
+        it = c.query_iterator(coll, batch_size=batch, filter=flt, output_fields=["*"])
+        n = 0
+        while True:
+            got = it.next()
+            if not got:
+                break
+            n += len(got)
+        it.close()
+        return n
+
+    if threads == 1:
+        return one(0)
+    with ThreadPoolExecutor(threads) as ex:
+        return sum(ex.map(one, range(threads)))
+
+
+def import_benchmark(args, binary, work):
+    """Benchmark 8: a collection from Milvus A to Milvus B by planrun's rows mode with import
+    (the backup in bucket-b, B's own bucket: nothing staged), the same with method = "insert",
+    planrun's binlog mode, the tuned script (query_iterator(batch_size=16384) + insert), and the
+    source read alone (query_iterator, 1, 2 and 4 iterators on disjoint key ranges). Every side
+    runs once per round, the order rotated round by round. Then the same for a collection with
+    JSON, an INT64 array and the dynamic field (rows by import against the read alone)."""
+    tag = os.getpid()
+    out = {}
+    variants = [v for v in args.b8_variants.split(",") if v]
+    for variant in variants:
+        mixed = variant == "mixed"
+        rows = args.b8_mixed_rows if mixed else args.b8_rows
+        # The vectors-only collection is benchmark 3's (same name, schema and seed): seeded once.
+        coll = f"bench_mixed_{rows}_{args.dim}" if mixed else f"bench_binlog_{rows}_{args.dim}"
+        seed(coll, rows, args.dim, mixed=mixed)
+
+        def planrun_side(name, mode, method):
+            def run(i):
+                target, prefix = f"{coll}_{name}{i}", f"backup/bench8-{tag}-{name}{i}"
+                drop(B, target)
+                delete_prefix(B["bucket"], prefix)
+                r = planrun_migrate(binary, work, f"b8-{variant}-{name}-{i}", coll, target, mode,
+                                    B, f"bucket_b:{prefix}", method=method)
+                ph = r.phases()
+                want = {"import": "import", "insert": "insert"}.get(method)
+                if want and want not in ph:
+                    raise SystemExit(f"planrun {name}: no `{want}` phase in {sorted(ph)}")
+                check_rows(B, target, rows, f"planrun {name}")
+                drop(B, target)
+                delete_prefix(B["bucket"], prefix)
+                log(f"b8 {variant} round {i}: {name} {r.wall:.1f} s ({fmt(ph)}), "
+                    f"CPU {r.cpu_s:.1f} s, RSS {r.rss_mib:.0f} MiB")
+                return {"wall": r.wall, "phases": ph, "cpu_s": r.cpu_s, "rss_mib": r.rss_mib}
+            return run
+
+        def script_side(i):
+            target = f"{coll}_py{i}"
+            drop(B, target)
+            t0 = time.monotonic()
+            n = script_rows(A, B, coll, target, args.dim, 16384)
+            wall = time.monotonic() - t0
+            if n != rows:
+                raise SystemExit(f"script read {n} rows, expected {rows}")
+            check_rows(B, target, rows, "script")
+            drop(B, target)
+            log(f"b8 {variant} round {i}: script {wall:.1f} s")
+            return {"wall": wall}
+
+        def read_side(threads):
+            def run(i):
+                t0 = time.monotonic()
+                n = read_alone(coll, rows, threads)
+                wall = time.monotonic() - t0
+                if n != rows:
+                    raise SystemExit(f"read alone ({threads} iterators) read {n} rows, expected {rows}")
+                log(f"b8 {variant} round {i}: read alone, {threads} iterator(s) {wall:.1f} s")
+                return {"wall": wall}
+            return run
+
+        sides = {"rows_import": planrun_side("imp", "rows", "import")}
+        if not mixed:
+            sides["rows_insert"] = planrun_side("ins", "rows", "insert")
+            sides["binlog"] = planrun_side("bin", "binlog", None)
+            sides["script"] = script_side
+        for n in (1, 2, 4):
+            sides[f"read{n}"] = read_side(n)
+        only = [s for s in args.b8_sides.split(",") if s] if args.b8_sides else list(sides)
+        sides = {k: v for k, v in sides.items() if k in only}
+        res = {k: [] for k in sides}
+        order = list(sides)
+        t0 = time.monotonic()
+        for i in range(args.milvus_rounds):
+            k = i % len(order)
+            for name in order[k:] + order[:k]:
+                res[name].append(sides[name](i))
+        med = {k: statistics.median(r["wall"] for r in v) for k, v in res.items()}
+        reads = {k: v for k, v in med.items() if k.startswith("read")}
+        r = {"rows": rows, "dim": args.dim, "collection": coll, "rounds": args.milvus_rounds,
+             "order": order, "sides": res, "median_s": med, "window_s": time.monotonic() - t0}
+        if reads:
+            r["best_read"] = min(reads, key=reads.get)
+        imp = med.get("rows_import")
+        if imp:
+            if "script" in med:
+                r["script_vs_import"] = med["script"] / imp          # target >= 2.5
+            if "binlog" in med:
+                r["import_vs_binlog"] = imp / med["binlog"]          # target <= 1.3
+            if "rows_insert" in med:
+                r["insert_vs_import"] = med["rows_insert"] / imp
+            if reads:
+                r["import_vs_best_read"] = imp / reads[r["best_read"]]  # target <= 1.15
+                if "read1" in reads:
+                    r["import_vs_read1"] = imp / reads["read1"]
+        out[variant] = r
+    return out
+
 
 def fmt(phases):
     return ", ".join(f"{k} {v:.1f}" for k, v in phases.items())
@@ -696,4 +847,30 @@ def report_rows(results):
             return f"{c} / {r['collections']} collections, {n:,} rows"
         rows.append(("7 restored rows checked (count(*) = source)", checked("planrun"),
                      f"script {checked('script')}", f"pipeline = false: {checked('planrun_np')}", "-"))
+    if "import" in results:
+        for variant, r in results["import"].items():
+            m, n = r["median_s"], r["rows"]
+            what = {"vectors": f"{n:,} rows x {r['dim']} dims",
+                    "mixed": f"{n:,} rows x {r['dim']} dims + JSON, INT64 array, dynamic field"}[variant]
+            names = {"rows_import": "planrun rows, import", "rows_insert": "planrun rows, method = insert",
+                     "binlog": "planrun binlog", "script": "script, query_iterator(16384) + insert",
+                     "read1": "read alone, 1 iterator", "read2": "read alone, 2 iterators",
+                     "read4": "read alone, 4 iterators"}
+            for side in r["order"]:
+                walls = " / ".join(f"{x['wall']:.1f}" for x in r["sides"][side])
+                rows.append((f"8 {what}, A -> B: {names[side]}", f"{m[side]:.1f} s ({n / m[side]:,.0f} rows/s)",
+                             f"rounds {walls}", "-", "-"))
+            for key, label, target in (("script_vs_import", "script time / rows import time", ">= 2.5x"),
+                                       ("import_vs_binlog", "rows import time / binlog time", "<= 1.3x"),
+                                       ("insert_vs_import", "rows insert time / rows import time", "-"),
+                                       ("import_vs_best_read", f"rows import time / best read alone ({r.get('best_read')})", "<= 1.15x"),
+                                       ("import_vs_read1", "rows import time / read alone, 1 iterator", "-")):
+                if key in r:
+                    rows.append((f"8 {variant}: {label}", "-", "-", f"{r[key]:.2f}x", target))
+            for side in ("rows_import", "rows_insert", "binlog"):
+                if side in r["sides"]:
+                    med = {}
+                    for k in r["sides"][side][0]["phases"]:
+                        med[k] = statistics.median(x["phases"].get(k, 0) for x in r["sides"][side])
+                    rows.append((f"8 {variant} phases, {names[side]} (median s)", fmt(med), "-", "-", "-"))
     return rows

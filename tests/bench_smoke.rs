@@ -1,5 +1,6 @@
 //! The benchmark suite still runs: `bench/run.sh --smoke` on tiny sizes prints its result table
-//! (benchmark 7: 3 collections x 200 rows, each restored row count checked).
+//! (benchmark 7: 3 collections x 200 rows, each restored row count checked; benchmark 8: every
+//! side of a rows migration by import, once).
 //! No timing is asserted; the numbers of a smoke run mean nothing.
 
 use std::process::Command;
@@ -47,6 +48,12 @@ fn bench_smoke_run_prints_a_result_table() {
         "4 rows mode 2.3.5 -> Lite, 2,000 rows",
         "7 3 collections x 200 rows, A -> B, seed's 3 steps",
         "7 the same, planrun with `pipeline = false`",
+        "8 3,000 rows x 8 dims, A -> B: planrun rows, import",
+        "8 3,000 rows x 8 dims, A -> B: planrun rows, method = insert",
+        "8 3,000 rows x 8 dims, A -> B: read alone, 4 iterators",
+        "8 vectors: script time / rows import time",
+        "8 2,000 rows x 8 dims + JSON, INT64 array, dynamic field, A -> B: planrun rows, import",
+        "8 mixed: rows import time / best read alone",
     ] {
         assert!(stdout.contains(row), "no `{row}` row:\n{stdout}");
     }
