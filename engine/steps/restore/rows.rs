@@ -228,58 +228,19 @@ async fn restore_collection(
             );
             return discard(ctx, c, t, why).await;
         }
-        // Each partition too: an import names its partition, and a file imported into the
-        // wrong one would still add up in the whole. (Milvus Lite, which only ever inserts,
-        // counts the whole collection whatever partition is named.)
-        let each = rc
-            .partitions
-            .iter()
-            .filter(|p| by_import && !p.name.is_empty());
-        for p in each {
-            let want: u64 = p.files.iter().map(|f| f.rows).sum();
-            let got = c
-                .query_count(target, std::slice::from_ref(&p.name), "")
-                .await?;
-            if got != want {
+        let checked = match by_import {
+            true => rows_import::check_partitions(ctx, c, target, rc, &pk).await?,
+            false => Ok(""),
+        };
+        match checked {
+            Ok(how) => format!(", {got} rows verified by count{how}"),
+            Err(why) => {
                 let why = format!(
-                    "partition `{}` of `{target}` on `{}` holds {got} rows after the restore, \
-                     the backup of `{}` had {want}",
-                    p.name, step.instance, info.collection_name
-                );
-                return discard(ctx, c, t, why).await;
-            }
-        }
-        // And their keys, against the digests the backup's files record (none in older ones).
-        let mut keyed = by_import;
-        for p in rc.partitions.iter().filter(|_| by_import) {
-            let Some(want) = crate::format::rows::key_digest(&p.files) else {
-                keyed = false;
-                continue;
-            };
-            let named: Vec<String> = (!p.name.is_empty())
-                .then(|| p.name.clone())
-                .into_iter()
-                .collect();
-            let (_, keys) = crate::steps::keys::key_digest(ctx, c, target, &named, &pk).await?;
-            if keys != want {
-                let why = format!(
-                    "the primary keys of {} of `{target}` on `{}` are not the backup's after \
-                     the restore (key digest {keys:032x}, the backup's {want:032x})",
-                    match p.name.as_str() {
-                        "" => "the whole".to_string(),
-                        name => format!("partition `{name}`"),
-                    },
+                    "{why} of `{target}` on `{}` after the restore",
                     step.instance
                 );
                 return discard(ctx, c, t, why).await;
             }
-        }
-        match (by_import, keyed) {
-            (true, true) => {
-                format!(", {got} rows verified by count and key digest in each partition")
-            }
-            (true, false) => format!(", {got} rows verified by count in each partition"),
-            (false, _) => format!(", {got} rows verified by count"),
         }
     } else {
         count_unloaded(ctx, c, t, rc, total).await?
