@@ -5,7 +5,8 @@
 //! every partition and their key ranges), and
 //! `rows/<db>/<coll>/<partition>/r<range>-<seq>.parquet` in Milvus's own import layout
 //! (`layout`; `codec::arrow` names the column types). Each file holds consecutive primary-key
-//! pages (one row group each) up to `settings.file_bytes`, written as a stream, so memory stays
+//! pages (in row groups of about 64 MiB; older backups wrote one per page) up to
+//! `settings.file_bytes`, written as a stream, so memory stays
 //! bounded whatever the collection size; key ranges of files never overlap, which is what lets
 //! a restore reconcile a file it may have inserted before a crash by counting its range.
 
@@ -82,6 +83,11 @@ pub struct RowsFile {
     /// Hex MD5 of the file as written; absent in older backups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub md5: Option<String>,
+    /// The ETag the bucket gave the file as written (a multipart upload's is not an MD5): a
+    /// listing that shows it again vouches for the content without reading it. Absent in
+    /// older backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
     /// The sum of the hashes of the file's primary keys (`codec::digest::hash_rows` of the key
     /// column, with the key), hex: what an imported collection's keys are checked against.
     /// Absent in older backups.
@@ -163,6 +169,7 @@ mod tests {
     #[test]
     fn a_key_digest_sums_every_file_or_is_unknown() {
         let file = |keys: Option<&str>| RowsFile {
+            etag: None,
             key: "f".into(),
             rows: 1,
             first: Key::Int(1),

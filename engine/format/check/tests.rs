@@ -252,6 +252,7 @@ async fn without_listed_md5s_the_content_is_read_and_checked() {
 async fn a_rows_backup_with_a_missing_parquet_file_is_reported() {
     let store = MemoryStorage::new("mem");
     let file = |key: &str, data: Option<&[u8]>| RowsFile {
+        etag: None,
         key: key.into(),
         rows: 1,
         first: Key::Int(1),

@@ -1,5 +1,5 @@
 //! One range of primary keys of one partition read into Parquet files: pages follow the key
-//! cursor, each written as the next row group of the open file while the next page is queried,
+//! cursor, each added to the open file's row group while the next page is queried,
 //! and a file is put, recorded and passed on once it holds `settings.file_bytes`.
 //!
 //! Memory stays bounded whatever the file size: a file streams to its put as it is written, so
@@ -22,7 +22,7 @@ use crate::plan::BackupStep;
 use crate::steps::ctx::{Result, StepCtx, StepError, fail, to_json};
 use crate::storage::{Storage, StorageError};
 
-/// Bytes a page is sized for (and so a row group, and an insert of a restore): well under
+/// Bytes a page is sized for (and so an insert of a restore): well under
 /// gRPC's message limits, and large enough that a query's fixed cost is small beside it.
 pub(super) const PAGE_BYTES: usize = 16 << 20;
 
@@ -309,6 +309,7 @@ async fn write_file(
         last: last.into(),
         size: Some(put.size),
         md5: put.md5,
+        etag: put.etag,
         longest: seen.longest,
         keys: Some(format!("{:032x}", seen.keys)),
     };

@@ -565,6 +565,7 @@ mod tests {
     fn the_files_of_a_rows_unit_are_reached_through_its_partitions() {
         use crate::format::rows::{Key, RowsCollection, RowsFile, RowsPartition};
         let file = |key: &str| RowsFile {
+            etag: None,
             key: key.into(),
             rows: 1,
             first: Key::Int(0),

@@ -217,7 +217,10 @@ async fn restore_collection(
     let loads = t.loads(step);
     if step.indexes || loads {
         make_queryable(ctx, c, target, info, loads).await?;
+        ctx.events
+            .phase(&ctx.step, target, "index and load", started);
     }
+    let started = std::time::Instant::now();
     let counted = if loads {
         let got = c.query_count(target, &[], "").await?;
         if got != total {
@@ -245,10 +248,7 @@ async fn restore_collection(
     } else {
         count_unloaded(ctx, c, t, rc, total).await?
     };
-    if step.indexes || loads {
-        ctx.events
-            .phase(&ctx.step, target, "index and load", started);
-    }
+    ctx.events.phase(&ctx.step, target, "checks", started);
     let line = format!(
         "`{}` → `{target}`: {} partitions, {total} rows {verb}ed from Parquet{counted}",
         info.collection_name,

@@ -97,21 +97,26 @@ pub(super) async fn insert_files(
                     .map_err(|e| StepError::Failed(format!("reading {where_}: {e}")))?;
                 ctx.set(&task, TaskState::Intent(to_json(&f.rows))).await?;
                 let part = (!partition.is_empty()).then_some(partition.as_str());
-                // A row group (a page of the backup) per insert, decoded as the one before it
-                // goes in: one file's bytes and one page are held, however large the file.
+                // A row group at a time, decoded as the one before it goes in, in inserts of
+                // about a page each: one file's bytes and one row group are held, however
+                // large the file.
                 for i in 0..groups {
                     let (data, cols) = (data.clone(), cols.clone());
-                    let (mut fields, n) = tokio::task::spawn_blocking(move || {
-                        let b = row_group(&data, i)?;
-                        Ok::<_, String>((batch_to_fields(&cols, &b)?, b.num_rows() as u32))
+                    let pages = tokio::task::spawn_blocking(move || {
+                        row_group(&data, i)?
+                            .iter()
+                            .map(|b| Ok((batch_to_fields(&cols, b)?, b.num_rows() as u32)))
+                            .collect::<std::result::Result<Vec<_>, String>>()
                     })
                     .await
                     .map_err(|e| StepError::Failed(format!("decoding {where_}: {e}")))?
                     .map_err(|e| StepError::Failed(format!("reading {where_}: {e}")))?;
-                    if new_keys {
-                        fields.retain(|x| x.field_name != pk);
+                    for (mut fields, n) in pages {
+                        if new_keys {
+                            fields.retain(|x| x.field_name != pk);
+                        }
+                        c.insert(target, part, fields, n).await?;
                     }
-                    c.insert(target, part, fields, n).await?;
                 }
                 crate::fault::point("rows-inserted");
                 ctx.set(&task, TaskState::Done(to_json(&f.rows))).await?;
@@ -191,6 +196,7 @@ mod tests {
             .await
             .unwrap();
         RowsFile {
+            etag: None,
             key,
             rows: n as u64,
             first: Key::Int(0),
