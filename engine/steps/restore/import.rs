@@ -16,7 +16,7 @@ use crate::steps::ctx::{Result, StepCtx, StepError};
 use crate::storage::{self, Storage};
 
 /// Imports every segment of `t` (staging its files first when `stage` is the instance's bucket),
-/// batch after batch, `concurrency` at a time: the rows the imports reported.
+/// batch after batch, `concurrency` requests at a time: the rows the imports reported.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn import_all(
     ctx: &StepCtx,
@@ -29,50 +29,70 @@ pub(super) async fn import_all(
     release: &Binlog,
 ) -> Result<i64> {
     let (info, target, key) = (t.info, t.name.as_str(), t.key());
-    // Stage (copy into the instance's bucket) the files of every segment, then import each,
-    // batch after batch. Owned items and a plain closure: borrowed ones make the spawned step
-    // future not `Send`.
+    // Where the instance reads the files: its bucket when staged, else the backup's.
+    let root_store = stage.unwrap_or(from).as_ref();
+    // Stage (copy into the instance's bucket) the files of every segment, then import each
+    // request, batch after batch. Owned items and a plain closure: borrowed ones make the
+    // spawned step future not `Send`.
     let key_ref = key.as_str();
     let mut rows: Vec<i64> = Vec::new();
     for batch in batches(info) {
-        let work: Vec<(String, SegmentBackupInfo)> =
-            batch.into_iter().map(|(p, s)| (p, s.clone())).collect();
+        let work = requests(batch, release);
         let done: Vec<i64> = futures::stream::iter(work)
-            .map(|(partition, seg): (String, SegmentBackupInfo)| async move {
-                let (key, seg, partition) = (key_ref, &seg, partition.as_str());
-                if let Some(data) = stage {
-                    for (rel, _, _) in seg.files() {
-                        ctx.once_lazy(&format!("{key}/stage/{rel}"), || async {
-                            let _slot = ctx.res.copies.acquire().await.expect("never closed");
-                            storage::copy_object(
-                                from.as_ref(),
-                                &step.from.join(&rel),
-                                data.as_ref(),
-                                &import_root.join(&rel),
-                                &|_| {},
+            .map(
+                |(partition, segs): (String, Vec<SegmentBackupInfo>)| async move {
+                    let (key, partition) = (key_ref, partition.as_str());
+                    if let Some(data) = stage {
+                        // Side by side, as many as the step's copy slots allow.
+                        let files: Vec<String> =
+                            segs.iter().flat_map(|s| s.files()).map(|f| f.0).collect();
+                        futures::stream::iter(files)
+                            .map(|rel: String| async move {
+                                ctx.once_lazy(&format!("{key}/stage/{rel}"), || async {
+                                    let _slot =
+                                        ctx.res.copies.acquire().await.expect("never closed");
+                                    storage::copy_object(
+                                        from.as_ref(),
+                                        &step.from.join(&rel),
+                                        data.as_ref(),
+                                        &import_root.join(&rel),
+                                        &|_| {},
+                                    )
+                                    .await?;
+                                    Ok(true)
+                                })
+                                .await
+                            })
+                            .buffer_unordered(STAGE_AT_ONCE)
+                            .try_collect::<Vec<(bool, bool)>>()
+                            .await?;
+                    }
+                    let whole = whole_partition(ctx, key, root_store, import_root, &segs).await?;
+                    let got: Vec<i64> = futures::stream::iter(chunk(segs, whole))
+                        .map(|part| async move {
+                            let got = import_segments(
+                                ctx,
+                                client,
+                                key,
+                                target,
+                                partition,
+                                &part,
+                                import_root,
+                                release,
                             )
                             .await?;
-                            Ok(true)
+                            let bytes: i64 = part.iter().map(|s| s.size).sum();
+                            ctx.events
+                                .progress(&ctx.step, part.len() as u64, bytes as u64);
+                            // An L0 import brings deletes, not rows.
+                            Ok::<_, StepError>(if part[0].is_l0 { 0 } else { got })
                         })
+                        .buffer_unordered(ctx.concurrency())
+                        .try_collect()
                         .await?;
-                    }
-                }
-                let n = import_segment(
-                    ctx,
-                    client,
-                    key,
-                    target,
-                    partition,
-                    seg,
-                    import_root,
-                    release,
-                )
-                .await?;
-                let bytes: i64 = seg.size;
-                ctx.events.progress(&ctx.step, 1, bytes as u64);
-                // An L0 import brings deletes, not rows.
-                Ok::<_, StepError>(if seg.is_l0 { 0 } else { n })
-            })
+                    Ok::<_, StepError>(got.iter().sum::<i64>())
+                },
+            )
             .buffer_unordered(ctx.concurrency())
             .try_collect()
             .await?;
@@ -81,6 +101,94 @@ pub(super) async fn import_all(
     ctx.tasks.sync().await?;
     let imported: i64 = rows.iter().sum();
     Ok(imported)
+}
+
+/// The segments of one batch, grouped for their requests. Milvus 2.3 runs one import at a time
+/// and frees its data node on a 2-second tick, so every request costs at least 2 s: the
+/// ordinary segments of one partition go together, and `whole_partition` decides whether they
+/// go as one request. Other releases: a segment each.
+fn requests(
+    batch: Vec<(String, &SegmentBackupInfo)>,
+    release: &Binlog,
+) -> Vec<(String, Vec<SegmentBackupInfo>)> {
+    let mut out: Vec<(String, Vec<SegmentBackupInfo>)> = Vec::new();
+    for (partition, seg) in batch {
+        let joins = |(p, segs): &&mut (String, Vec<SegmentBackupInfo>)| {
+            !release.l0 && !seg.is_l0 && *p == partition && segs[0].partition_id == seg.partition_id
+        };
+        match out.last_mut().filter(joins) {
+            Some((_, segs)) => segs.push(seg.clone()),
+            None => out.push((partition, vec![seg.clone()])),
+        }
+    }
+    out
+}
+
+/// Staging copies one request's group starts at once (the step's copy slots bound them all).
+const STAGE_AT_ONCE: usize = 16;
+
+/// The most bytes of segments imported by one partition request: larger segments are worth
+/// their 2 s each, and a failed request is imported again whole.
+const PARTITION_REQUEST_BYTES: i64 = 1 << 30;
+
+/// The requests of a group of segments: all of them in one (`whole`), or one each.
+fn chunk(segs: Vec<SegmentBackupInfo>, whole: bool) -> Vec<Vec<SegmentBackupInfo>> {
+    match whole {
+        true => vec![segs],
+        false => segs.into_iter().map(|s| vec![s]).collect(),
+    }
+}
+
+/// Whether several segments of one partition go in one request of their partition's
+/// directories: only where those hold exactly their files (a directory with anything else, an
+/// older backup's segment left at the same place, would import it too), and never for a
+/// collection whose segments an earlier run began importing one by one (their tasks are found
+/// and adopted instead). Once decided, the partition's task records it.
+async fn whole_partition(
+    ctx: &StepCtx,
+    key: &str,
+    store: &dyn Storage,
+    root: &Location,
+    segs: &[SegmentBackupInfo],
+) -> Result<bool> {
+    if segs.len() < 2 || segs.iter().map(|s| s.size).sum::<i64>() > PARTITION_REQUEST_BYTES {
+        return Ok(false);
+    }
+    if ctx.state(&partition_task(key, &segs[0]))?.is_some() {
+        return Ok(true);
+    }
+    for s in segs {
+        if ctx.state(&segment_task(key, s))?.is_some() {
+            return Ok(false);
+        }
+    }
+    let want: std::collections::BTreeSet<String> = segs
+        .iter()
+        .flat_map(|s| s.files())
+        .map(|(rel, _, _)| root.join(&rel))
+        .collect();
+    let mut found = std::collections::BTreeSet::new();
+    for dir in partition_dirs(&segs[0]) {
+        let mut listing = store.list(&format!("{}/", root.join(&dir)));
+        while let Some(o) = listing.try_next().await? {
+            found.insert(o.key);
+        }
+    }
+    Ok(found == want)
+}
+
+fn segment_task(key: &str, seg: &SegmentBackupInfo) -> String {
+    format!("{key}/import/{}", seg.segment_id)
+}
+
+fn partition_task(key: &str, seg: &SegmentBackupInfo) -> String {
+    format!("{key}/import/partition-{}", seg.partition_id)
+}
+
+/// A partition's insert and delta log directories, relative to the backup location.
+fn partition_dirs(seg: &SegmentBackupInfo) -> [String; 2] {
+    ["insert_log", "delta_log"]
+        .map(|kind| format!("binlogs/{kind}/{}/{}", seg.collection_id, seg.partition_id))
 }
 
 /// The order of the imports, in batches one after another, after milvus-backup's: every
@@ -150,28 +258,52 @@ fn import_request(
     (files, options)
 }
 
-/// Imports one segment (see [`import_request`]), started once and waited for.
+/// Imports one segment (see [`import_request`]), or several of one partition by their
+/// partition's directories (Milvus 2.3), started once and waited for.
 #[allow(clippy::too_many_arguments)]
-async fn import_segment(
+async fn import_segments(
     ctx: &StepCtx,
     client: &MilvusClient,
     key: &str,
     target: &str,
     partition: &str,
-    seg: &SegmentBackupInfo,
+    segs: &[SegmentBackupInfo],
     root: &Location,
     release: &Binlog,
 ) -> Result<i64> {
-    let (files, options) = import_request(release, root, seg);
-    let req = Request {
-        task: format!("{key}/import/{}", seg.segment_id),
-        target,
-        partition,
-        files,
-        options,
-        what: format!("segment {}", seg.segment_id),
-        // With deletes, fewer rows than the segment's (or none) is right.
-        rows: (!seg.has_deletes()).then_some(seg.num_of_rows),
+    let seg = &segs[0];
+    // With deletes, fewer rows than the segments' (or none) is right.
+    let rows = match segs.iter().any(|s| s.has_deletes()) {
+        true => None,
+        false => Some(segs.iter().map(|s| s.num_of_rows).sum()),
+    };
+    let req = match segs {
+        [seg] => {
+            let (files, options) = import_request(release, root, seg);
+            Request {
+                task: segment_task(key, seg),
+                target,
+                partition,
+                files,
+                options,
+                what: format!("segment {}", seg.segment_id),
+                rows,
+            }
+        }
+        _ => Request {
+            task: partition_task(key, seg),
+            target,
+            partition,
+            files: partition_dirs(seg)
+                .map(|d| format!("{}/", root.join(&d)))
+                .into(),
+            options: vec![("backup".to_string(), "true".to_string())],
+            what: format!(
+                "the {} segments of partition `{partition}` (one request)",
+                segs.len()
+            ),
+            rows,
+        },
     };
     import_once(ctx, client, &req).await
 }
@@ -278,6 +410,52 @@ mod tests {
             p.segment_backups.retain(|s| !s.is_l0);
         }
         assert_eq!(batches(&old).len(), 1);
+    }
+
+    #[test]
+    fn on_2_3_the_segments_of_a_partition_go_together() {
+        let mut info = collection();
+        info.l0_segments.clear();
+        for p in &mut info.partition_backups {
+            p.segment_backups.retain(|s| !s.is_l0);
+            p.segment_backups.push(seg(
+                p.partition_id * 10 + 5,
+                p.partition_id,
+                false,
+                false,
+                0,
+            ));
+        }
+        let shape = |v: &str| -> Vec<(String, Vec<i64>)> {
+            let b = batches(&info).remove(0);
+            requests(b, &release(v))
+                .into_iter()
+                .map(|(p, segs)| (p, segs.iter().map(|s| s.segment_id).collect()))
+                .collect()
+        };
+        let named = |v: &[(&str, &[i64])]| {
+            v.iter()
+                .map(|(p, s)| (p.to_string(), s.to_vec()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            shape("v2.3.5"),
+            named(&[("_default", &[20, 25]), ("p", &[30, 35])])
+        );
+        // 2.4 on: a request per segment, as milvus-backup sends them.
+        assert_eq!(
+            shape("v2.4.13"),
+            named(&[
+                ("_default", &[20]),
+                ("_default", &[25]),
+                ("p", &[30]),
+                ("p", &[35])
+            ])
+        );
+        assert_eq!(
+            partition_dirs(&seg(30, 3, false, false, 0)),
+            ["binlogs/insert_log/1/3", "binlogs/delta_log/1/3"]
+        );
     }
 
     #[test]
