@@ -402,6 +402,54 @@ on_conflict = "drop"
     clean_backup("bucket-a", &bk);
 }
 
+/// Renames of several collections, restored each as the backup finishes it: a collection
+/// arriving alone is not taken for a backup without the others the map names.
+#[test]
+fn several_collections_renamed_are_restored_as_each_arrives() {
+    let prefix = support::unique("rn");
+    let colls: Vec<String> = (1..=2).map(|i| format!("{prefix}_{i}")).collect();
+    for c in &colls {
+        support::seed_small(&MILVUS_A, "root:Milvus", c, &[]);
+    }
+    let bk = support::unique("bk");
+    let dir = tempfile::tempdir().unwrap();
+    let renames: Vec<String> = colls
+        .iter()
+        .map(|c| format!("\"{c}\" = \"{c}_moved\""))
+        .collect();
+    let p = plan(
+        dir.path(),
+        "renames",
+        &format!(
+            r#"
+[steps.backup]
+type = "backup"
+instance = "milvus_a"
+collections = ["{prefix}_*"]
+to = "bucket_b:backup/{bk}"
+
+[steps.restore]
+type = "restore"
+instance = "milvus_b"
+from = "bucket_b:backup/{bk}"
+rename = {{ {} }}
+"#,
+            renames.join(", ")
+        ),
+    );
+    let out = support::run(&["apply", "--yes", p.to_str().unwrap()]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(!t.contains("does not hold"), "{t}");
+    for c in &colls {
+        let s = state(&MILVUS_B.uri(), "", &format!("{c}_moved"));
+        assert_eq!(s["flushed_rows"].as_i64().unwrap_or(-1), 200, "{c}: {s}");
+        drop_b(&format!("{c}_moved"));
+        data(&["drop", c]);
+    }
+    clean_backup("bucket-b", &bk);
+}
+
 #[test]
 fn aliases_are_carried_renamed_like_their_collections() {
     let coll = support::unique("al");

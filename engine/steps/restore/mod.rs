@@ -43,7 +43,7 @@ pub async fn run(ctx: &StepCtx, step: &RestoreStep) -> Result<String> {
         rows,
         partial: false,
     };
-    let units = restore(ctx, step, from.as_ref(), &whole, &earlier).await?;
+    let units = restore(ctx, step, from.as_ref(), &whole, &earlier, true).await?;
     let summary = units.done.join("; ");
     units.finish(summary)
 }
@@ -105,7 +105,7 @@ async fn pipelined(
                     p.files.retain(|f| !restored.contains(&f.key));
                 }
             }
-            let failures = match restore(ctx, step, from, &unit, &BTreeMap::new()).await {
+            let failures = match restore(ctx, step, from, &unit, &BTreeMap::new(), false).await {
                 Ok(units) if units.failed.is_empty() && unit.partial => {
                     for p in partitions(&mut unit) {
                         restored.extend(p.files.iter().map(|f| f.key.clone()));
@@ -135,13 +135,15 @@ fn partitions(unit: &mut Unit) -> impl Iterator<Item = &mut crate::format::rows:
 
 /// Restores the collections of `unit` the step selects, each on its own: a refused or failed
 /// one fails alone (as do those in `earlier`, which failed in the pipelined pass). Of a partial
-/// unit, only the files it lists are inserted.
+/// unit, only the files it lists are inserted. `whole`: the unit is the whole backup, not one
+/// collection of a running step, so the step's names are checked against all it holds.
 async fn restore(
     ctx: &StepCtx,
     step: &RestoreStep,
     from: &dyn Storage,
     unit: &Unit,
     earlier: &BTreeMap<String, String>,
+    whole: bool,
 ) -> Result<Units<String>> {
     let backup = &unit.backup;
     let mode = mode(backup, step)?;
@@ -152,7 +154,10 @@ async fn restore(
     if mode == Mode::Binlog {
         binlog::server_ok(&client, step)?;
     }
-    let names = name_refusals(step, &ctx.step, backup);
+    let names = match whole {
+        true => name_refusals(step, &ctx.step, backup),
+        false => Vec::new(),
+    };
     if !names.is_empty() {
         return fail(names.join("; "));
     }
