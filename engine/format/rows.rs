@@ -106,6 +106,24 @@ pub enum Key {
     Str(String),
 }
 
+#[cfg(test)]
+impl RowsFile {
+    /// A file of one row (key 1) at `key`, nothing else known: for tests.
+    pub fn named(key: &str) -> RowsFile {
+        RowsFile {
+            key: key.into(),
+            rows: 1,
+            first: Key::Int(1),
+            last: Key::Int(1),
+            size: None,
+            md5: None,
+            etag: None,
+            keys: None,
+            longest: Default::default(),
+        }
+    }
+}
+
 impl From<Pk> for Key {
     fn from(p: Pk) -> Key {
         match p {
@@ -169,15 +187,8 @@ mod tests {
     #[test]
     fn a_key_digest_sums_every_file_or_is_unknown() {
         let file = |keys: Option<&str>| RowsFile {
-            etag: None,
-            key: "f".into(),
-            rows: 1,
-            first: Key::Int(1),
-            last: Key::Int(1),
-            size: None,
-            md5: None,
             keys: keys.map(String::from),
-            longest: Default::default(),
+            ..RowsFile::named("f")
         };
         let max = format!("{:032x}", u128::MAX);
         assert_eq!(key_digest(&[file(Some("02")), file(Some(&max))]), Some(1));

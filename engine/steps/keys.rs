@@ -10,15 +10,17 @@ use crate::milvus::{MilvusClient, Pk};
 /// How many example keys of each kind a mismatch reports.
 const EXAMPLES: usize = 5;
 
-/// The rows of `partitions` (all when empty) read by primary key, and the sum of the digests of
-/// their keys alone: what a binlog restore onto a release planrun has not run is checked
-/// against (`format::binlog::live` computes the same from the backup's binlogs).
+/// The rows of `partitions` (all when empty) that match `filter` (all when empty) read by
+/// primary key, and the sum of the digests of their keys alone: what a binlog restore onto a
+/// release planrun has not run is checked against (`format::binlog::live` computes the same
+/// from the backup's binlogs), and an imported rows file's key range.
 pub async fn key_digest(
     ctx: &StepCtx,
     client: &MilvusClient,
     collection: &str,
     partitions: &[String],
     pk: &str,
+    filter: &str,
 ) -> Result<(u64, u128)> {
     let output = [pk.to_string()];
     let mut walk = Walk::new(
@@ -32,6 +34,7 @@ pub async fn key_digest(
     );
     // The step counts objects (binlogs), not rows.
     walk.quiet = true;
+    walk.filter = filter.to_string();
     walk.sum(ctx).await
 }
 
@@ -49,6 +52,8 @@ pub struct Walk<'a> {
     with_key: bool,
     /// Reports no row progress.
     quiet: bool,
+    /// Only the rows that match it (all when empty).
+    filter: String,
 }
 
 impl<'a> Walk<'a> {
@@ -73,6 +78,7 @@ impl<'a> Walk<'a> {
             done: false,
             with_key,
             quiet: false,
+            filter: String::new(),
         }
     }
 
@@ -97,7 +103,7 @@ impl<'a> Walk<'a> {
                             self.partitions,
                             self.pk,
                             self.after.as_ref(),
-                            "",
+                            &self.filter,
                             self.limit,
                             self.output,
                             // The first page waits for everything written before the walk;

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::format::meta::{Binlog, FieldBinlog, PartitionBackupInfo};
-use crate::format::rows::{Key, RowsCollection, RowsFile, RowsPartition};
+use crate::format::rows::{RowsCollection, RowsFile, RowsPartition};
 use crate::schema::FieldSchema;
 use crate::storage::{ByteStream, MemoryFault, MemoryStorage, ObjectMeta, Place};
 use bytes::Bytes;
@@ -252,15 +252,9 @@ async fn without_listed_md5s_the_content_is_read_and_checked() {
 async fn a_rows_backup_with_a_missing_parquet_file_is_reported() {
     let store = MemoryStorage::new("mem");
     let file = |key: &str, data: Option<&[u8]>| RowsFile {
-        etag: None,
-        key: key.into(),
-        rows: 1,
-        first: Key::Int(1),
-        last: Key::Int(1),
         size: data.map(|d| d.len() as u64),
         md5: data.map(md5_of),
-        longest: Default::default(),
-        keys: None,
+        ..RowsFile::named(key)
     };
     let rows = RowsMeta {
         collections: vec![RowsCollection {

@@ -371,7 +371,7 @@ async fn check_exactly(
     for (name, part, want) in units {
         let counted = client.query_count(target, &part, "").await?;
         let (read, keys) =
-            crate::steps::keys::key_digest(ctx, client, target, &part, &pk.name).await?;
+            crate::steps::keys::key_digest(ctx, client, target, &part, &pk.name, "").await?;
         rows += read;
         if counted != want.rows || read != want.rows || keys != want.keys {
             wrong.push(format!(

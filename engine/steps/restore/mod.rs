@@ -135,8 +135,8 @@ fn partitions(unit: &mut Unit) -> impl Iterator<Item = &mut crate::format::rows:
 
 /// Restores the collections of `unit` the step selects, each on its own: a refused or failed
 /// one fails alone (as do those in `earlier`, which failed in the pipelined pass). Of a partial
-/// unit, only the files it lists are inserted. `whole`: the unit is the whole backup, not one
-/// collection of a running step, so the step's names are checked against all it holds.
+/// unit, only the files it lists are inserted. `whole`: the whole backup, not one collection
+/// of a running step: the step's names are checked against all it holds.
 async fn restore(
     ctx: &StepCtx,
     step: &RestoreStep,
@@ -154,10 +154,9 @@ async fn restore(
     if mode == Mode::Binlog {
         binlog::server_ok(&client, step)?;
     }
-    let names = match whole {
-        true => name_refusals(step, &ctx.step, backup),
-        false => Vec::new(),
-    };
+    let names = whole
+        .then(|| name_refusals(step, &ctx.step, backup))
+        .unwrap_or_default();
     if !names.is_empty() {
         return fail(names.join("; "));
     }
@@ -568,21 +567,10 @@ mod tests {
 
     #[test]
     fn the_files_of_a_rows_unit_are_reached_through_its_partitions() {
-        use crate::format::rows::{Key, RowsCollection, RowsFile, RowsPartition};
-        let file = |key: &str| RowsFile {
-            etag: None,
-            key: key.into(),
-            rows: 1,
-            first: Key::Int(0),
-            last: Key::Int(0),
-            size: None,
-            md5: None,
-            longest: Default::default(),
-            keys: None,
-        };
+        use crate::format::rows::{RowsCollection, RowsFile, RowsPartition};
         let part = |name: &str, keys: &[&str]| RowsPartition {
             name: name.into(),
-            files: keys.iter().map(|k| file(k)).collect(),
+            files: keys.iter().map(|k| RowsFile::named(k)).collect(),
         };
         let mut unit = Unit {
             at: step().from,
