@@ -198,11 +198,12 @@ async fn restore_collection(
     };
     // Files still arriving from a running backup: index and load beside the first inserts, so
     // that little is left for the end. (On a finished backup this only moves those seconds.)
-    // Imported segments are seen by a load that comes after them (on 2.3.5 a loaded
-    // collection counted none of them): by import, only the index is made early.
+    // Not by import: imported segments are seen only by a load that comes after them (on
+    // 2.3.5 a loaded collection counted none of them), and with an index 2.3 starts no
+    // import before the one before it is indexed.
     let early = async {
-        match partial && t.loads(step) {
-            true => make_queryable(ctx, c, target, info, !by_import).await,
+        match partial && t.loads(step) && !by_import {
+            true => make_queryable(ctx, c, target, info, true).await,
             false => Ok(()),
         }
     };
