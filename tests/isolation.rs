@@ -417,26 +417,10 @@ fn several_collections_renamed_are_restored_as_each_arrives() {
         .iter()
         .map(|c| format!("\"{c}\" = \"{c}_moved\""))
         .collect();
-    let p = plan(
-        dir.path(),
-        "renames",
-        &format!(
-            r#"
-[steps.backup]
-type = "backup"
-instance = "milvus_a"
-collections = ["{prefix}_*"]
-to = "bucket_b:backup/{bk}"
-
-[steps.restore]
-type = "restore"
-instance = "milvus_b"
-from = "bucket_b:backup/{bk}"
-rename = {{ {} }}
-"#,
-            renames.join(", ")
-        ),
-    );
+    let steps = BackupRestore::of(&[format!("{prefix}_*")], &bk)
+        .suffix(None)
+        .restore_with(&format!("rename = {{ {} }}\n", renames.join(", ")));
+    let p = plan(dir.path(), "renames", &steps.to_string());
     let out = support::run(&["apply", "--yes", p.to_str().unwrap()]);
     let t = text(&out);
     assert!(out.status.success(), "{t}");

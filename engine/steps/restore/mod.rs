@@ -154,9 +154,11 @@ async fn restore(
     if mode == Mode::Binlog {
         binlog::server_ok(&client, step)?;
     }
-    let names = whole
-        .then(|| name_refusals(step, &ctx.step, backup))
-        .unwrap_or_default();
+    let names = if whole {
+        name_refusals(step, &ctx.step, backup)
+    } else {
+        Vec::new()
+    };
     if !names.is_empty() {
         return fail(names.join("; "));
     }
