@@ -6,6 +6,8 @@
   dump     print every row of a collection (PK order) as JSON lines, with partition names
   compare  compare two collections row by row, partitions and indexes; exit 1 on any difference
   drop     drop collections
+  sweep    drop the collections of test runs that are gone (named by tests/support's unique():
+           `<prefix>_<pid>_<millis>_<n>[_suffix]`, the pid no longer running on this machine)
   dump-names  list the collections (with their partitions) of every database
   s3-list  list every object of a bucket with its size and ETag
   s3-clean delete every object under a prefix of a bucket on the local S3 server
@@ -15,6 +17,7 @@ Addresses are URIs; a token is `user:password` (or empty).
 import argparse
 import json
 import random
+import re
 import logging
 import os
 import signal
@@ -198,6 +201,25 @@ def drop(a):
         c.drop_collection(name)
 
 
+# tests/support's unique(): `<prefix>_<pid>_<millis % 10^9>_<n>`, then any suffix (`_bak`, ...).
+TEST_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z][A-Za-z0-9]*)*_(\d{1,7})_\d{1,9}_\d+(?:_\w*)?$")
+
+
+def sweep(a):
+    """Drops what interrupted test runs left behind on a long-lived server, so that it does not
+    keep serving (and loading) them in every later run; a run still going keeps its own."""
+    gone = []
+    for db in client(a.uri, a.token).list_databases():
+        # A client per database: 2.3 has no DescribeDatabase, which `use_database` calls.
+        c = MilvusClient(uri=a.uri, token=a.token or "", db_name=db, timeout=60)
+        for name in c.list_collections():
+            m = TEST_NAME.match(name)
+            if m and not os.path.exists(f"/proc/{m.group(1)}"):
+                c.drop_collection(name)
+                gone.append(f"{db}.{name}")
+    print(json.dumps({"uri": a.uri, "dropped": len(gone)}))
+
+
 def dump_names(a):
     c = client(a.uri, a.token)
     for name in sorted(c.list_collections()):
@@ -300,6 +322,7 @@ def main():
     sp.add_argument("--target-collection", default="coll_bak")
     sp = sub.add_parser("drop"); common(sp)
     sp.add_argument("collections", nargs="+")
+    sp = sub.add_parser("sweep"); common(sp)
     sp = sub.add_parser("dump-names"); common(sp)
     sp = sub.add_parser("state"); common(sp)
     sp.add_argument("collection")
@@ -326,7 +349,8 @@ def main():
     sp.add_argument("--bucket", required=True)
     sp.add_argument("--prefix", required=True)
     a = p.parse_args()
-    {"seed": seed, "dump": dump, "compare": compare, "drop": drop, "dump-names": dump_names,
+    {"seed": seed, "dump": dump, "compare": compare, "drop": drop, "sweep": sweep,
+     "dump-names": dump_names,
      "s3-list": s3_list, "s3-clean": s3_clean, "state": state, "release": release, "alias": alias,
      "drop-alias": drop_alias,
      "s3-get": s3_get, "s3-put": s3_put}[a.cmd](a)

@@ -21,5 +21,13 @@ installing=$!
 cargo test --locked --no-run
 wait "$installing"
 scripts/services.sh up
+# Servers kept from earlier runs (a dev machine's) hold what interrupted runs left behind, and a
+# Milvus serving dozens of stale loaded collections slows every test after: those are dropped
+# (a run still going keeps its own).
+for server in 19530:root:Milvus 19540: 19550:root:Milvus; do
+  port=${server%%:*} token=${server#*:}
+  .venv/bin/python scripts/milvus_data.py sweep --uri "http://127.0.0.1:$port" --token "$token" >/dev/null \
+    || echo "test.sh: could not drop stale test collections on 127.0.0.1:$port; going on" >&2
+done
 # Milvus on 2 cores is the bottleneck; a few test threads keep it responsive.
 cargo test --locked -- --test-threads "${PLANRUN_TEST_THREADS:-4}" "$@"
