@@ -224,13 +224,9 @@ def parquet_imports(coll, dim, poll, binary, in_flight=4):
     tag = os.getpid()
     prefix = f"backup/bench-parquet-{tag}"
     work = tempfile.mkdtemp(prefix="parquet-")
-    plan = os.path.join(work, "backup.toml")
-    with open(plan, "w") as f:
-        f.write(mb.PLAN_HEAD.format(name=f"parquet-{tag}", state=os.path.join(work, "state"),
-                                    a_uri=mb.A["uri"], t_uri=mb.B["uri"], t_data="", s3=mb.S3,
-                                    local=os.path.join(work, "local")))
-        f.write(f'\n[steps.backup]\ntype = "backup"\ninstance = "milvus_a"\n'
-                f'collections = ["{coll}"]\nto = "bucket_b:{prefix}"\nmode = "rows"\n')
+    plan, _ = mb.write_plan(work, f"parquet-{tag}",
+                            f'\n[steps.backup]\ntype = "backup"\ninstance = "milvus_a"\n'
+                            f'collections = ["{coll}"]\nto = "bucket_b:{prefix}"\nmode = "rows"\n')
     t0 = time.monotonic()
     subprocess.run([binary, "apply", "--yes", plan], check=True, stdout=subprocess.DEVNULL)
     log(f"rows backup of {coll} in {time.monotonic() - t0:.1f} s")

@@ -241,7 +241,10 @@ class Run:
         return out
 
 
-def planrun_migrate(binary, work, tag, coll, target, mode, target_inst, to, method=None):
+def write_plan(work, tag, steps, target_inst=None):
+    """Writes `<work>/<tag>.toml`: Milvus A, the target instance (B, with its `data`, unless
+    `target_inst` says otherwise), the buckets and `steps` (TOML). Its path and its state dir."""
+    target_inst = target_inst or B
     state = tempfile.mkdtemp(prefix="state-", dir=work)
     plan = os.path.join(work, f"{tag}.toml")
     t_data = 'data = "bucket_b:files"\n' if target_inst is B else ""
@@ -249,9 +252,15 @@ def planrun_migrate(binary, work, tag, coll, target, mode, target_inst, to, meth
     with open(plan, "w") as f:
         f.write(PLAN_HEAD.format(name=tag, state=state, a_uri=A["uri"], t_uri=target_inst["uri"],
                                  t_data=t_data, s3=S3, local=os.path.join(work, "local")))
-        f.write(PLAN_STEPS.format(coll=coll, to=to, mode=mode, target=target))
-        if method:
-            f.write(f'method = "{method}"\n')
+        f.write(steps)
+    return plan, state
+
+
+def planrun_migrate(binary, work, tag, coll, target, mode, target_inst, to, method=None):
+    steps = PLAN_STEPS.format(coll=coll, to=to, mode=mode, target=target)
+    if method:
+        steps += f'method = "{method}"\n'
+    plan, state = write_plan(work, tag, steps, target_inst)
     r = Run(binary, plan, os.path.join(work, f"{tag}.log"))
     shutil.rmtree(state, ignore_errors=True)
     if r.rc != 0:

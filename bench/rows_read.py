@@ -24,7 +24,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(__file__))
-from milvus_bench import A, PLAN_HEAD, S3, Run, client, log, settle  # noqa: E402
+from milvus_bench import A, Run, client, delete_prefix, log, settle, write_plan  # noqa: E402
 from pymilvus import DataType  # noqa: E402
 
 PARTS = ["_default", "p1"]
@@ -133,19 +133,14 @@ def pymilvus_run(name, rows, readers):
 
 
 def planrun_run(binary, work, name, rows, readers, tag):
-    state = tempfile.mkdtemp(prefix="state-", dir=work)
-    plan = os.path.join(work, f"{tag}.toml")
-    with open(plan, "w") as f:
-        f.write(PLAN_HEAD.format(name=tag, state=state, a_uri=A["uri"], t_uri=A["uri"],
-                                 t_data="", s3=S3, local=os.path.join(work, "local")))
-        f.write(f"""
+    plan, state = write_plan(work, tag, f"""
 [steps.backup]
 type = "backup"
 instance = "milvus_a"
 collections = ["{name}"]
 to = "bucket_a:bench-rows-read/{tag}"
 mode = "rows"
-""")
+""", A)
     if readers:  # 0: the plan says nothing (the default, or a planrun without the setting)
         text = open(plan).read()
         open(plan, "w").write(text.replace("concurrency = 4\n", f"concurrency = 4\nreaders = {readers}\n"))
@@ -153,6 +148,8 @@ mode = "rows"
     m0 = cpu.milvus_ticks()
     r = Run(binary, plan, os.path.join(work, f"{tag}.log"))
     shutil.rmtree(state, ignore_errors=True)
+    # Only the read is timed: the backup goes, so that the next run (or invocation) can write it.
+    delete_prefix(A["bucket"], f"bench-rows-read/{tag}")
     if r.rc != 0:
         raise SystemExit(f"planrun {tag} failed (exit {r.rc}):\n{r.text[-3000:]}")
     got = sum(e.get("rows", 0) for _, e in r.events if e.get("event") == "progress")

@@ -52,13 +52,7 @@ def main():
                 tag = f"tiny-{os.getpid()}-{rnd}-{os.path.basename(binary)}"
                 for n in names:
                     mb.drop(mb.B, n)
-                state = tempfile.mkdtemp(prefix="state-", dir=work)
-                plan = os.path.join(work, f"{tag}.toml")
-                with open(plan, "w") as f:
-                    f.write(mb.PLAN_HEAD.format(name=tag, state=state, a_uri=mb.A["uri"],
-                                                t_uri=mb.B["uri"], t_data='data = "bucket_b:files"\n',
-                                                s3=mb.S3, local=os.path.join(work, "local")))
-                    f.write(f"""
+                plan, _ = mb.write_plan(work, tag, f"""
 [steps.backup]
 type = "backup"
 instance = "milvus_a"

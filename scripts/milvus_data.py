@@ -32,8 +32,8 @@ DEMO_SECRET = "706c616e72756e2d64656d6f2d7365637265742d6b65792d6e6f742d7265616c"
 logging.getLogger("pymilvus").setLevel(logging.ERROR)
 
 
-def client(uri, token):
-    return MilvusClient(uri=uri, token=token or "", timeout=60)
+def client(uri, token, db=""):
+    return MilvusClient(uri=uri, token=token or "", db_name=db, timeout=60)
 
 
 def partitions(c, coll):
@@ -211,13 +211,13 @@ def sweep(a):
     gone = []
     for db in client(a.uri, a.token).list_databases():
         # A client per database: 2.3 has no DescribeDatabase, which `use_database` calls.
-        c = MilvusClient(uri=a.uri, token=a.token or "", db_name=db, timeout=60)
+        c = client(a.uri, a.token, db)
         for name in c.list_collections():
             m = TEST_NAME.match(name)
             if m and not os.path.exists(f"/proc/{m.group(1)}"):
                 c.drop_collection(name)
                 gone.append(f"{db}.{name}")
-    print(json.dumps({"uri": a.uri, "dropped": len(gone)}))
+    print(json.dumps({"uri": a.uri, "dropped": gone}))
 
 
 def dump_names(a):

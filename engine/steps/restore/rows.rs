@@ -202,9 +202,10 @@ async fn restore_collection(
     // 2.3.5 a loaded collection counted none of them), and with an index 2.3 starts no
     // import before the one before it is indexed.
     let early = async {
-        match partial && t.loads(step) && !by_import {
-            true => make_queryable(ctx, c, target, info, true).await,
-            false => Ok(()),
+        if partial && t.loads(step) && !by_import {
+            make_queryable(ctx, c, target, info, true).await
+        } else {
+            Ok(())
         }
     };
     let (written, early) = futures::join!(writes, early);

@@ -263,6 +263,8 @@ pub(super) async fn check_partitions(
             continue;
         }
         let (named, what) = (&named, &what);
+        // Owned files: a stream of borrowed ones makes the step's future not `Send` (rustc's
+        // higher-ranked lifetime limits).
         let wrong: Vec<Option<String>> = futures::stream::iter(p.files.clone())
             .map(|f: RowsFile| async move {
                 let want = crate::format::rows::key_digest(std::slice::from_ref(&f));
